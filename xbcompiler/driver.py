@@ -1,0 +1,90 @@
+"""The compile driver: trace -> graph passes -> lower-to-xbar -> crossbar passes -> emit."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from .diagnostics import CompileError
+from .emit.netlist import Netlist, emit_netlist
+from .frontend.coverage import CoverageRow, coverage
+from .frontend.trace import check_inputs, trace
+from .ir.printer import print_ir
+from .ir.program import XbarProgram
+from .pipeline import Instrument, PassContext, PassManager, VerifyEach, format_pipeline, resolve_pipeline
+from .target import TargetSpec, load_target
+
+
+@dataclass
+class CompiledModel:
+    """The result of :func:`compile`: the netlist, the crossbar program and what the passes reported."""
+
+    netlist: Netlist
+    program: XbarProgram
+    target: TargetSpec
+    pipeline: str
+    coverage: list[CoverageRow]
+    report: dict = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> dict:
+        return self.netlist.summary
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``directory/netlist.json`` and ``directory/weights.npz`` (atomically)."""
+        return self.netlist.save(directory)
+
+    def __call__(self, *inputs):
+        from .emulator import emulate
+
+        return emulate(self.netlist, inputs)
+
+
+def _verify_ir(target: TargetSpec):
+    def verify(ir) -> None:
+        if isinstance(ir, XbarProgram):
+            ir.verify(target)
+        else:
+            ir.graph.lint()
+    return verify
+
+
+def _run_ir(ir, inputs):
+    if isinstance(ir, fx.GraphModule):
+        with torch.no_grad():
+            return ir(*inputs)
+    return None  # a crossbar program runs only once emitted; `verify` covers it end to end
+
+
+def resolve_target(target, overrides=None) -> TargetSpec:
+    if isinstance(target, TargetSpec):
+        return target.with_overrides(overrides) if overrides else target
+    return load_target(target, overrides)
+
+
+def compile(model: nn.Module, example_inputs, target, pipeline="default", *, overrides=None,
+            instruments: list[Instrument] | None = None, seed: int = 0, repro: str | None = None) -> CompiledModel:
+    """Compile ``model`` for ``target`` (a TargetSpec, built-in name or TOML path); never modifies the model."""
+    tgt = resolve_target(target, overrides)
+    inputs = check_inputs(example_inputs)
+    gm = trace(model, inputs)
+    rows = coverage(gm)
+    passes = resolve_pipeline(pipeline)
+    text = format_pipeline(passes)
+    check = tuple(t[:1].clone() for t in inputs)
+    ctx = PassContext(target=tgt, example_inputs=inputs, check_inputs=check, seed=seed, repro=repro,
+                      verify_ir=_verify_ir(tgt), run_ir=_run_ir, print_ir=print_ir, properties={"traced", "shapes"})
+    manager = PassManager(passes, [VerifyEach()] if instruments is None else instruments)
+    program = manager.run(gm, ctx, stage="graph")
+    if not isinstance(program, XbarProgram) or not program.placed:
+        raise CompileError("XB603", f"pipeline '{text}' does not end with a placed crossbar program",
+                           hint="a pipeline needs lower-to-xbar, a map-* pass and place-tiles")
+    netlist = emit_netlist(program, tgt, text)
+    return CompiledModel(netlist, program, tgt, text, rows, ctx.report, ctx.timings, ctx.warnings)

@@ -1,0 +1,112 @@
+"""Ideal-mode crossbar layers: float weights as placed, partial sums added as the netlist routes them.
+
+A layer's crossbars are read back into *row blocks*: all crossbars that hold the same matrix rows
+of the same group drive the same inputs, so their columns execute together. Each row block of a
+convolution runs as a convolution over the input channels its rows cover (SPEC 0.1 row order
+``(c, dy, dx)``); row blocks of equal shape run as one grouped convolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class RowBlock:
+    """Matrix rows ``[lo, hi)`` of ``group``, with the weights read from the crossbars: ``[hi - lo, N/groups]``."""
+
+    group: int
+    lo: int
+    hi: int
+    weight: np.ndarray
+
+
+def read_row_blocks(layer: dict, crossbars: list[dict], cells: np.ndarray) -> list[RowBlock]:
+    """Gather each row block's weights from the cells of the crossbars that hold it."""
+    n_g = layer["matrix_cols"] // layer["groups"]
+    blocks: dict[tuple[int, int, int], np.ndarray] = {}
+    for x in crossbars:
+        local = x["index"] - layer["first_crossbar"]
+        for s in x["slices"]:
+            (lo, hi), (c0, c1), (xr, xc) = s["rows"], s["cols"], s["at"]
+            key = (s["group"], lo, hi)
+            if key not in blocks:
+                blocks[key] = np.zeros((hi - lo, n_g), dtype=np.float32)
+            blocks[key][:, c0:c1] += cells[local, xr:xr + hi - lo, xc:xc + c1 - c0]
+    return [RowBlock(g, lo, hi, w) for (g, lo, hi), w in sorted(blocks.items())]
+
+
+class IdealLayer:
+    """One crossbar layer executable on a device."""
+
+    def __init__(self, layer: dict, crossbars: list[dict], cells: np.ndarray, bias: np.ndarray | None,
+                 device: torch.device):
+        self.geo = layer["geometry"]
+        self.groups = layer["groups"]
+        self.n_g = layer["matrix_cols"] // self.groups
+        self.blocks = read_row_blocks(layer, crossbars, cells)
+        self.bias = None if bias is None else torch.from_numpy(bias).to(device)
+        if self.geo["kind"] == "linear":
+            self._linear = [(b.lo, b.hi, torch.from_numpy(b.weight).to(device)) for b in self.blocks]
+        else:
+            self._prepare_conv(device)
+
+    # --- convolution -----------------------------------------------------------------------------
+    def _prepare_conv(self, device: torch.device) -> None:
+        kh, kw = self.geo["kernel"]
+        per_ch = kh * kw
+        c_g = self.geo["in_channels"] // self.groups
+        convs = []
+        for b in self.blocks:
+            c_lo, c_hi = b.lo // per_ch, (b.hi - 1) // per_ch + 1
+            w = np.zeros(((c_hi - c_lo) * per_ch, self.n_g), dtype=np.float32)
+            w[b.lo - c_lo * per_ch:b.hi - c_lo * per_ch] = b.weight
+            w = w.T.reshape(self.n_g, c_hi - c_lo, kh, kw)
+            convs.append((b.group, b.group * c_g + c_lo, b.group * c_g + c_hi, w))
+        spans = {hi - lo for _, lo, hi, _ in convs}
+        one_each = [g for g, *_ in convs] == list(range(self.groups))
+        self._grouped = None
+        if len(convs) > 1 and len(spans) == 1 and one_each:
+            # one block per group, all the same width: a single grouped convolution
+            idx = np.concatenate([np.arange(lo, hi) for _, lo, hi, _ in convs])
+            gather = None if np.array_equal(idx, np.arange(self.geo["in_channels"])) else \
+                torch.from_numpy(idx).to(device)
+            weight = torch.from_numpy(np.concatenate([w for *_, w in convs])).to(device)
+            self._grouped = (gather, weight, len(convs))
+        self._convs = [(g, lo, hi, torch.from_numpy(w).to(device)) for g, lo, hi, w in convs]
+
+    def _conv(self, x: torch.Tensor, w: torch.Tensor, groups: int = 1) -> torch.Tensor:
+        g = self.geo
+        return F.conv2d(x, w, None, tuple(g["stride"]), tuple(g["padding"]), tuple(g["dilation"]), groups)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.geo["kind"] == "linear":
+            return self._run_linear(x)
+        x4 = x.unsqueeze(2) if self.geo["kind"] == "conv1d" else x
+        if self._grouped is not None:
+            gather, weight, n = self._grouped
+            y = self._conv(x4 if gather is None else x4.index_select(1, gather), weight.to(x.dtype), n)
+        else:
+            y = None
+            for group, lo, hi, w in self._convs:
+                part = self._conv(x4[:, lo:hi], w.to(x.dtype))
+                if self.groups > 1:
+                    if y is None:
+                        y = x4.new_zeros((part.shape[0], self.geo["out_channels"], *part.shape[2:]))
+                    y[:, group * self.n_g:(group + 1) * self.n_g] += part
+                else:
+                    y = part if y is None else y.add_(part)
+        if self.bias is not None:
+            y = y + self.bias.to(x.dtype).view(1, -1, 1, 1)
+        return y.squeeze(2) if self.geo["kind"] == "conv1d" else y
+
+    def _run_linear(self, x: torch.Tensor) -> torch.Tensor:
+        y = None
+        for lo, hi, w in self._linear:
+            part = x[..., lo:hi] @ w.to(x.dtype)
+            y = part if y is None else y.add_(part)
+        return y + self.bias.to(x.dtype) if self.bias is not None else y

@@ -1,0 +1,120 @@
+"""Equivalence report: the model and the emulated netlist on the same seeded inputs, layer by layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+
+from ..frontend.trace import trace
+from . import as_input_tuple, as_netlist, emulator_for
+
+
+@dataclass(frozen=True)
+class LayerCheck:
+    """One crossbar layer: errors against the model's value at ``reference``."""
+
+    name: str
+    reference: str
+    max_abs: float
+    rel: float
+    ok: bool
+    first_mismatch: str | None = None  # crossbar id holding the first mismatching output channel
+
+
+@dataclass
+class VerifyReport:
+    """``ok`` when every layer and the outputs agree within ``tolerance`` (relative to max |reference|)."""
+
+    mode: str
+    tolerance: float
+    layers: list[LayerCheck] = field(default_factory=list)
+    output_max_abs: float = 0.0
+    output_rel: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.output_rel <= self.tolerance and all(c.ok for c in self.layers)
+
+    @property
+    def max_rel(self) -> float:
+        return max([self.output_rel] + [c.rel for c in self.layers])
+
+    @property
+    def first_mismatch(self) -> LayerCheck | None:
+        return next((c for c in self.layers if not c.ok), None)
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "mode": self.mode, "tolerance": self.tolerance, "output_max_abs": self.output_max_abs,
+                "output_rel": self.output_rel, "layers": [c.__dict__ for c in self.layers]}
+
+
+def _errors(ref: torch.Tensor, got: torch.Tensor) -> tuple[float, float]:
+    ref, got = ref.detach().double().cpu(), got.detach().double().cpu()
+    if ref.shape != got.shape:
+        return float("inf"), float("inf")
+    diff = float((ref - got).abs().max()) if ref.numel() else 0.0
+    scale = float(ref.abs().max()) if ref.numel() else 0.0
+    return diff, diff / scale if scale > 0 else diff
+
+
+def _flatten(value) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _flatten(v)]
+    if isinstance(value, dict):
+        return [t for k in sorted(value) for t in _flatten(value[k])]
+    return []
+
+
+class _Recorder(fx.Interpreter):
+    def __init__(self, gm):
+        super().__init__(gm)
+        self.values = {}
+
+    def run_node(self, n):
+        out = super().run_node(n)
+        self.values[n.name] = out
+        return out
+
+
+def _first_crossbar(netlist, layer: dict, ref: torch.Tensor, got: torch.Tensor, tol: float) -> str | None:
+    channel_dim = -1 if layer["geometry"]["kind"] == "linear" else 1
+    err = (ref.double() - got.double()).abs().movedim(channel_dim, 0).reshape(ref.shape[channel_dim], -1).amax(1)
+    bad = set((err > tol * float(ref.abs().max())).nonzero().flatten().tolist())
+    n_g = layer["matrix_cols"] // layer["groups"]
+    first = layer["first_crossbar"]
+    for x in netlist.doc["crossbars"][first:first + layer["crossbars"]]:
+        for s in x["slices"]:
+            if any(s["group"] * n_g + c in bad for c in range(*s["cols"])):
+                return x["id"]
+    return None
+
+
+def verify(netlist, model, inputs=None, *, mode: str = "ideal", tolerance: float = 1e-4, seed: int = 0,
+           batch: int = 2) -> VerifyReport:
+    """Run ``model`` and the netlist on the same inputs (seeded random ones when None) and compare."""
+    netlist = as_netlist(netlist)
+    if inputs is None:
+        gen = torch.Generator().manual_seed(seed)
+        inputs = tuple(torch.randn((batch, *spec["shape"]), generator=gen) for spec in netlist.doc["inputs"])
+    inputs = as_input_tuple(netlist, inputs)
+    gm = trace(model, inputs)
+    recorder = _Recorder(gm)
+    with torch.no_grad():
+        expected = recorder.run(*inputs)
+    got, env = emulator_for(netlist, mode, inputs[0].device).run(inputs, record=True)
+    report = VerifyReport(mode, tolerance)
+    for layer in netlist.layers:
+        ref, out = recorder.values[layer["reference"]], env[layer["name"]]
+        max_abs, rel = _errors(ref, out)
+        ok = rel <= tolerance
+        where = None if ok else _first_crossbar(netlist, layer, ref.cpu(), out.cpu(), tolerance)
+        report.layers.append(LayerCheck(layer["name"], layer["reference"], max_abs, rel, ok, where))
+    pairs = list(zip(_flatten(expected), _flatten(got)))
+    errs = [_errors(a, b) for a, b in pairs] or [(0.0, 0.0)]
+    report.output_max_abs = max(e[0] for e in errs)
+    report.output_rel = max(e[1] for e in errs)
+    return report

@@ -1,0 +1,49 @@
+"""Operator coverage: every node of the traced model, where it runs and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.fx as fx
+import torch.nn.functional as F
+
+from . import ops
+from .trace import is_crossbar_module
+
+
+@dataclass(frozen=True)
+class CoverageRow:
+    node: str
+    op: str
+    placement: str  # "crossbar" | "host" | "folded" | "removed" | "input" | "output" | "constant"
+    why: str
+
+
+def coverage(gm: fx.GraphModule) -> list[CoverageRow]:
+    """One row per node of a front-end graph (as :func:`trace` returns it), plus the removed ones."""
+    rows = []
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            rows.append(CoverageRow(node.name, "input", "input", "model input"))
+        elif node.op == "output":
+            rows.append(CoverageRow(node.name, "output", "output", "model output"))
+        elif node.op == "get_attr":
+            rows.append(CoverageRow(node.name, node.target, "constant", "parameter or buffer used on the host"))
+        elif node.op == "call_module" and is_crossbar_module(gm.get_submodule(node.target)):
+            kind = node.meta.get("xb.kind") or type(gm.get_submodule(node.target)).__name__
+            rows.append(CoverageRow(node.name, f"{node.target} ({kind})", "crossbar", "weight-stationary"))
+        elif node.target is F.batch_norm and _after_crossbar(gm, node):
+            rows.append(CoverageRow(node.name, "batch_norm", "folded", "folded into the preceding crossbar layer"))
+        else:
+            name = ops.method_name(node.target) if node.op == "call_method" else ops.host_name(node.target)
+            category = ops.HOST_OPS[name].category if name in ops.HOST_OPS else "?"
+            rows.append(CoverageRow(node.name, name or str(node.target), "host", f"allow-listed {category} op"))
+    for name, target, reason in gm.meta.get("xb.removed", []):
+        rows.append(CoverageRow(name, target, "removed", reason))
+    return rows
+
+
+def _after_crossbar(gm: fx.GraphModule, bn: fx.Node) -> bool:
+    src = bn.args[0]
+    return (isinstance(src, fx.Node) and src.op == "call_module" and len(src.users) == 1
+            and is_crossbar_module(gm.get_submodule(src.target)))

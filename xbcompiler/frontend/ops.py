@@ -1,0 +1,139 @@
+"""The one table of operators: which run on crossbars, which on the host, which are removed.
+
+Host operators are named by their qualified Python name (``torch.nn.functional.relu``,
+``torch.Tensor.view``, ``operator.add``); the netlist stores that name and the emulator looks it up
+in :data:`HOST_OPS` only, so nothing in a netlist can name code outside this table.
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import operator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class HostOp:
+    """An allow-listed host operator: qualified name, callable, category shown in coverage."""
+
+    name: str
+    fn: object
+    category: str
+
+
+def _table() -> dict[str, HostOp]:
+    entries: list[tuple[str, object, str]] = []
+
+    def add(category: str, module, prefix: str, names: str) -> None:
+        for n in names.split():
+            entries.append((f"{prefix}.{n}", getattr(module, n), category))
+
+    add("activation", F, "torch.nn.functional",
+        "relu relu6 leaky_relu gelu silu hardswish hardsigmoid sigmoid tanh softmax log_softmax hardtanh elu")
+    add("activation", torch, "torch", "relu sigmoid tanh softmax clamp clip")
+    add("normalisation", F, "torch.nn.functional", "batch_norm layer_norm group_norm")
+    add("pooling", F, "torch.nn.functional",
+        "max_pool1d max_pool2d avg_pool1d avg_pool2d adaptive_avg_pool1d adaptive_avg_pool2d "
+        "adaptive_max_pool1d adaptive_max_pool2d")
+    add("arithmetic", operator, "operator", "add sub mul truediv floordiv pow neg matmul mod")
+    add("arithmetic", torch, "torch", "add sub mul div pow neg matmul bmm sqrt exp abs maximum minimum")
+    add("reduction", torch, "torch", "mean sum amax")
+    add("shape", torch, "torch",
+        "cat concat stack chunk split flatten reshape permute transpose unsqueeze squeeze zeros_like "
+        "ones_like index_select")
+    add("shape", F, "torch.nn.functional", "pad")
+    add("shape", operator, "operator", "getitem")
+    add("shape", builtins, "builtins", "getattr")
+    add("arithmetic", math, "math", "sqrt")
+    add("method", torch.Tensor, "torch.Tensor",
+        "view reshape permute transpose contiguous flatten size dim unsqueeze squeeze mean sum chunk split "
+        "expand expand_as relu sigmoid tanh softmax clamp add sub mul div pow matmul neg exp sqrt abs "
+        "repeat index_select amax")
+    return {name: HostOp(name, fn, category) for name, fn, category in entries}
+
+
+#: Allow-listed host operators by qualified name.
+HOST_OPS: dict[str, HostOp] = _table()
+
+#: Attribute names ``builtins.getattr`` may read on the host (shape arithmetic only).
+GETATTR_ALLOWED = frozenset({"shape", "ndim"})
+
+_BY_IDENTITY: dict[int, str] = {}
+for _op in HOST_OPS.values():
+    _BY_IDENTITY.setdefault(id(_op.fn), _op.name)
+
+#: Calls removed in inference (their output is their first input).
+REMOVED_FUNCTIONS = {id(F.dropout): "dropout", id(F.dropout1d): "dropout", id(F.dropout2d): "dropout",
+                     id(torch.nn.functional.alpha_dropout): "dropout"}
+REMOVED_METHODS = frozenset({"detach"})
+
+#: Module types executed on crossbars (weight-stationary).
+CROSSBAR_MODULES = (nn.Conv1d, nn.Conv2d, nn.Linear)
+
+#: Functional weight-stationary calls: qualified name by identity.
+CROSSBAR_FUNCTIONS = {id(F.conv1d): "conv1d", id(F.conv2d): "conv2d", id(F.linear): "linear",
+                      id(torch.matmul): "matmul", id(operator.matmul): "matmul"}
+
+
+def host_name(target) -> str | None:
+    """Qualified allow-list name of an fx ``call_function`` target, or None."""
+    return _BY_IDENTITY.get(id(target))
+
+
+def method_name(method: str) -> str | None:
+    """Qualified allow-list name of an fx ``call_method`` target, or None."""
+    name = f"torch.Tensor.{method}"
+    return name if name in HOST_OPS else None
+
+
+def _bn(mod: nn.BatchNorm1d, p: str):
+    return F.batch_norm, ("x", f"{p}.running_mean", f"{p}.running_var", f"{p}.weight" if mod.affine else None,
+                          f"{p}.bias" if mod.affine else None, False, 0.0, mod.eps), {}
+
+
+#: Host modules rewritten to their functional form: type -> (function, args, kwargs) builder.
+#: In the args, "x" is the module's input and "<path>.<attr>" strings are its parameters/buffers.
+MODULE_TO_FUNCTION = {
+    nn.ReLU: lambda m, p: (F.relu, ("x",), {}),
+    nn.ReLU6: lambda m, p: (F.relu6, ("x",), {}),
+    nn.LeakyReLU: lambda m, p: (F.leaky_relu, ("x", m.negative_slope), {}),
+    nn.GELU: lambda m, p: (F.gelu, ("x",), {"approximate": m.approximate}),
+    nn.SiLU: lambda m, p: (F.silu, ("x",), {}),
+    nn.Hardswish: lambda m, p: (F.hardswish, ("x",), {}),
+    nn.Hardsigmoid: lambda m, p: (F.hardsigmoid, ("x",), {}),
+    nn.Sigmoid: lambda m, p: (torch.sigmoid, ("x",), {}),
+    nn.Tanh: lambda m, p: (torch.tanh, ("x",), {}),
+    nn.ELU: lambda m, p: (F.elu, ("x", m.alpha), {}),
+    nn.Hardtanh: lambda m, p: (F.hardtanh, ("x", m.min_val, m.max_val), {}),
+    nn.Softmax: lambda m, p: (F.softmax, ("x",), {"dim": m.dim}),
+    nn.LogSoftmax: lambda m, p: (F.log_softmax, ("x",), {"dim": m.dim}),
+    nn.BatchNorm1d: _bn,
+    nn.BatchNorm2d: _bn,
+    nn.LayerNorm: lambda m, p: (F.layer_norm, ("x", tuple(m.normalized_shape),
+                                               f"{p}.weight" if m.elementwise_affine else None,
+                                               f"{p}.bias" if m.elementwise_affine and m.bias is not None
+                                               else None, m.eps), {}),
+    nn.GroupNorm: lambda m, p: (F.group_norm, ("x", m.num_groups, f"{p}.weight" if m.affine else None,
+                                               f"{p}.bias" if m.affine else None, m.eps), {}),
+    nn.MaxPool1d: lambda m, p: (F.max_pool1d, ("x", m.kernel_size, m.stride, m.padding, m.dilation,
+                                               m.ceil_mode), {}),
+    nn.MaxPool2d: lambda m, p: (F.max_pool2d, ("x", m.kernel_size, m.stride, m.padding, m.dilation,
+                                               m.ceil_mode), {}),
+    nn.AvgPool1d: lambda m, p: (F.avg_pool1d, ("x", m.kernel_size, m.stride, m.padding, m.ceil_mode,
+                                               m.count_include_pad), {}),
+    nn.AvgPool2d: lambda m, p: (F.avg_pool2d, ("x", m.kernel_size, m.stride, m.padding, m.ceil_mode,
+                                               m.count_include_pad, m.divisor_override), {}),
+    nn.AdaptiveAvgPool1d: lambda m, p: (F.adaptive_avg_pool1d, ("x", m.output_size), {}),
+    nn.AdaptiveAvgPool2d: lambda m, p: (F.adaptive_avg_pool2d, ("x", m.output_size), {}),
+    nn.AdaptiveMaxPool1d: lambda m, p: (F.adaptive_max_pool1d, ("x", m.output_size), {}),
+    nn.AdaptiveMaxPool2d: lambda m, p: (F.adaptive_max_pool2d, ("x", m.output_size), {}),
+    nn.Flatten: lambda m, p: (torch.flatten, ("x", m.start_dim, m.end_dim), {}),
+}
+
+#: Module types removed in inference.
+REMOVED_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity)
