@@ -17,16 +17,45 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class RowBlock:
-    """Matrix rows ``[lo, hi)`` of ``group``, with the weights read from the crossbars: ``[hi - lo, N/groups]``."""
+    """Matrix rows ``rows`` (sorted indices into ``(c, dy, dx)`` order) of ``group`` driven together.
+
+    ``weight`` is ``[len(rows), N/groups]`` as read from the crossbars; every column sum of a row
+    block is one partial sum that the periphery adds into the layer output.
+    """
 
     group: int
-    lo: int
-    hi: int
+    rows: np.ndarray
     weight: np.ndarray
+
+    @property
+    def lo(self) -> int:
+        return int(self.rows[0])
+
+    @property
+    def hi(self) -> int:
+        return int(self.rows[-1]) + 1
+
+
+#: How each mapping strategy's crossbars are read back into row blocks: strategy -> function.
+ROW_BLOCK_READERS = {}
+
+
+def row_block_reader(strategy: str):
+    """Register the function that reads a strategy's crossbars back into row blocks."""
+    def register(fn):
+        ROW_BLOCK_READERS[strategy] = fn
+        return fn
+    return register
 
 
 def read_row_blocks(layer: dict, crossbars: list[dict], cells: np.ndarray) -> list[RowBlock]:
-    """Gather each row block's weights from the cells of the crossbars that hold it."""
+    """The row blocks of a layer, read from its crossbars by its strategy's reader."""
+    return ROW_BLOCK_READERS[layer["strategy"]](layer, crossbars, cells)
+
+
+@row_block_reader("fully-folded")
+def read_slices(layer: dict, crossbars: list[dict], cells: np.ndarray) -> list[RowBlock]:
+    """Fully-folded: each slice is a rectangle of the matrix; slices with the same rows form a block."""
     n_g = layer["matrix_cols"] // layer["groups"]
     blocks: dict[tuple[int, int, int], np.ndarray] = {}
     for x in crossbars:
@@ -35,23 +64,24 @@ def read_row_blocks(layer: dict, crossbars: list[dict], cells: np.ndarray) -> li
             (lo, hi), (c0, c1), (xr, xc) = s["rows"], s["cols"], s["at"]
             key = (s["group"], lo, hi)
             if key not in blocks:
-                blocks[key] = np.zeros((hi - lo, n_g), dtype=np.float32)
+                blocks[key] = np.zeros((hi - lo, n_g), dtype=cells.dtype)
             blocks[key][:, c0:c1] += cells[local, xr:xr + hi - lo, xc:xc + c1 - c0]
-    return [RowBlock(g, lo, hi, w) for (g, lo, hi), w in sorted(blocks.items())]
+    return [RowBlock(g, np.arange(lo, hi), w) for (g, lo, hi), w in sorted(blocks.items())]
 
 
 class IdealLayer:
-    """One crossbar layer executable on a device."""
+    """One crossbar layer in ideal mode: float weights as placed, executable on a device."""
 
-    def __init__(self, layer: dict, crossbars: list[dict], cells: np.ndarray, bias: np.ndarray | None,
-                 device: torch.device):
+    def __init__(self, layer: dict, crossbars: list[dict], arrays: dict[str, np.ndarray], device: torch.device):
+        cells = arrays[layer["arrays"]["cells"]["key"]]
+        bias = arrays[layer["arrays"]["bias"]["key"]] if "bias" in layer["arrays"] else None
         self.geo = layer["geometry"]
         self.groups = layer["groups"]
         self.n_g = layer["matrix_cols"] // self.groups
         self.blocks = read_row_blocks(layer, crossbars, cells)
         self.bias = None if bias is None else torch.from_numpy(bias).to(device)
         if self.geo["kind"] == "linear":
-            self._linear = [(b.lo, b.hi, torch.from_numpy(b.weight).to(device)) for b in self.blocks]
+            self._linear = [(b.rows, torch.from_numpy(b.weight.astype(np.float32)).to(device)) for b in self.blocks]
         else:
             self._prepare_conv(device)
 
@@ -64,7 +94,7 @@ class IdealLayer:
         for b in self.blocks:
             c_lo, c_hi = b.lo // per_ch, (b.hi - 1) // per_ch + 1
             w = np.zeros(((c_hi - c_lo) * per_ch, self.n_g), dtype=np.float32)
-            w[b.lo - c_lo * per_ch:b.hi - c_lo * per_ch] = b.weight
+            w[b.rows - c_lo * per_ch] = b.weight
             w = w.T.reshape(self.n_g, c_hi - c_lo, kh, kw)
             convs.append((b.group, b.group * c_g + c_lo, b.group * c_g + c_hi, w))
         spans = {hi - lo for _, lo, hi, _ in convs}
@@ -106,7 +136,9 @@ class IdealLayer:
 
     def _run_linear(self, x: torch.Tensor) -> torch.Tensor:
         y = None
-        for lo, hi, w in self._linear:
-            part = x[..., lo:hi] @ w.to(x.dtype)
+        for rows, w in self._linear:
+            lo, hi = int(rows[0]), int(rows[-1]) + 1
+            xs = x[..., lo:hi] if hi - lo == len(rows) else x[..., torch.from_numpy(rows).to(x.device)]
+            part = xs @ w.to(x.dtype)
             y = part if y is None else y.add_(part)
         return y + self.bias.to(x.dtype) if self.bias is not None else y

@@ -13,7 +13,9 @@ from ..frontend.ops import GETATTR_ALLOWED, HOST_OPS
 from ..ir.values import decode
 from .ideal import IdealLayer
 
-MODES = ("ideal",)
+#: Layer kernels by emulator mode; a kernel is built from (layer entry, its crossbars, arrays, device).
+KERNELS: dict[str, Callable] = {"ideal": IdealLayer}
+MODES = tuple(KERNELS)
 
 
 @contextlib.contextmanager
@@ -48,19 +50,17 @@ class Emulator:
     """A netlist prepared for one device and mode; call it like the model."""
 
     def __init__(self, netlist: Netlist, mode: str = "ideal", device: torch.device | str = "cpu"):
-        if mode not in MODES:
-            raise CompileError("XB505", f"unknown emulator mode '{mode}' (known: {', '.join(MODES)})")
+        if mode not in KERNELS:
+            raise CompileError("XB505", f"unknown emulator mode '{mode}' (known: {', '.join(KERNELS)})")
         self.netlist, self.mode, self.device = netlist, mode, torch.device(device)
         doc, arrays = netlist.doc, netlist.arrays
         self.constants = {c["name"]: torch.from_numpy(arrays[c["key"]]).to(self.device) for c in doc["constants"]}
         crossbars = doc["crossbars"]
         self.layers: dict[str, Callable] = {}
+        kernel = KERNELS[mode]
         for layer in doc["layers"]:
             first, n = layer["first_crossbar"], layer["crossbars"]
-            bias = layer["arrays"].get("bias")
-            self.layers[layer["name"]] = IdealLayer(layer, crossbars[first:first + n],
-                                                    arrays[layer["arrays"]["cells"]["key"]],
-                                                    None if bias is None else arrays[bias["key"]], self.device)
+            self.layers[layer["name"]] = kernel(layer, crossbars[first:first + n], arrays, self.device)
         self.steps = [self._step(node) for node in doc["nodes"]]
 
     def _step(self, node: dict) -> Callable[[dict, tuple], object]:

@@ -8,8 +8,12 @@ output. Dropout and identity are removed. Shapes are propagated into ``node.meta
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import operator
+import os
+import re
 
 import torch
 import torch.fx as fx
@@ -22,12 +26,46 @@ from . import ops
 _CONTROL_FLOW_HINTS = ("control flow", "iterate", "bool", "len(")
 
 
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+_TRACING_INTERNALS = tuple(os.path.join(_TORCH_DIR, p) for p in ("fx" + os.sep, "overrides.py", "_tensor.py"))
+_FRAME = re.compile(r'^\s*File "([^"]+)", line \d+')
+
+
 class XbTracer(fx.Tracer):
     """Keeps torch.nn modules (Conv/Linear included) as leaves and records stack traces."""
 
     def __init__(self) -> None:
         super().__init__()
         self.record_stack_traces = True
+
+    def create_node(self, *args, **kwargs) -> fx.Node:
+        node = super().create_node(*args, **kwargs)
+        if node.meta.get("stack_trace"):
+            node.meta["stack_trace"] = user_stack(node.meta["stack_trace"])
+        return node
+
+
+def user_stack(stack: str) -> str:
+    """The recorded stack without torch's own frames, so its innermost frame is the user's line.
+
+    torch.fx records the frames of the tracer and of ``torch.nn.functional``/``__torch_function__``
+    below the user's call; ``source_of`` reads the innermost frame. Where the user's code calls
+    nothing but torch (a bare ``nn.Conv2d`` as the model), torch's frames outside the tracer stay.
+    """
+    frames: list[list[str]] = []
+    for line in stack.splitlines():
+        if _FRAME.match(line) or not frames:
+            frames.append([line])
+        else:
+            frames[-1].append(line)
+
+    def path(frame: list[str]) -> str:
+        m = _FRAME.match(frame[0])
+        return m.group(1) if m else ""
+
+    kept = [f for f in frames if not path(f).startswith(_TORCH_DIR)] or \
+        [f for f in frames if not path(f).startswith(_TRACING_INTERNALS)] or frames
+    return "\n".join(line for f in kept for line in f)
 
 
 def _err(code: str, message: str, node: fx.Node | None = None, hint: str | None = None) -> CompileError:
@@ -70,14 +108,29 @@ def check_inputs(example_inputs) -> tuple:
     return tuple(example_inputs)
 
 
+class _ShapeProp(ShapeProp):
+    """ShapeProp that remembers the node it is running (for the error location)."""
+
+    current: fx.Node | None = None
+
+    def run_node(self, n: fx.Node):
+        self.current = n
+        return super().run_node(n)
+
+
 def propagate_shapes(gm: fx.GraphModule, inputs: tuple) -> None:
     """Run ShapeProp; a failure means the inputs do not fit the model (XB104)."""
+    prop = _ShapeProp(gm)
     try:
-        with torch.no_grad():
-            ShapeProp(gm).propagate(*inputs)
+        # ShapeProp prints a traceback before re-raising; the coded error says it all.
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+            prop.propagate(*inputs)
     except Exception as exc:  # noqa: BLE001
-        raise CompileError("XB104", f"the model does not run on the example inputs: {type(exc).__name__}: {exc}",
-                           hint="check --input-shape (it includes the batch dimension)") from None
+        cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+        text = str(cause).strip().splitlines()
+        raise _err("XB104", f"the model does not run on the example inputs: {type(cause).__name__}: "
+                            f"{text[0] if text else ''}", prop.current,
+                   hint="check --input-shape (it includes the batch dimension)") from None
 
 
 def _normalise(gm: fx.GraphModule) -> None:

@@ -11,11 +11,13 @@ import ast
 import dataclasses
 import functools
 import inspect
+import itertools
 import textwrap
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 #: IR kind a pass of each stage takes and returns.
 STAGE_IO: dict[str, tuple[str, str]] = {
@@ -100,7 +102,7 @@ def pass_options(cls: type) -> list[PassOption]:
 def _options(cls: type) -> tuple[PassOption, ...]:
     try:
         hints = typing.get_type_hints(cls)
-    except Exception:  # unresolvable annotation: keep the raw one, the parser reports it
+    except (NameError, TypeError, AttributeError):  # unresolvable: keep raw annotations, the parser says so
         hints = {}
     docs = _field_docs(cls)
     options = []
@@ -126,7 +128,7 @@ def _field_docs(cls: type) -> dict[str, str]:
         except (OSError, TypeError, SyntaxError):
             continue
         body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for stmt, nxt in zip(body, body[1:]):
+        for stmt, nxt in itertools.pairwise(body):
             if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
                     and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
                     and isinstance(nxt.value.value, str)):

@@ -158,8 +158,9 @@ def _leaf_problem(path: str, a: Any, b: Any, rtol: float, atol: float) -> str | 
     """Why one output leaf differs, or None: max|a-b| must stay within atol + rtol * max|a|."""
     import torch
 
-    if not isinstance(a, (torch.Tensor, int, float)):
-        return None if a == b else f"{path}: {a!r} -> {b!r}"
+    numeric = (torch.Tensor, int, float)
+    if not (isinstance(a, numeric) and isinstance(b, numeric)):
+        return None if type(a) is type(b) and a == b else f"{path}: {a!r} -> {b!r}"
     a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
     if a.shape != b.shape:
         return f"{path}: shape {tuple(a.shape)} -> {tuple(b.shape)}"

@@ -85,11 +85,11 @@ class PassManager:
         later = [f"'{q.name}' (step {j + 1})" for j, q in enumerate(self.passes)
                  if j > i and prop in q.establishes]
         known = sorted(n for n, cls in registered_passes().items() if prop in cls.establishes)
-        text = f"'{prop}'"
-        if prop in dropped:
-            text += f" was invalidated by {dropped[prop]}"
+        parts = [f"invalidated by {dropped[prop]}"] if prop in dropped else []
         if later:
-            return text + f"; established by {', '.join(later)}: move it earlier"
-        if known:
-            return text + f"; established by {', '.join(map(repr, known))}: add one before it"
-        return text + "; no registered pass establishes it"
+            parts.append(f"established by {', '.join(later)}: move it earlier")
+        elif known:
+            parts.append(f"established by {', '.join(map(repr, known))}: add one before it")
+        else:
+            parts.append("no registered pass establishes it")
+        return f"'{prop}': " + "; ".join(parts)

@@ -67,7 +67,7 @@ def _entry_points() -> tuple[dict[str, type[Pass]], dict[str, str]]:
     for ep in entry_points(group=GROUP):
         try:
             cls = ep.load()
-        except Exception as exc:  # a broken plugin must not break the compiler
+        except Exception as exc:  # noqa: BLE001 -- a broken plugin must not break the compiler
             failed[ep.name] = f"entry point '{ep.name}' = '{ep.value}' failed to load: {exc!r}"
             continue
         problem = _problem(cls) or (cls.name != ep.name and f"{cls.__name__}.name is '{cls.name}'")

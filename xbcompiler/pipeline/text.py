@@ -30,7 +30,7 @@ from xbcompiler.pipeline.registry import get_pass
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _BARE = re.compile(r'[^\s,{}="]+')
-_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
 _PLAIN_STR = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*")
 _KEYWORDS = {"true", "false", "none"}
 _SYNTAX_HINT = "the form is name{option=value,...},name,...  (quote values with spaces or commas)"
@@ -189,9 +189,14 @@ def format_value(value: Any) -> str:
 
 def type_name(tp: Any) -> str:
     """A readable spelling of a type annotation."""
-    if isinstance(tp, type) and typing.get_origin(tp) is None:
-        return tp.__name__
-    return str(tp).replace("typing.", "")
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        return " | ".join(map(type_name, args))
+    if origin is Literal:
+        return f"Literal[{', '.join(map(repr, args))}]"
+    if origin is tuple:
+        return f"tuple[{', '.join('...' if a is Ellipsis else type_name(a) for a in args)}]"
+    return "None" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
 def _is_plain(s: str) -> bool:
@@ -267,7 +272,7 @@ class _Scanner:
         m = _QUOTED.match(self.text, pos)
         if m:
             self.pos = m.end()
-            return Value(re.sub(r"\\(.)", r"\1", m.group(1), flags=re.S), True, pos)
+            return Value(re.sub(r"\\(.)", r"\1", m.group(1), flags=re.DOTALL), True, pos)
         if self.text.startswith('"', pos):
             self.fail("unterminated string")
         return Value(self.take(_BARE, "a value").group(), False, pos)

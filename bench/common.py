@@ -1,0 +1,48 @@
+"""Shared helpers for the benchmarks: repo path, paired median timing, printing."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def median_time(fn, repeat: int = 7, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` over ``repeat`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def paired_ratio(fn_a, fn_b, repeat: int = 9) -> tuple[float, float, float]:
+    """Median of per-pair ratios a/b (A and B alternate, so machine drift cancels), and both medians."""
+    fn_a(), fn_b()
+    ratios, ta, tb = [], [], []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn_a()
+        mid = time.perf_counter()
+        fn_b()
+        end = time.perf_counter()
+        ta.append(mid - start)
+        tb.append(end - mid)
+        ratios.append((mid - start) / (end - mid))
+    return statistics.median(ratios), statistics.median(ta), statistics.median(tb)
+
+
+def report(name: str, **values) -> None:
+    """Print one benchmark result as a readable line and a JSON line."""
+    text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+    print(f"{name}: {text}")
+    print(json.dumps({"bench": name, **values}))
