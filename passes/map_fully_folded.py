@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import ceil
 from typing import ClassVar
 
-from xbcompiler.ir.program import Crossbar, MappingPlan, SliceAssignment, XbarProgram
+from xbcompiler.ir.program import Crossbar, SliceAssignment, XbarProgram
+from xbcompiler.mapping.plan import ArraySpec, fully_folded, fully_folded_count
+from xbcompiler.mapping.shape import shape_of
 from xbcompiler.pipeline import Pass, PassContext
-
-
-def fully_folded_count(groups: int, rows: int, cols: int, xbar_rows: int, xbar_cols: int) -> tuple[int, int]:
-    """(crossbars, groups per crossbar) for ``groups`` blocks of ``rows x cols`` on ``xbar_rows x xbar_cols``.
-
-    Blocks that fit are packed block-diagonally, ``min(R // rows, C // cols)`` per crossbar; larger
-    blocks are tiled alone: ``ceil(rows / R) * ceil(cols / C)`` crossbars each.
-    """
-    if groups > 1 and rows <= xbar_rows and cols <= xbar_cols:
-        per = min(xbar_rows // rows, xbar_cols // cols)
-        return ceil(groups / per), per
-    return groups * ceil(rows / xbar_rows) * ceil(cols / xbar_cols), 1
 
 
 @dataclass(frozen=True)
@@ -58,5 +47,6 @@ class MapFullyFoldedPass(Pass):
                             slices.append(SliceAssignment(m.name, len(crossbars) - 1, g, r0, min(K, r0 + R),
                                                           c0, min(N, c0 + C), 0, 0))
             assert len(crossbars) - first == count
-            plans[m.name] = MappingPlan(m.name, "fully-folded", count, m.cycles, ceil(K / R), ceil(N / C), per)
+            plans[m.name] = fully_folded(shape_of(m), ArraySpec.of(ctx.target), m.name)
+            assert plans[m.name].crossbars == count and plans[m.name].cycles == m.cycles
         return program.replace(crossbars=tuple(crossbars), slices=tuple(slices), plans=plans, placed=False)

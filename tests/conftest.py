@@ -10,18 +10,17 @@ import io
 import sys
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
-import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import xbcompiler as xb  # noqa: E402
-from tests.models import MODELS  # noqa: E402
+import xbcompiler as xb
+from tests.models import MODELS
 
 #: The built-in targets every model is compiled for.
 TARGETS = ("isaac-like", "prime-like", "tiny")
@@ -59,7 +58,7 @@ class ZooCompile:
     flags_before: dict[str, bool]
 
 
-@lru_cache(maxsize=None)
+@cache
 def zoo_compile(name: str, target: str) -> ZooCompile:
     """Build the zoo model ``name`` (seed 0), compile it on its seeded example input; cached per session."""
     case = MODELS[name]
@@ -68,7 +67,3 @@ def zoo_compile(name: str, target: str) -> ZooCompile:
     compiled = compile_quiet(model, (x,), target)
     return ZooCompile(name, target, model, x, compiled, before, flags)
 
-
-@pytest.fixture(params=TARGETS)
-def target_name(request) -> str:
-    return request.param

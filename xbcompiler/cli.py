@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -72,16 +73,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("xbc: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:  # e.g. `xbc passes | head`
-        with contextlib.suppress(OSError):
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- keep the interpreter quiet at exit
+    except BrokenPipeError:  # e.g. `xbc passes | head`: stop quietly, as the Python docs advise
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
     except Exception as exc:  # noqa: BLE001 -- anything else is a bug in xbcompiler
         if args.debug:
             traceback.print_exc()
-        print(f"xbc: internal error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
-        if not args.debug:
-            print("  this is a bug in xbcompiler; rerun with --debug to see the traceback", file=sys.stderr)
+        hint = "" if args.debug else " (a bug in xbcompiler; rerun with --debug to see the traceback)"
+        print(f"xbc: internal error: {type(exc).__name__}: {_one_line(exc)}{hint}", file=sys.stderr)
         return EXIT_INTERNAL
 
 
@@ -150,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", default="2", metavar="N", help="batch size of the random inputs (default 2)")
     p.add_argument("--tolerance", default="1e-4", metavar="X",
                    help="largest relative error accepted, per layer and at the output (default 1e-4)")
-    p.add_argument("--mode", default="ideal", help="emulator mode (default ideal)")
+    p.add_argument("--mode", default="ideal", help="emulator mode (default ideal); an unknown mode is XB505")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
     p = add("emulate", cmd_emulate, "run a compiled netlist on inputs")
@@ -160,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="one input array (batch first); repeat for several inputs")
     source.add_argument("--random", metavar="N", help="run on N seeded random samples")
     p.add_argument("--seed", default="0", metavar="N", help="seed of --random (default 0)")
-    p.add_argument("--mode", default="ideal", help="emulator mode (default ideal)")
+    p.add_argument("--mode", default="ideal", help="emulator mode (default ideal); an unknown mode is XB505")
     p.add_argument("-o", "--output", metavar="OUT.npy", help="write the output here (.npz for several outputs)")
 
     p = add("targets", cmd_targets, "list built-in targets, or show one target in full")
@@ -311,8 +312,12 @@ def _module_shapes(module: types.ModuleType, spec: str) -> list[tuple[int, ...]]
     if value is None:
         raise CompileError("XB003", "compile needs --input-shape",
                            hint=f"{_SHAPE_HINT}; or define INPUT_SHAPE in {split_model_spec(spec)[0]}")
-    shapes = [value] if all(isinstance(d, int) for d in value) else list(value)
-    return [parse_shape(_shape_text(s)) if not isinstance(s, str) else parse_shape(s) for s in shapes]
+    try:
+        shapes = [value] if all(isinstance(d, int) for d in value) else list(value)
+        return [parse_shape(s if isinstance(s, str) else _shape_text(s)) for s in shapes]
+    except TypeError:
+        raise CompileError("XB003", f"bad INPUT_SHAPE {value!r} in {split_model_spec(spec)[0]}",
+                           hint="a tuple of ints, or a list of such tuples for several inputs") from None
 
 
 def random_inputs(shapes: Sequence[Sequence[int]], seed: int) -> tuple:
@@ -330,11 +335,15 @@ def random_inputs(shapes: Sequence[Sequence[int]], seed: int) -> tuple:
 def _console(stderr: bool = False):
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:  # rich would raise SystemExit(1), which reads as "mismatch"
+            raise BrokenPipeError
+
     stream = sys.stderr if stderr else sys.stdout
     tty = hasattr(stream, "isatty") and stream.isatty()
     # piped output is not cut to 80 columns; colours only on a terminal
-    return Console(file=stream, width=None if tty else 200, highlight=False, soft_wrap=False,
-                   no_color=not tty, emoji=False)
+    return _Console(file=stream, width=None if tty else 200, highlight=False, soft_wrap=False,
+                    no_color=not tty, emoji=False)
 
 
 def _status_spinner(message: str):
@@ -579,6 +588,16 @@ def save_atomically(compiled, out: Path) -> Path:
     existed = out.exists()
     created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
     tmp: Path | None = None
+
+    def undo() -> None:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if not existed and out.is_dir():
+            shutil.rmtree(out, ignore_errors=True)
+        for p in created:  # innermost first
+            with contextlib.suppress(OSError):
+                p.rmdir()
+
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -586,28 +605,17 @@ def save_atomically(compiled, out: Path) -> Path:
         if existed:
             for name in (WEIGHTS_FILE, NETLIST_FILE):  # the netlist last: it names the weights' sha256
                 os.replace(tmp / name, out / name)
+            shutil.rmtree(tmp, ignore_errors=True)
         else:
             os.rename(tmp, out)
-            tmp = None
     except OSError as exc:
-        _undo(out, existed, created)
+        undo()
         raise CompileError("XB004", f"cannot write the netlist to {out}: {exc.strerror or exc}",
                            location=Location(file=str(out))) from None
     except BaseException:
-        _undo(out, existed, created)
+        undo()
         raise
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-def _undo(out: Path, existed: bool, created: Sequence[Path]) -> None:
-    if not existed and out.is_dir():
-        shutil.rmtree(out, ignore_errors=True)
-    for p in created:  # innermost first
-        with contextlib.suppress(OSError):
-            p.rmdir()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -616,13 +624,11 @@ def _undo(out: Path, existed: bool, created: Sequence[Path]) -> None:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from .emit.netlist import load_netlist
-    from .emulator import MODES
     from .emulator.verify import verify
 
     seed = _int_arg(args.seed, "--seed", 0)
     batch = _int_arg(args.batch, "--batch", 1)
     tolerance = _float_arg(args.tolerance, "--tolerance")
-    _check_mode(args.mode, MODES)
     netlist = load_netlist(args.netlist)
     model, _ = load_model(args.model)
     with _status_spinner("verifying..."):
@@ -638,12 +644,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _run_verify(verify, netlist, model, spec: str, **kwargs):
-    """``verify`` with a model that does not match the netlist's layers reported as XB003."""
+    """``verify``; a model whose graph does not fit the netlist's layers is XB506, not a crash."""
     try:
         return verify(netlist, model, **kwargs)
     except KeyError as exc:
-        raise CompileError("XB003", f"the model {spec} does not match the netlist: it has no node {exc}",
-                           hint="verify against the model the netlist was compiled from") from None
+        raise CompileError("XB506", f"the model {spec} does not match the netlist: it has no node {exc}",
+                           hint="verify against the model the netlist was compiled from") from exc
+    except (RuntimeError, ValueError, IndexError) as exc:
+        raise CompileError("XB506", f"the model {spec} does not match the netlist: {type(exc).__name__}: "
+                                    f"{_one_line(exc)}",
+                           hint="verify against the model the netlist was compiled from (if it is that model, "
+                                "rerun with --debug and report a bug)") from exc
 
 
 def _verdict(console, report) -> None:
@@ -658,11 +669,6 @@ def _verdict(console, report) -> None:
                   f"{report.tolerance:g}", "bold red")
 
 
-def _check_mode(mode: str, modes: Sequence[str]) -> None:
-    if mode not in modes:
-        raise CompileError("XB003", f"unknown emulator mode '{mode}'", details=[f"modes: {', '.join(modes)}"])
-
-
 # --------------------------------------------------------------------------------------------------
 # xbc emulate
 
@@ -672,10 +678,9 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     import torch
 
     from .emit.netlist import load_netlist
-    from .emulator import MODES, emulate
+    from .emulator import emulate
 
     seed = _int_arg(args.seed, "--seed", 0)
-    _check_mode(args.mode, MODES)
     n = None if args.random is None else _int_arg(args.random, "--random", 1)
     if args.output is not None and Path(args.output).suffix not in (".npy", ".npz"):
         raise CompileError("XB003", f"bad -o '{args.output}': expected a .npy (or .npz) file name")
@@ -694,7 +699,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         more = " ..." if arr.size > 8 else ""
         label = "output" if len(outputs) == 1 else f"output {i}"
         _say(stdout, f"{label}: shape {list(arr.shape)} {arr.dtype}; first values "
-                     f"{np.array2string(flat, precision=5, separator=', ')}{more}")
+                     f"{np.array2string(flat, precision=5, separator=', ', max_line_width=10_000)}{more}")
     if args.output is not None:
         _write_outputs(Path(args.output), outputs)
         _say(stdout, f"wrote {args.output}")
@@ -802,7 +807,14 @@ def _toml_value(value: object) -> str:
 
 
 def cmd_passes(args: argparse.Namespace) -> int:
-    from .pipeline import INSTRUMENTS, NAMED_PIPELINES, STAGE_IO, load_failures, pass_options, registered_passes
+    from .pipeline import (
+        INSTRUMENTS,
+        NAMED_PIPELINES,
+        STAGE_IO,
+        load_failures,
+        pass_options,
+        registered_passes,
+    )
     from .pipeline.text import format_value, type_name
 
     stdout = _console()
@@ -839,8 +851,10 @@ def _set_text(values) -> str:
 
 
 def _first_line(doc: str | None) -> str:
+    """The first line of a docstring, without reStructuredText roles and double backquotes."""
     lines = [ln.strip() for ln in (doc or "").strip().splitlines()]
-    return lines[0] if lines else ""
+    text = lines[0] if lines else ""
+    return re.sub(r":[a-z]+:`~?([^`]*)`", r"\1", text).replace("``", "")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ import numpy as np
 from .. import __version__
 from ..diagnostics import CompileError
 from ..ir.program import XbarProgram
+from ..mapping.shape import shape_of
+from .mapping import ToeplitzCells, layer_fields, summary_fields
 from .netlist import FORMAT, VERSION, Netlist
 
 
@@ -29,9 +31,11 @@ def build_netlist(program: XbarProgram, target, pipeline: str) -> Netlist:
     slices_of = defaultdict(list)
     for s in program.slices:
         slices_of[s.crossbar].append(s)
-    layers = [_layer(program, name, by_layer[name], slices_of, arrays, target)
+    toeplitz = ToeplitzCells(program, target)
+    layers = [_layer(program, name, by_layer[name], slices_of, arrays, target, toeplitz)
               for name in (n.target for n in program.nodes if n.op == "xbar")]
-    crossbars = [_crossbar(x, slices_of[x.index], target) for x in program.crossbars]
+    crossbars = [{**_crossbar(x, slices_of[x.index], target), **toeplitz.records.get(x.index, {})}
+                 for x in program.crossbars]
     used = sum(c["rows_used"] * c["cols_used"] for c in crossbars)
     doc = {
         "format": FORMAT,
@@ -55,16 +59,19 @@ def build_netlist(program: XbarProgram, target, pipeline: str) -> Netlist:
             "layers": len(layers),
             "weights": int(sum(m.weight.size for m in program.matrices.values())),
             "cell_utilisation": round(used / max(1, sum(x.rows * x.cols for x in program.crossbars)), 6),
+            **summary_fields(layers),
         },
         "blobs": {},
     }
     return Netlist(doc, arrays)
 
 
-def _layer(program: XbarProgram, name: str, xbars, slices_of, arrays, target) -> dict:
+def _layer(program: XbarProgram, name: str, xbars, slices_of, arrays, target, toeplitz) -> dict:
     m, plan = program.matrices[name], program.plans[name]
     first = xbars[0].index if xbars else 0
-    cells = np.zeros((len(xbars), target.crossbar.rows, target.logical_cols), dtype=np.float32)
+    cells = toeplitz.arrays.get(name)
+    if cells is None:
+        cells = np.zeros((len(xbars), target.crossbar.rows, target.logical_cols), dtype=np.float32)
     for x in xbars:
         for s in slices_of[x.index]:
             cells[x.index - first, s.xrow:s.xrow + s.row_hi - s.row_lo, s.xcol:s.xcol + s.col_hi - s.col_lo] = \
@@ -82,7 +89,7 @@ def _layer(program: XbarProgram, name: str, xbars, slices_of, arrays, target) ->
                      "kernel": list(g.kernel), "stride": list(g.stride), "padding": list(g.padding),
                      "dilation": list(g.dilation)},
         "input_shape": list(m.input_shape), "output_shape": list(m.output_shape),
-        "first_crossbar": first, "arrays": entry_arrays,
+        "first_crossbar": first, "arrays": entry_arrays, **layer_fields(plan, shape_of(m)),
     }
 
 
@@ -95,4 +102,5 @@ def _crossbar(x, slices, target) -> dict:
         "rows_used": rows_used, "cols_used": cols_used,
         "slices": [{"group": s.group, "rows": [s.row_lo, s.row_hi], "cols": [s.col_lo, s.col_hi],
                     "at": [s.xrow, s.xcol]} for s in slices],
+        **({"replica_sites": [list(site) for site in x.replica_sites]} if x.replica_sites else {}),
     }

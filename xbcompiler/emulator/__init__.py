@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ..emit.netlist import Netlist, load_netlist
-from .runtime import MODES, Emulator, as_input_tuple
+from .runtime import Emulator, as_input_tuple, modes, register_kernel
 
 
 def as_netlist(netlist) -> Netlist:
@@ -34,4 +34,4 @@ def emulate(netlist, inputs, mode: str = "ideal"):
     return emulator_for(netlist, mode, inputs[0].device)(inputs)
 
 
-__all__ = ["MODES", "Emulator", "emulate", "emulator_for", "as_netlist"]
+__all__ = ["Emulator", "as_netlist", "emulate", "emulator_for", "modes", "register_kernel"]

@@ -10,12 +10,28 @@ import torch
 from ..diagnostics import CompileError, Location
 from ..emit.netlist import Netlist
 from ..frontend.ops import GETATTR_ALLOWED, HOST_OPS
-from ..ir.values import decode
+from ..ir.values import check_encoded, decode
 from .ideal import IdealLayer
 
-#: Layer kernels by emulator mode; a kernel is built from (layer entry, its crossbars, arrays, device).
-KERNELS: dict[str, Callable] = {"ideal": IdealLayer}
-MODES = tuple(KERNELS)
+#: Layer kernels by (emulator mode, mapping strategy), "*" matching any strategy; a kernel is built
+#: from (layer entry, its crossbars, the netlist arrays, device) and called on the layer input.
+KERNELS: dict[tuple[str, str], Callable] = {("ideal", "*"): IdealLayer}
+
+
+def register_kernel(mode: str, strategy: str = "*"):
+    """Class decorator registering a layer kernel for a mode (and optionally one strategy)."""
+    def register(cls):
+        KERNELS[(mode, strategy)] = cls
+        return cls
+    return register
+
+
+def modes() -> list[str]:
+    return sorted({mode for mode, _ in KERNELS})
+
+
+def kernel_for(mode: str, strategy: str) -> Callable:
+    return KERNELS.get((mode, strategy)) or KERNELS[(mode, "*")]
 
 
 @contextlib.contextmanager
@@ -50,16 +66,16 @@ class Emulator:
     """A netlist prepared for one device and mode; call it like the model."""
 
     def __init__(self, netlist: Netlist, mode: str = "ideal", device: torch.device | str = "cpu"):
-        if mode not in KERNELS:
-            raise CompileError("XB505", f"unknown emulator mode '{mode}' (known: {', '.join(KERNELS)})")
+        if mode not in modes():
+            raise CompileError("XB505", f"unknown emulator mode '{mode}' (known: {', '.join(modes())})")
         self.netlist, self.mode, self.device = netlist, mode, torch.device(device)
         doc, arrays = netlist.doc, netlist.arrays
         self.constants = {c["name"]: torch.from_numpy(arrays[c["key"]]).to(self.device) for c in doc["constants"]}
         crossbars = doc["crossbars"]
         self.layers: dict[str, Callable] = {}
-        kernel = KERNELS[mode]
         for layer in doc["layers"]:
             first, n = layer["first_crossbar"], layer["crossbars"]
+            kernel = kernel_for(mode, layer["strategy"])
             self.layers[layer["name"]] = kernel(layer, crossbars[first:first + n], arrays, self.device)
         self.steps = [self._step(node) for node in doc["nodes"]]
 
@@ -74,8 +90,15 @@ class Emulator:
         if op == "xbar":
             layer, arg = self.layers[target], node["args"][0]
             return lambda env, inputs: layer(decode(arg, env))
+        if target not in HOST_OPS:
+            raise CompileError("XB502", f"node '{node['name']}' names host op '{target}', which is not on the "
+                                        "allow-list", hint="netlists are never executed beyond the allow-list")
         fn = HOST_OPS[target].fn
         args, kwargs = node["args"], node["kwargs"]
+        try:
+            check_encoded([args, *kwargs.values()])
+        except ValueError as exc:
+            raise CompileError("XB502", f"node '{node['name']}': {exc}") from None
         if target == "builtins.getattr" and (len(args) != 2 or args[1] not in GETATTR_ALLOWED):
             raise CompileError("XB502", f"node '{node['name']}' reads a forbidden attribute")
         return lambda env, inputs: fn(*decode(args, env), **{k: decode(v, env) for k, v in kwargs.items()})

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.fx as fx
 
+from ..diagnostics import CompileError
 from ..frontend.trace import trace
 from . import as_input_tuple, as_netlist, emulator_for
 
@@ -107,11 +108,16 @@ def verify(netlist, model, inputs=None, *, mode: str = "ideal", tolerance: float
         expected = recorder.run(*inputs)
     got, env = emulator_for(netlist, mode, inputs[0].device).run(inputs, record=True)
     report = VerifyReport(mode, tolerance)
+    missing = [layer["reference"] for layer in netlist.layers if layer["reference"] not in recorder.values]
+    if missing:
+        raise CompileError("XB506", f"the model has no node(s) {', '.join(missing[:5])} that the netlist's layers "
+                                    "reference", hint="verify against the model the netlist was compiled from")
     for layer in netlist.layers:
         ref, out = recorder.values[layer["reference"]], env[layer["name"]]
         max_abs, rel = _errors(ref, out)
         ok = rel <= tolerance
-        where = None if ok else _first_crossbar(netlist, layer, ref.cpu(), out.cpu(), tolerance)
+        comparable = isinstance(ref, torch.Tensor) and ref.shape == out.shape
+        where = None if ok or not comparable else _first_crossbar(netlist, layer, ref.cpu(), out.cpu(), tolerance)
         report.layers.append(LayerCheck(layer["name"], layer["reference"], max_abs, rel, ok, where))
     pairs = list(zip(_flatten(expected), _flatten(got)))
     errs = [_errors(a, b) for a, b in pairs] or [(0.0, 0.0)]

@@ -27,6 +27,9 @@ def coverage(gm: fx.GraphModule) -> list[CoverageRow]:
             rows.append(CoverageRow(node.name, "input", "input", "model input"))
         elif node.op == "output":
             rows.append(CoverageRow(node.name, "output", "output", "model output"))
+        elif node.op == "get_attr" and node.users and all(
+                u.target is F.batch_norm and _after_crossbar(gm, u) for u in node.users):
+            rows.append(CoverageRow(node.name, node.target, "folded", "BatchNorm statistic folded into a crossbar layer"))
         elif node.op == "get_attr":
             rows.append(CoverageRow(node.name, node.target, "constant", "parameter or buffer used on the host"))
         elif node.op == "call_module" and is_crossbar_module(gm.get_submodule(node.target)):

@@ -20,7 +20,7 @@ import torch.fx as fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from ..diagnostics import CompileError, Location, source_of
+from ..diagnostics import CompileError, Location, source_of, warn
 from . import ops
 
 _CONTROL_FLOW_HINTS = ("control flow", "iterate", "bool", "len(")
@@ -37,12 +37,6 @@ class XbTracer(fx.Tracer):
     def __init__(self) -> None:
         super().__init__()
         self.record_stack_traces = True
-
-    def create_node(self, *args, **kwargs) -> fx.Node:
-        node = super().create_node(*args, **kwargs)
-        if node.meta.get("stack_trace"):
-            node.meta["stack_trace"] = user_stack(node.meta["stack_trace"])
-        return node
 
 
 def user_stack(stack: str) -> str:
@@ -79,6 +73,7 @@ def trace(model: nn.Module, example_inputs: tuple) -> fx.GraphModule:
         raise CompileError("XB101", f"expected a torch.nn.Module, got {type(model).__name__}")
     inputs = check_inputs(example_inputs)
     model = copy.deepcopy(model).eval()
+    _drop_hooks(model)
     try:
         graph = XbTracer().trace(model)
     except Exception as exc:  # noqa: BLE001 - every trace failure becomes a coded error
@@ -91,12 +86,31 @@ def trace(model: nn.Module, example_inputs: tuple) -> fx.GraphModule:
         raise CompileError("XB101", f"torch.fx cannot trace the model: {type(exc).__name__}: {text}",
                            hint="make the failing submodule a leaf, or remove Python-side logic from forward"
                            ) from None
+    for node in graph.nodes:
+        if node.meta.get("stack_trace"):
+            node.meta["stack_trace"] = user_stack(node.meta["stack_trace"])
     name = type(model).__name__
     gm = fx.GraphModule(model, graph, name)
     gm.meta["xb.removed"] = []
     _normalise(gm)
     propagate_shapes(gm, inputs)
     return gm
+
+
+def _drop_hooks(model: nn.Module) -> None:
+    """Remove forward hooks from the traced copy: fx ignores them, so the graph computes without them.
+
+    Left on the copy they would run (on copies of the user's modules) during shape propagation and
+    numeric checks; removing them and saying so keeps the compile free of user side effects.
+    """
+    hooked = [name or type(model).__name__ for name, m in model.named_modules()
+              if m._forward_hooks or m._forward_pre_hooks]
+    for m in model.modules():
+        m._forward_hooks.clear()
+        m._forward_pre_hooks.clear()
+    if hooked:
+        warn("XB103", f"forward hooks on {', '.join(repr(h) for h in hooked)} are ignored: the compiled model "
+                      "computes the modules' forward() only")
 
 
 def check_inputs(example_inputs) -> tuple:
@@ -171,6 +185,7 @@ def _normalise_module(gm: fx.GraphModule, node: fx.Node) -> None:
         if getattr(mod, "padding_mode", "zeros") != "zeros":
             raise _err("XB105", f"padding_mode='{mod.padding_mode}' is not supported on crossbars", node,
                        hint="use zero padding, or pad explicitly with F.pad before the convolution")
+        _check_same_padding(mod, node)
         return
     if isinstance(mod, ops.REMOVED_MODULES):
         _remove(gm, node, "removed in inference")
@@ -195,6 +210,16 @@ def _normalise_module(gm: fx.GraphModule, node: fx.Node) -> None:
     node.replace_all_uses_with(new)
     gm.graph.erase_node(node)
     new.name = node.name
+
+
+def _check_same_padding(mod: nn.Module, node: fx.Node) -> None:
+    """``padding='same'`` is symmetric only when every ``dilation * (kernel - 1)`` is even (else XB105)."""
+    if getattr(mod, "padding", None) != "same":
+        return
+    if any(d * (k - 1) % 2 for d, k in zip(mod.dilation, mod.kernel_size)):
+        raise _err("XB105", f"padding='same' with kernel {tuple(mod.kernel_size)} and dilation "
+                            f"{tuple(mod.dilation)} pads asymmetrically, which crossbar layers do not do", node,
+                   hint="pad explicitly with F.pad and use padding=0")
 
 
 def _param(gm: fx.GraphModule, arg) -> torch.Tensor | None:
@@ -266,6 +291,7 @@ def _functional_to_module(gm: fx.GraphModule, node: fx.Node, kind: str) -> bool:
         mod.weight.copy_(weight)
         if bias is not None:
             mod.bias.copy_(bias)
+    _check_same_padding(mod, node)
     _replace_with_module(gm, node, mod, node.args[0], transpose=False)
     return True
 

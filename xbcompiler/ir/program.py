@@ -49,6 +49,34 @@ class MappingPlan:
     col_tiles: int
     groups_per_crossbar: int
     copies: int = 1  # how many times each weight is placed (w_o * n_w for semi-folded)
+    # the parametric family of docs/mapping.md (SPEC 2.2); the defaults describe a plain tiling
+    kin: int = 0  # input channels per crossbar (per input group)
+    kout: int = 0  # output channels per crossbar (per output group)
+    w_o: int = 1  # output columns per slice
+    w_i: int = 1  # input columns per slice, halo included
+    n_w: int = 1  # slices per output row
+    kernel_row_splits: int = 1  # crossbars one channel's kernel rows are split over
+    kernel_rows_per_split: int = 0  # kernel rows per split (0: all)
+    row_copies: int = 1  # crossbar sets computing different output rows at once (H' for fully-unfolded)
+    phases: int = 0  # crossbar reads per image (each x T input-bit cycles)
+    partial_sum_fanin: int = 1  # partial sums added into each output value
+    replicas: int = 1  # identical copies sharing the phases (replicate-layers)
+    logical_crossbars: int = 0  # the count with one physical column per weight (m_c = 1)
+    accumulation_crossbars: int = 0  # crossbars in add mode reducing the partial sums of one phase
+    partial_sum_additions: int = 0  # additions of partial sums per image
+    input_words: int = 0  # input values driven onto crossbar rows per image
+    utilisation: float = 0.0  # weight cells / cells of the layer's crossbars
+    cost: float = 0.0  # objective value of the w_o search
+    alternatives: tuple = ()  # runner-up plans of the w_o search (mapping.search.Alternative)
+
+    @property
+    def crossbars_with_replicas(self) -> int:
+        return self.crossbars * self.replicas
+
+    @property
+    def period(self) -> int:
+        """Phases between two images entering this layer: ``ceil(phases / replicas)``."""
+        return -(-self.phases // self.replicas)
 
 
 @dataclass(frozen=True)
@@ -62,6 +90,7 @@ class Crossbar:
     tile: int | None = None
     slot: int | None = None
     chip: int | None = None
+    replica_sites: tuple[tuple[int, int, int], ...] = ()  # (tile, slot, chip) of copies 2..replicas
 
     @property
     def id(self) -> str:
@@ -84,6 +113,29 @@ class SliceAssignment:
 
 
 @dataclass(frozen=True)
+class ToeplitzBlock:
+    """A block-Toeplitz block at offset (xrow, xcol) of a crossbar (semi-folded and fully-unfolded).
+
+    It holds ``W[o, c, dy, :]`` of one conv ``group`` for input channels ``channels``, kernel rows
+    ``kernel_rows`` and output channels ``out_channels`` (half-open, local to the group), duplicated
+    along the ``w_o`` output columns of width slice ``slice``; ``out_row`` is the one output row it
+    computes (fully-unfolded) or -1 (one output row per phase). The placement function is
+    :func:`xbcompiler.mapping.placement.block_cells`.
+    """
+
+    layer: str
+    crossbar: int
+    group: int
+    channels: tuple[int, int]
+    kernel_rows: tuple[int, int]
+    out_channels: tuple[int, int]
+    slice: int
+    out_row: int = -1
+    xrow: int = 0
+    xcol: int = 0
+
+
+@dataclass(frozen=True)
 class XbarProgram:
     """Host ops, crossbar layers, their mapping and placement; built by ``lower-to-xbar``."""
 
@@ -95,6 +147,7 @@ class XbarProgram:
     plans: Mapping[str, MappingPlan] = field(default_factory=dict)
     crossbars: tuple[Crossbar, ...] = ()
     slices: tuple[SliceAssignment, ...] = ()
+    blocks: tuple[ToeplitzBlock, ...] = ()
     placed: bool = False
 
     def replace(self, **changes) -> XbarProgram:

@@ -71,6 +71,25 @@ def decode(value, env: dict):
     raise ValueError(f"unknown encoded value {value!r}")
 
 
+_WRAPPERS = {"ref", "tuple", "dict", "slice", "ellipsis", "float", "dtype", "memory_format"}
+
+
+def check_encoded(value) -> None:
+    """Raise ValueError if an encoded value uses a wrapper :func:`decode` does not know."""
+    if isinstance(value, list):
+        for v in value:
+            check_encoded(v)
+    elif isinstance(value, dict):
+        if len(value) != 1 or next(iter(value)) not in _WRAPPERS:
+            raise ValueError(f"unknown encoded value {value!r}")
+        key, inner = next(iter(value.items()))
+        if key in ("tuple", "slice"):
+            check_encoded(inner)
+        elif key == "dict":
+            for _, v in inner:
+                check_encoded(v)
+
+
 def refs(value) -> list[str]:
     """Every node name an encoded value refers to."""
     if isinstance(value, (list, tuple)):

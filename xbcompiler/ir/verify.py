@@ -7,6 +7,7 @@ import numpy as np
 from ..frontend.ops import HOST_OPS
 from .program import XbarProgram, fail
 from .values import refs
+from .verify_toeplitz import TOEPLITZ, verify_blocks
 
 
 def verify_program(program: XbarProgram, target=None) -> None:
@@ -15,6 +16,7 @@ def verify_program(program: XbarProgram, target=None) -> None:
         return
     _verify_crossbars(program, target)
     _verify_coverage(program)
+    verify_blocks(program)
 
 
 def _verify_nodes(program: XbarProgram) -> None:
@@ -48,6 +50,12 @@ def _verify_crossbars(program: XbarProgram, target) -> None:
             raise fail(f"crossbar {x.id} is {x.rows}x{x.cols}, larger than the target allows", crossbar=x.id)
         if target is not None and program.placed and x.slot >= target.hierarchy.crossbars_per_tile:
             raise fail(f"crossbar {x.id} exceeds the tile capacity", crossbar=x.id)
+    sites = [(x.tile, x.slot) for x in program.crossbars] + \
+        [(t, s) for x in program.crossbars for t, s, _ in x.replica_sites]
+    if program.placed and len(set(sites)) != len(sites):
+        raise fail("two crossbars (or replicas) share a tile slot")
+    if target is not None and program.placed and any(s >= target.hierarchy.crossbars_per_tile for _, s in sites):
+        raise fail("a replica exceeds the tile capacity")
     used = {x.index: np.zeros((x.rows, x.cols), dtype=bool) for x in program.crossbars}
     for s in program.slices:
         x = program.crossbars[s.crossbar]
@@ -72,6 +80,8 @@ def _verify_coverage(program: XbarProgram) -> None:
             raise fail(f"slice {s} lies outside the matrix of {s.layer}", node=s.layer)
         block += 1
     for name, c in counts.items():
+        if name in program.plans and program.plans[name].strategy in TOEPLITZ:
+            continue  # verify_blocks checks these
         copies = program.plans[name].copies if name in program.plans else 1
         if not (c == copies).all():
             bad = np.argwhere(c != copies)[0]

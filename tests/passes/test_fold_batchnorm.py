@@ -1,0 +1,426 @@
+"""``fold-batchnorm`` run alone through the PassManager (verify-each and numeric-check on).
+
+It folds inference BatchNorm into the Conv/Linear that feeds it (with or without bias, BN with or
+without affine), keeps BN whose producer has other users or is a shared module, records
+``meta["xb.reference"]`` and preserves the numbers; golden before/after dumps for three small models.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # tests/conftest.py does this too; kept so the file also runs alone
+    sys.path.insert(0, str(ROOT))
+
+from passes.fold_batchnorm import FoldBatchNormPass
+from tests.models import MODELS
+from xbcompiler.diagnostics import CompileError, XBWarning
+from xbcompiler.frontend.ops import HOST_OPS
+from xbcompiler.frontend.trace import trace
+from xbcompiler.ir.matrix import conv_via_im2col
+from xbcompiler.ir.printer import print_ir
+from xbcompiler.ir.program import XbarProgram
+from xbcompiler.ir.values import decode
+from xbcompiler.pipeline import (
+    NumericCheck,
+    Pass,
+    PassContext,
+    PassManager,
+    VerifyEach,
+    format_pipeline,
+    resolve_pipeline,
+)
+from xbcompiler.target import load_target
+
+# --- harness: the same block in every tests/passes/test_*.py (there is no tests/passes/conftest.py) ---
+#
+# Golden files: tests/passes/golden/<model>-<pass>.txt hold our own printer's dump (print_ir) of the IR
+# before and after the pass, the earlier passes of the default pipeline applied first. After an
+# intended change, regenerate them and review the diff:
+#
+#     XB_UPDATE_GOLDEN=1 python -m pytest tests/passes
+#
+# A failure case ends in "--- error" and the diagnostic code instead of the "--- after" dump.
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE_GOLDEN = os.environ.get("XB_UPDATE_GOLDEN") == "1"
+
+
+def run_program(program: XbarProgram, inputs: tuple):
+    """Execute a crossbar program directly: host ops from the allow-list, layers through their matrices.
+
+    Placement is ignored (the mapping passes are checked by the verifier and by emulating the
+    netlist); this lets the numeric-check instrument compare a program against its graph.
+    """
+    env: dict = {}
+    for node in program.nodes:
+        if node.op == "input":
+            env[node.name] = inputs[int(node.target)]
+        elif node.op == "const":
+            env[node.name] = torch.from_numpy(program.constants[node.target])
+        elif node.op == "host":
+            args = decode(list(node.args), env)
+            kwargs = {k: decode(v, env) for k, v in node.kwargs}
+            env[node.name] = HOST_OPS[node.target].fn(*args, **kwargs)
+        else:  # xbar
+            m = program.matrices[node.target]
+            bias = None if m.bias is None else torch.from_numpy(m.bias)
+            env[node.name] = conv_via_im2col(env[node.args[0]["ref"]], torch.from_numpy(m.weight), bias, m.geometry)
+    return decode(program.output, env)
+
+
+def run_ir(ir, inputs: tuple):
+    with torch.no_grad():
+        return ir(*inputs) if isinstance(ir, fx.GraphModule) else run_program(ir, inputs)
+
+
+def make_context(inputs: tuple, target="tiny", **changes) -> PassContext:
+    """The context the driver builds (verify, run and print hooks), for running passes alone."""
+    tgt = load_target(target) if isinstance(target, str) else target
+
+    def verify_ir(ir) -> None:
+        if isinstance(ir, XbarProgram):
+            ir.verify(tgt)
+        else:
+            ir.graph.lint()
+
+    fields = {"target": tgt, "example_inputs": inputs, "check_inputs": tuple(t[:1].clone() for t in inputs),
+              "verify_ir": verify_ir, "run_ir": run_ir, "print_ir": print_ir, "properties": {"traced", "shapes"}}
+    return PassContext(**{**fields, **changes})
+
+
+def run_passes(passes, ir, ctx: PassContext, numeric: bool = True):
+    """Run ``passes`` through the PassManager with verify-each (and numeric-check) on."""
+    instruments = [VerifyEach(), NumericCheck()] if numeric else [VerifyEach()]
+    stage = "graph" if isinstance(ir, fx.GraphModule) else "xbar"
+    return PassManager(list(passes), instruments).run(ir, ctx, stage=stage)
+
+
+def prefix_of(pass_name: str) -> list:
+    """The passes of the default pipeline before ``pass_name``."""
+    passes = resolve_pipeline("default")
+    return passes[: [p.name for p in passes].index(pass_name)]
+
+
+def before_pass(pass_name: str, model: nn.Module, inputs: tuple, target="tiny", **changes):
+    """(IR right before ``pass_name`` in the default pipeline, its context)."""
+    ctx = make_context(inputs, target, **changes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", XBWarning)
+        return run_passes(prefix_of(pass_name), trace(model, inputs), ctx), ctx
+
+
+def golden_models() -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
+    """Small seeded models for the golden dumps: name -> (model in eval mode, input shape)."""
+    torch.manual_seed(0)
+    convbn = nn.Sequential(nn.Conv2d(2, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                           nn.Conv2d(4, 4, 1, groups=2), nn.BatchNorm2d(4, affine=False),
+                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.BatchNorm1d(4), nn.Linear(4, 3))
+    return {"convbn": (convbn.eval(), (1, 2, 6, 6)),
+            "mlp": (MODELS["mlp"].build(), MODELS["mlp"].input_shape),
+            "functional_net": (MODELS["functional_net"].build(), MODELS["functional_net"].input_shape)}
+
+
+def golden_text(model_name: str, pass_: Pass, target="tiny") -> str:
+    model, shape = golden_models()[model_name]
+    inputs = (torch.randn(*shape, generator=torch.Generator().manual_seed(0)),)
+    ir, ctx = before_pass(pass_.name, model, inputs, target)
+    done = format_pipeline(prefix_of(pass_.name)) or "trace"
+    lines = [f"# {model_name} through '{pass_}' on '{target}', after: {done}",
+             "# regenerate: XB_UPDATE_GOLDEN=1 python -m pytest tests/passes", "--- before", print_ir(ir)]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", XBWarning)
+            after = run_passes([pass_], ir, ctx)
+    except CompileError as exc:
+        lines += ["--- error", exc.code + "\n"]
+    else:
+        lines += ["--- after", print_ir(after)]
+    return "\n".join(lines)
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / f"{name}.txt"
+    if UPDATE_GOLDEN:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        return
+    assert path.exists(), f"{path} is missing; create it with XB_UPDATE_GOLDEN=1"
+    expected = path.read_text(encoding="utf-8")
+    if text != expected:
+        diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True), str(path), "now", n=2))
+        pytest.fail(f"{path.name} differs from the golden dump (XB_UPDATE_GOLDEN=1 regenerates it):\n{diff}")
+
+# --- end of harness -------------------------------------------------------------------------------------
+
+
+# --- fold-batchnorm --------------------------------------------------------------------------------------
+
+
+def _bn(n: int, affine: bool = True, dims: int = 2) -> nn.Module:
+    bn = (nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d)(n, affine=affine)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.3, 2.0)
+        if affine:
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.3, 0.3)
+    return bn
+
+
+def fold(model: nn.Module, inputs: tuple, **changes):
+    """Trace, run fold-batchnorm alone with verify-each and numeric-check; (graph, context)."""
+    ctx = make_context(inputs, **changes)
+    gm = run_passes([FoldBatchNormPass()], trace(model, inputs), ctx)
+    return gm, ctx
+
+
+def batch_norms(gm: fx.GraphModule) -> list[fx.Node]:
+    return [n for n in gm.graph.nodes if n.op == "call_function" and n.target is F.batch_norm]
+
+
+def assert_same_function(gm: fx.GraphModule, model: nn.Module, inputs: tuple) -> None:
+    with torch.no_grad():
+        torch.testing.assert_close(gm(*inputs), model(*inputs), rtol=1e-5, atol=1e-5)
+
+
+FOLDABLE = {
+    "conv-bias": lambda: nn.Sequential(nn.Conv2d(3, 4, 3), _bn(4), nn.ReLU()),
+    "conv-no-bias": lambda: nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), _bn(4)),
+    "bn-no-affine": lambda: nn.Sequential(nn.Conv2d(3, 4, 3), _bn(4, affine=False)),
+    "no-bias-no-affine": lambda: nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), _bn(4, affine=False)),
+    "grouped-strided": lambda: nn.Sequential(nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2), _bn(6)),
+    "depthwise": lambda: nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False), _bn(4)),
+    "linear-bn1d": lambda: nn.Sequential(nn.Flatten(), nn.Linear(48, 5), _bn(5, dims=1)),
+    "conv1d": lambda: nn.Sequential(nn.Flatten(2), nn.Conv1d(3, 5, 3, dilation=2, bias=False), _bn(5, dims=1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FOLDABLE))
+def test_batchnorm_after_a_crossbar_layer_is_folded(name):
+    torch.manual_seed(1)
+    model = FOLDABLE[name]().eval()
+    inputs = (torch.randn(2, 3, 4, 4) if "depthwise" not in name and "grouped" not in name
+              else torch.randn(2, 4, 5, 5),)
+    gm, ctx = fold(model, inputs)
+    assert batch_norms(gm) == []
+    assert not any(n.op == "get_attr" and "running" in n.target for n in gm.graph.nodes)
+    assert ctx.report["fold-batchnorm"] == {"folded": 1}
+    (layer,) = [n for n in gm.graph.nodes if n.op == "call_module"]
+    assert layer.meta["xb.reference"] == f"_{int(layer.name[1:]) + 1}"  # the BN right after it
+    assert gm.get_submodule(layer.target).bias is not None  # a bias-free conv gains the BN shift as its bias
+    assert_same_function(gm, model, inputs)
+    assert "bn-folded" in ctx.properties
+
+
+def test_folding_computes_the_textbook_formula():
+    torch.manual_seed(2)
+    conv, bn = nn.Conv2d(2, 3, 1), _bn(3)
+    bn.eps = 1e-3
+    gm, _ = fold(nn.Sequential(conv, bn).eval(), (torch.randn(1, 2, 3, 3),))
+    folded = gm.get_submodule("0")
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    torch.testing.assert_close(folded.weight, conv.weight * scale.view(-1, 1, 1, 1))
+    torch.testing.assert_close(folded.bias, (conv.bias - bn.running_mean) * scale + bn.bias)
+
+
+def test_the_users_model_keeps_its_batchnorm():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), _bn(4)).eval()
+    weight = model[0].weight.detach().clone()
+    fold(model, (torch.randn(1, 3, 5, 5),))
+    assert torch.equal(model[0].weight, weight) and model[0].bias is None
+
+
+def test_chained_batchnorms_fold_and_reference_the_last():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), _bn(4), _bn(4, affine=False)).eval()
+    inputs = (torch.randn(2, 3, 5, 5),)
+    gm, ctx = fold(model, inputs)
+    assert batch_norms(gm) == [] and ctx.report["fold-batchnorm"] == {"folded": 2}
+    assert gm.graph.find_nodes(op="call_module", target="0")[0].meta["xb.reference"] == "_2"
+    assert_same_function(gm, model, inputs)
+
+
+class SharedOutput(nn.Module):
+    """The conv output feeds the BatchNorm and a second user: folding would change that user."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3), _bn(4)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.bn(y) + y
+
+
+class SharedModule(nn.Module):
+    """One conv module called twice, once followed by a BatchNorm: folding would change both calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 3, 3, padding=1), _bn(3)
+
+    def forward(self, x):
+        return self.bn(self.conv(x)) + self.conv(x)
+
+
+class AfterHostOp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3), _bn(4)
+
+    def forward(self, x):
+        return self.bn(torch.relu(self.conv(x)))
+
+
+class AfterInput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bn, self.fc = _bn(3, dims=1), nn.Linear(5, 2)
+
+    def forward(self, x):
+        return self.fc(self.bn(x))
+
+
+class LinearOverSequence(nn.Module):
+    """BatchNorm1d over [B, T, F] normalises T, not the Linear's output features: not foldable."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.bn = nn.Linear(5, 6), _bn(3, dims=1)
+
+    def forward(self, x):  # [B, 3, 5]
+        return self.bn(self.fc(x))
+
+
+@pytest.mark.parametrize("cls,shape", [(SharedOutput, (2, 3, 5, 5)), (SharedModule, (2, 3, 5, 5)),
+                                       (AfterHostOp, (2, 3, 5, 5)), (AfterInput, (2, 3, 5)),
+                                       (LinearOverSequence, (2, 3, 5))],
+                         ids=["output-shared", "module-shared", "after-host-op", "after-input", "linear-sequence"])
+def test_batchnorm_that_cannot_fold_stays_on_the_host(cls, shape):
+    torch.manual_seed(3)
+    model = cls().eval()
+    inputs = (torch.randn(*shape),)
+    weights = {k: v.clone() for k, v in trace(model, inputs).state_dict().items()}
+    gm, ctx = fold(model, inputs)
+    assert len(batch_norms(gm)) == 1
+    assert ctx.report["fold-batchnorm"] == {"folded": 0}
+    assert all(torch.equal(v, weights[k]) for k, v in gm.state_dict().items())  # nothing was rescaled
+    assert not any("xb.reference" in n.meta for n in gm.graph.nodes)
+    assert_same_function(gm, model, inputs)
+
+
+def test_some_fold_and_some_stay():
+    model = MODELS["densenet_small"].build()  # pre-activation BN (after cat/input) stays, BN after conv folds
+    inputs = (MODELS["densenet_small"].example_input(),)
+    before = len(batch_norms(trace(model, inputs)))
+    gm, ctx = fold(model, inputs)
+    folded = ctx.report["fold-batchnorm"]["folded"]
+    assert 0 < folded < before and len(batch_norms(gm)) == before - folded
+    assert_same_function(gm, model, inputs)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2_small", "shufflenet_small", "conv1d_net", "vgg_digits"])
+def test_zoo_models_fold_and_keep_their_numbers(name):
+    case = MODELS[name]
+    model, inputs = case.build(), (case.example_input(),)
+    gm, ctx = fold(model, inputs)
+    assert ctx.report["fold-batchnorm"]["folded"] > 0
+    refs = [n.meta["xb.reference"] for n in gm.graph.nodes if "xb.reference" in n.meta]
+    assert len(refs) == len(set(refs)) == ctx.report["fold-batchnorm"]["folded"]
+    assert_same_function(gm, model, inputs)
+
+
+def test_reference_names_a_node_of_the_original_graph():
+    case = MODELS["resnet_digits"]
+    model, inputs = case.build(), (case.example_input(),)
+    original = {n.name for n in trace(model, inputs).graph.nodes if n.target is F.batch_norm}
+    gm, _ = fold(model, inputs)
+    refs = {n.meta["xb.reference"] for n in gm.graph.nodes if "xb.reference" in n.meta}
+    assert refs and refs <= original
+
+
+def test_folded_compile_verifies_layer_by_layer():
+    """The emulator compares each folded layer against its reference BN node in the model."""
+    import xbcompiler as xb
+
+    case = MODELS["resnet_digits"]
+    model, x = case.build(), case.example_input()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", XBWarning)
+        compiled = xb.compile(model, (x,), "prime-like")
+    report = xb.verify(compiled, model, (x,))
+    assert report.ok
+    assert any(c.reference != c.name for c in report.layers)  # checked against the BN node, not the conv
+
+
+class TrainingModeBatchNorm(nn.Module):
+    """``F.batch_norm(..., training=True)`` normalises with batch statistics: not an affine map, not foldable."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.register_buffer("mean", torch.zeros(4))
+        self.register_buffer("var", torch.ones(4))
+
+    def forward(self, x):
+        return F.batch_norm(self.conv(x), self.mean, self.var, training=True)
+
+
+class StatlessBatchNorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return F.batch_norm(self.conv(x), None, None, training=True)
+
+
+@pytest.mark.xfail(strict=True, raises=CompileError,
+                   reason="bug: fold-batchnorm folds F.batch_norm(training=True) with the running statistics "
+                          "(numeric-check raises XB201)")
+def test_training_mode_functional_batchnorm_is_not_folded():
+    model = TrainingModeBatchNorm().eval()
+    gm, ctx = fold(model, (torch.randn(4, 3, 5, 5),))
+    assert len(batch_norms(gm)) == 1 and ctx.report["fold-batchnorm"] == {"folded": 0}
+
+
+@pytest.mark.xfail(strict=True, raises=AttributeError,
+                   reason="bug: fold-batchnorm crashes on F.batch_norm without running statistics")
+def test_functional_batchnorm_without_statistics_is_not_folded():
+    gm, _ = fold(StatlessBatchNorm().eval(), (torch.randn(4, 3, 5, 5),))
+    assert len(batch_norms(gm)) == 1
+
+
+@pytest.mark.xfail(strict=True, raises=CompileError,
+                   reason="bug: fold-batchnorm reads gamma/beta/eps only from positional args; a user's "
+                          "F.batch_norm(x, mean, var, w, b) is traced with weight/bias as keywords (XB201)")
+def test_functional_batchnorm_with_keyword_arguments_folds():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 3), _bn(4)
+
+        def forward(self, x):
+            b = self.bn
+            return F.batch_norm(self.conv(x), b.running_mean, b.running_var, b.weight, b.bias, eps=0.25)
+
+    model = M().eval()
+    inputs = (torch.randn(2, 3, 5, 5),)
+    gm, ctx = fold(model, inputs)
+    assert ctx.report["fold-batchnorm"] == {"folded": 1}
+    assert_same_function(gm, model, inputs)
+
+
+@pytest.mark.parametrize("model_name", ["convbn", "mlp", "functional_net"])
+def test_golden(model_name):
+    check_golden(f"{model_name}-fold-batchnorm", golden_text(model_name, FoldBatchNormPass()))

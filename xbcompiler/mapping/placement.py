@@ -1,0 +1,126 @@
+"""The block-Toeplitz placement function of SPEC 2.2, its inverse, and the blocks of a layer.
+
+Inside a block at ``(xrow, xcol)`` holding input channels ``c`` (from ``c_lo``), kernel rows ``dy``
+(from ``dy_lo``, ``n_dy`` of them) and output channels ``o`` (from ``o_lo``)::
+
+    row(c, dy, x_in) = xrow + ((c - c_lo) * n_dy + (dy - dy_lo)) * w_i + x_in
+    col(o, x_out)    = xcol + (o - o_lo) * w_o + x_out                      (logical column)
+    cell             = W[o, c, dy, dx]   where  x_in = x_out * s_w + dx * d_w
+
+for ``x_out`` in ``[0, w_o)``: every weight sits ``w_o`` times in its block, and every block is repeated
+for the ``n_w`` slices (and the ``H'`` row copies of fully-unfolded). Weights are addressed in the
+im2col matrix of the group: row ``(c * k_h + dy) * k_w + dx``, column ``o``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from ..ir.program import Crossbar, MappingPlan, ToeplitzBlock
+from .shape import LayerShape
+
+
+def _ranges(n: int, step: int) -> list[tuple[int, int]]:
+    return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
+
+
+def layer_blocks(name: str, shape: LayerShape, plan: MappingPlan, first: int, rows: int,
+                 cols: int) -> tuple[list[Crossbar], list[ToeplitzBlock]]:
+    """The crossbars and blocks of one layer, crossbar indices from ``first``.
+
+    Order: output row copy, width slice, conv-group set, output group, input group, kernel-row split
+    (the crossbars whose partial sums are added are adjacent).
+    """
+    kh = shape.kernel[0]
+    ins = _ranges(shape.c_in, plan.kin)
+    splits = _ranges(kh, plan.kernel_rows_per_split or kh)
+    outs = _ranges(shape.c_out, plan.kout)
+    sets = _ranges(shape.groups, plan.groups_per_crossbar)
+    block_rows, block_cols = shape.c_in * kh * plan.w_i, shape.c_out * plan.w_o
+    out_rows = range(shape.out_hw[0]) if plan.row_copies > 1 or plan.strategy == "fully-unfolded" else [-1]
+    crossbars, blocks = [], []
+    for out_row in out_rows:
+        for sigma in range(plan.n_w):
+            for g_lo, g_hi in sets:
+                for o_range in outs:
+                    for c_range in ins:
+                        for dy_range in splits:
+                            index = first + len(crossbars)
+                            crossbars.append(Crossbar(index, name, rows, cols))
+                            blocks.extend(
+                                ToeplitzBlock(name, index, g, c_range, dy_range, o_range, sigma, out_row,
+                                              (g - g_lo) * block_rows, (g - g_lo) * block_cols)
+                                for g in range(g_lo, g_hi))
+    return crossbars, blocks
+
+
+def block_size(block: ToeplitzBlock, w_o: int, w_i: int) -> tuple[int, int]:
+    """(rows, logical columns) the block occupies."""
+    n_c = block.channels[1] - block.channels[0]
+    n_dy = block.kernel_rows[1] - block.kernel_rows[0]
+    return n_c * n_dy * w_i, (block.out_channels[1] - block.out_channels[0]) * w_o
+
+
+@lru_cache(maxsize=256)
+def _template(n_c: int, n_dy: int, n_o: int, kw: int, w_o: int, w_i: int, s_w: int, d_w: int):
+    """Relative (row, col) of every copy, and the relative (c, dy, dx, o) it holds; shape [n_c, n_dy, kw, w_o, n_o]."""
+    c, dy, dx, xo, o = np.ix_(np.arange(n_c), np.arange(n_dy), np.arange(kw), np.arange(w_o), np.arange(n_o))
+    full = (n_c, n_dy, kw, w_o, n_o)
+    row = np.broadcast_to((c * n_dy + dy) * w_i + xo * s_w + dx * d_w, full)
+    col = np.broadcast_to(o * w_o + xo, full)
+    return row, col, c, dy, dx, o
+
+
+def block_cells(block: ToeplitzBlock, shape: LayerShape, w_o: int, w_i: int):
+    """The placement function: crossbar (row, col) of every weight copy in ``block`` and the matrix
+    (row, col) of the group's im2col matrix it holds; arrays of shape ``[n_c, n_dy, k_w, w_o, n_o]``."""
+    kh, kw = shape.kernel
+    (c_lo, c_hi), (dy_lo, dy_hi), (o_lo, o_hi) = block.channels, block.kernel_rows, block.out_channels
+    row, col, c, dy, dx, o = _template(c_hi - c_lo, dy_hi - dy_lo, o_hi - o_lo, kw, w_o, w_i,
+                                       shape.stride[1], shape.dilation[1])
+    full = row.shape
+    m_row = np.broadcast_to(((c_lo + c) * kh + dy_lo + dy) * kw + dx, full)
+    m_col = np.broadcast_to(o_lo + o, full)
+    return block.xrow + row, block.xcol + col, m_row, m_col
+
+
+def place(cells: np.ndarray, block: ToeplitzBlock, weight: np.ndarray, shape: LayerShape, w_o: int, w_i: int) -> None:
+    """Write ``block``'s weights (``weight`` is the layer's ``[groups, K, N/groups]``) into ``cells[rows, cols]``."""
+    r, c, m_row, m_col = block_cells(block, shape, w_o, w_i)
+    cells[r, c] = weight[block.group][m_row, m_col]
+
+
+def read_block(cells: np.ndarray, block: ToeplitzBlock, shape: LayerShape, w_o: int, w_i: int):
+    """The inverse for one block: (matrix rows, its ``[w_o, rows, n_o]`` copies) read from ``cells``.
+
+    Matrix rows come sorted, in ``(c, dy, dx)`` order; copy ``x`` is what output column ``x`` uses.
+    """
+    r, c, m_row, _ = block_cells(block, shape, w_o, w_i)
+    n_c, n_dy, kw, _, n_o = r.shape
+    values = cells[r, c].transpose(3, 0, 1, 2, 4).reshape(w_o, n_c * n_dy * kw, n_o)
+    return m_row[:, :, :, 0, 0].reshape(-1), values
+
+
+def reconstruct(cells_of, blocks, shape: LayerShape, w_o: int, w_i: int) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of the placement: ``(weight [groups, K, N/groups], copies found per weight)``.
+
+    ``cells_of(block)`` gives the 2-D cells of the block's crossbar. Raises ``ValueError`` naming the
+    crossbar when two copies of one weight differ.
+    """
+    kh, kw = shape.kernel
+    weight = np.zeros((shape.groups, shape.c_in * kh * kw, shape.c_out), dtype=np.float64)
+    seen = np.zeros(weight.shape, dtype=np.int64)
+    for b in blocks:
+        m_rows, values = read_block(cells_of(b), b, shape, w_o, w_i)
+        if not (values == values[:1]).all():
+            raise ValueError(f"the {w_o} copies in crossbar {b.crossbar} differ")
+        o = slice(*b.out_channels)
+        target = weight[b.group][m_rows, o]
+        first = seen[b.group][m_rows, o] == 0
+        if not (first | (target == values[0])).all():
+            raise ValueError(f"crossbar {b.crossbar} disagrees with another copy of its weights")
+        weight[b.group, m_rows[:, None], np.arange(*b.out_channels)] = values[0]
+        seen[b.group, m_rows[:, None], np.arange(*b.out_channels)] += w_o
+    return weight, seen

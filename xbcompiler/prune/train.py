@@ -1,0 +1,137 @@
+"""The training loop the pruning schedules share, with a progress bar on stderr."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .groups import GroupSet
+
+
+class Schedule(Protocol):
+    """What :func:`run_schedule` drives: LGD/RPP (:mod:`.lgd`) or zerorize-recover (:mod:`.zerorize`)."""
+
+    frozen: bool
+
+    def epoch_start(self, epoch: int) -> None: ...
+    def sparse(self) -> AbstractContextManager: ...
+    def step(self) -> None: ...
+    def finish(self) -> None: ...
+    def keep(self) -> dict[str, torch.Tensor]: ...
+
+
+@dataclass
+class PruneResult:
+    """Final masks and the per-epoch history of a pruning run."""
+
+    masks: dict[str, torch.Tensor]
+    """Parameter name -> boolean mask of the parameter's shape (True = kept)."""
+    keep: dict[str, torch.Tensor]
+    """Parameter name -> boolean keep vector over its groups."""
+    history: list[dict] = field(default_factory=list)
+    """Per epoch: ``epoch``, ``phase``, ``loss``, ``accuracy`` (or None), ``sparsity`` (all groups)."""
+
+
+def group_sparsity(group_sets: Iterable[GroupSet], keep: Mapping[str, torch.Tensor]) -> float:
+    """Fraction of pruned groups over all group sets."""
+    total = sum(gs.n_groups for gs in group_sets)
+    kept = sum(int(k.sum()) for k in keep.values())
+    return 1.0 - kept / total if total else 0.0
+
+
+def run_schedule(model: torch.nn.Module, schedule: Schedule, group_sets: list[GroupSet], loader, *,
+                 epochs: int, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                 loss_fn: Callable = F.cross_entropy, evaluate: Callable[[torch.nn.Module], float] | None = None,
+                 progress: bool = True, title: str = "prune") -> PruneResult:
+    """SGD over ``loader`` (batches ``(x, y)``) for ``epochs`` epochs under ``schedule``; exact masks at the end.
+
+    ``evaluate(model)`` (accuracy, any unit) runs once per epoch in eval mode, in sparse space.
+    """
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    history = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[info]}"))
+    with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
+        task = bar.add_task(title, total=epochs * len(loader), info="")
+        for epoch in range(epochs):
+            schedule.epoch_start(epoch)
+            phase = "finetune" if schedule.frozen else "prune"
+            model.train()
+            total, batches = 0.0, 0
+            for x, y in loader:
+                optimizer.zero_grad(set_to_none=True)
+                with schedule.sparse():
+                    loss = loss_fn(model(x), y)
+                    loss.backward()
+                optimizer.step()
+                schedule.step()
+                total, batches = total + float(loss), batches + 1
+                bar.advance(task)
+            accuracy = _evaluate(model, schedule, evaluate)
+            row = {"epoch": epoch, "phase": phase, "loss": total / max(batches, 1), "accuracy": accuracy,
+                   "sparsity": group_sparsity(group_sets, schedule.keep())}
+            history.append(row)
+            acc = "" if accuracy is None else f" acc {accuracy:.4g}"
+            bar.update(task, info=f"ep {epoch} {phase} loss {row['loss']:.4g}{acc} sparsity {row['sparsity']:.3f}")
+    schedule.finish()
+    keep = schedule.keep()
+    masks = {gs.param: gs.mask(keep[gs.param]) for gs in group_sets}
+    return PruneResult(masks, keep, history)
+
+
+def _evaluate(model, schedule: Schedule, evaluate) -> float | None:
+    if evaluate is None:
+        return None
+    model.eval()
+    with torch.no_grad(), schedule.sparse():
+        value = float(evaluate(model))
+    model.train()
+    return value
+
+
+class MaskedParams:
+    """The parameters named by ``group_sets``, one keep vector each, and the masks derived from them."""
+
+    def __init__(self, model: torch.nn.Module, group_sets: list[GroupSet]):
+        self.group_sets = list(group_sets)
+        self.params = resolve(model, self.group_sets)
+        self._set_keep([torch.ones(gs.n_groups, dtype=torch.bool) for gs in self.group_sets])
+
+    def keep(self) -> dict[str, torch.Tensor]:
+        """Current keep vector of every group set."""
+        return {gs.param: k.clone() for gs, k in zip(self.group_sets, self._keep)}
+
+    def norms(self) -> list[torch.Tensor]:
+        return [gs.norms(w) for gs, w in zip(self.group_sets, self.params)]
+
+    def _set_keep(self, keep: list[torch.Tensor]) -> None:
+        self._keep = keep
+        self._masks = [gs.mask(k).to(w) for gs, w, k in zip(self.group_sets, self.params, keep)]
+
+    def _apply_masks(self) -> None:
+        with torch.no_grad():
+            for w, m in zip(self.params, self._masks):
+                w.mul_(m)
+
+
+def resolve(model: torch.nn.Module, group_sets: list[GroupSet]) -> list[torch.nn.Parameter]:
+    """The parameters the group sets name, one group set per parameter."""
+    params = dict(model.named_parameters())
+    names = [gs.param for gs in group_sets]
+    if len(set(names)) != len(names):
+        raise ValueError("one group set per parameter")
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise KeyError(f"no parameters named {missing}")
+    for gs in group_sets:
+        if tuple(gs.labels.shape) != tuple(params[gs.param].shape):
+            raise ValueError(f"group set of '{gs.param}' has shape {tuple(gs.labels.shape)}, "
+                             f"the parameter {tuple(params[gs.param].shape)}")
+    return [params[n] for n in names]
