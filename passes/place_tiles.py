@@ -1,22 +1,28 @@
-"""``place-tiles``: assign crossbars to tiles and chips in layer order."""
+"""``place-tiles``: assign crossbars (and their replicas) to tiles and chips."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from xbcompiler.diagnostics import CompileError, warn
 from xbcompiler.ir.program import XbarProgram
+from xbcompiler.mapping.tiles import place
 from xbcompiler.pipeline import Pass, PassContext
 
 
 @dataclass(frozen=True)
 class PlaceTilesPass(Pass):
-    """Fill tiles in crossbar order (layers in topological order); spill onto further chips when needed."""
+    """Fill tiles with each layer's crossbar copies, layers in topological order; spill onto further chips.
+
+    ``min-traffic`` reorders the fill to cut inter-tile traffic on the layer graph (a heuristic, kept
+    only when it beats the plain fill; docs/mapping.md). The report gives the traffic objective.
+    """
 
     max_chips: int | None = None
     """Refuse (XB302) a model that needs more chips than this; None allows any number with a warning."""
+    method: Literal["fill", "min-traffic"] = "fill"
+    """``fill``: slots in crossbar order; ``min-traffic``: the layer-graph heuristic."""
 
     name: ClassVar[str] = "place-tiles"
     stage: ClassVar[str] = "xbar"
@@ -25,19 +31,17 @@ class PlaceTilesPass(Pass):
 
     def run(self, program: XbarProgram, ctx: PassContext) -> XbarProgram:
         h = ctx.target.hierarchy
-        placed = []
-        for x in program.crossbars:
-            tile, slot = divmod(x.index, h.crossbars_per_tile)
-            placed.append(dataclasses.replace(x, tile=tile, slot=slot, chip=tile // h.tiles))
-        chips = (placed[-1].chip + 1) if placed else 1
+        program, report = place(program, ctx.target, self.method)
+        chips = report["chips"]
+        units = sum(p.crossbars_with_replicas for p in program.plans.values())
         if chips > 1:
             capacity = h.tiles * h.crossbars_per_tile
             if self.max_chips is not None and chips > self.max_chips:
-                raise CompileError("XB302", f"the model needs {chips} chips ({len(placed)} crossbars, "
+                raise CompileError("XB302", f"the model needs {chips} chips ({units} crossbars, "
                                             f"{capacity} per chip) but at most {self.max_chips} are allowed",
                                    hint="use a larger target, prune the model, or raise --max-chips")
-            message = f"the model needs {chips} chips: {len(placed)} crossbars, {capacity} per chip"
+            message = f"the model needs {chips} chips: {units} crossbars, {capacity} per chip"
             warn("XB310", message)
             ctx.warnings.append(message)
-        ctx.report[self.name] = {"chips": chips, "tiles": len({x.tile for x in placed})}
-        return program.replace(crossbars=tuple(placed), placed=True)
+        ctx.report[self.name] = report
+        return program.replace(provenance={**program.provenance, self.name: report})

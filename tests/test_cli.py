@@ -89,7 +89,7 @@ def test_max_chips_refuses_a_model_that_needs_more(tmp_path, capsys):
     assert_bad_input(result, "XB302", out)
     assert not out.exists()
     err = result[2]
-    assert "place-tiles{max-chips=1}" in err  # the repro command carries the rewritten pipeline
+    assert "place-tiles{max-chips=1,method=min-traffic}" in err  # the repro command carries the rewritten pipeline
     assert "reproduce: xbc compile" in err and "--pipeline '" in err
 
 

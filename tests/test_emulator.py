@@ -91,7 +91,7 @@ def test_grouped_conv_has_several_row_blocks_per_group():
     """The case the row-block reader must sum: one group's rows spread over several crossbars."""
     mod = seeded(lambda: nn.Conv2d(64, 32, 3, padding=1, groups=2))
     x = torch.randn(2, 64, 7, 9)
-    netlist = compile_quiet(mod, (x,), "tiny").netlist
+    netlist = compile_quiet(mod, (x,), "tiny", pipeline="fully-folded").netlist
     layer = netlist.layers[0]
     blocks = {(s["group"], *s["rows"]) for c in netlist.doc["crossbars"] for s in c["slices"]}
     assert {g for g, *_ in blocks} == {0, 1}

@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import io
 import operator
+import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -410,8 +412,8 @@ def test_batchnorm_after_a_conv_is_folded():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()
     inputs = (torch.randn(2, 3, 6, 6),)
     placement = rows_by_node(trace(model, inputs))
-    assert placement == {"input_1": "input", "_0": "crossbar", "_1": "folded", "_1_running_mean": "constant",
-                         "_1_running_var": "constant", "_1_weight": "constant", "_1_bias": "constant",
+    assert placement == {"input_1": "input", "_0": "crossbar", "_1": "folded", "_1_running_mean": "folded",
+                         "_1_running_var": "folded", "_1_weight": "folded", "_1_bias": "folded",
                          "_2": "host", "output": "output"}
     compiled = compile_and_verify(model, inputs)
     assert "torch.nn.functional.batch_norm" not in {n.target for n in compiled.program.host_nodes}
@@ -427,13 +429,45 @@ def test_coverage_has_one_row_per_node(name):
     assert len({r.node for r in rows}) == len(rows)
     assert {r.placement for r in rows} <= PLACEMENTS
     for r, n in zip(live, gm.graph.nodes):
-        expected = {"placeholder": "input", "output": "output", "get_attr": "constant",
-                    "call_module": "crossbar"}.get(n.op)
+        expected = {"placeholder": "input", "output": "output", "call_module": "crossbar"}.get(n.op)
         if expected:
             assert r.placement == expected, (r, n.op)
+        elif n.op == "get_attr":
+            assert r.placement in ("constant", "folded"), r
         else:
             assert r.placement in ("host", "folded"), r
         assert r.why
+
+
+class SharedConv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        return self.bn(self.conv(x)) + self.conv(x)
+
+
+class LinearOverSequence(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc, self.bn = nn.Linear(5, 6), nn.BatchNorm1d(3)
+
+    def forward(self, x):  # [B, 3, 5]: BatchNorm1d normalises dim 1, not the Linear's features
+        return self.bn(self.fc(x))
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), (2, 3, 5, 5)),
+    (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.BatchNorm2d(4)), (2, 3, 5, 5)),
+    (SharedConv, (2, 3, 5, 5)),
+    (LinearOverSequence, (2, 3, 5)),
+], ids=["folds", "after-relu", "shared-module", "linear-sequence"])
+def test_coverage_folded_agrees_with_fold_batchnorm(make, shape):
+    model, inputs = make().eval(), (torch.randn(*shape),)
+    compiled = compile_quiet(model, inputs)
+    said = sum(r.placement == "folded" and r.op == "batch_norm" for r in compiled.coverage)
+    assert said == compiled.report["fold-batchnorm"]["folded"]
 
 
 def test_coverage_on_compiled_model_matches_trace():
@@ -559,22 +593,24 @@ class DataDependent(nn.Module):
 
     def forward(self, x):
         y = self.fc(x)
-        if y.sum() > 0:
+        if y.sum() > 0:  # marker: data-dependent if
             return y
         return -y
 
 
 class IteratesOverTensor(nn.Module):
     def forward(self, x):
-        return sum(row for row in x)
+        return sum(row for row in x)  # marker: iterates
 
 
-@pytest.mark.parametrize("cls", [DataDependent, IteratesOverTensor])
-def test_data_dependent_control_flow_is_xb102_with_a_hint(cls):
+@pytest.mark.parametrize("cls,marker", [(DataDependent, "# marker: data-dependent if"),
+                                        (IteratesOverTensor, "# marker: iterates")])
+def test_data_dependent_control_flow_is_xb102_with_a_hint(cls, marker):
     with pytest.raises(CompileError) as info:
         xb.compile(cls(), (torch.randn(2, 4),), "tiny")
     assert info.value.code == "XB102"
-    assert "concrete_args" in info.value.hint or "leaf" in info.value.hint
+    assert "concrete_args" in info.value.hint and "leaf" in info.value.hint
+    assert_points_here(info.value.location.source, marker)
 
 
 @pytest.mark.parametrize("obj", [lambda x: x, torch.jit, "model.py", None], ids=["lambda", "module", "str", "none"])
@@ -587,12 +623,13 @@ def test_non_module_is_xb101(obj):
 def test_untraceable_python_is_xb101():
     class Opaque(nn.Module):
         def forward(self, x):
-            return torch.tensor(x.tolist())
+            return torch.tensor(x.tolist())  # marker: untraceable
 
     with pytest.raises(CompileError) as info:
         xb.compile(Opaque(), (torch.randn(2, 2),), "tiny")
-    assert info.value.code in ("XB101", "XB102")
+    assert info.value.code == "XB101"
     assert info.value.hint
+    assert_points_here(info.value.location.source, "# marker: untraceable")
 
 
 def test_wrong_input_shape_is_xb104_quietly(capfd):
@@ -699,7 +736,9 @@ def test_custom_conv_subclass_forward_is_traced_through():
     model = nn.Sequential(ScaledConv(3, 4, 3), nn.ReLU()).eval()
     inputs = (torch.randn(2, 3, 6, 6),)
     gm = trace(model, inputs)
-    assert not isinstance(gm.get_submodule("_0") if hasattr(gm, "_0") else None, ScaledConv)
+    (conv,) = [gm.get_submodule(n.target) for n in gm.graph.nodes if n.op == "call_module"]
+    assert type(conv) is nn.Conv2d  # the F.conv2d inside the override became a stock crossbar module
+    assert any(n.target is operator.mul for n in gm.graph.nodes)  # the override's scaling stays on the host
     compile_and_verify(model, inputs)
 
 
@@ -811,3 +850,57 @@ def test_host_ops_table_is_consistent():
     assert ops.method_name("cumsum") is None
     assert ops.host_name(operator.add) == "operator.add"
     assert ops.host_name(torch.sort) is None
+
+
+# --------------------------------------------------------------------------- docs/operators.md
+
+DOC = ROOT / "docs" / "operators.md"
+_BEGIN, _END = "<!-- host-ops:begin (generated from HOST_OPS) -->", "<!-- host-ops:end -->"
+_SYMBOLS = {"add": "a + b", "sub": "a - b", "mul": "a * b", "truediv": "a / b", "floordiv": "a // b",
+            "pow": "a ** b", "neg": "-a", "matmul": "a @ b (activations)", "mod": "a % b", "getitem": "x[...]"}
+
+
+def _spelling(name: str) -> str:
+    prefix, _, short = name.rpartition(".")
+    if prefix == "operator":
+        return f"`{_SYMBOLS[short]}`"
+    if prefix == "torch.Tensor":
+        return f"`x.{short}(...)`"
+    if prefix == "torch.nn.functional":
+        return f"`F.{short}(...)`"
+    if name == "builtins.getattr":
+        return " ".join(f"`x.{a}`" for a in sorted(ops.GETATTR_ALLOWED))
+    return f"`{name}(...)`"
+
+
+def host_ops_table() -> str:
+    """The allow-list as a markdown table, in the order of ``HOST_OPS`` grouped by category."""
+    order = list(dict.fromkeys(op.category for op in ops.HOST_OPS.values()))
+    lines = ["| category | qualified name (stored in the netlist) | written as |", "|---|---|---|"]
+    for category in order:
+        lines += [f"| {category} | `{op.name}` | {_spelling(op.name)} |"
+                  for op in ops.HOST_OPS.values() if op.category == category]
+    return "\n".join(lines)
+
+
+def test_operators_doc_lists_exactly_the_allow_list():
+    """docs/operators.md holds the generated table; XB_UPDATE_GOLDEN=1 rewrites it after HOST_OPS changes."""
+    text = DOC.read_text(encoding="utf-8")
+    head, rest = text.split(_BEGIN)
+    table, tail = rest.split(_END)
+    if os.environ.get("XB_UPDATE_GOLDEN") == "1":
+        DOC.write_text(f"{head}{_BEGIN}\n{host_ops_table()}\n{_END}{tail}", encoding="utf-8")
+        return
+    listed = re.findall(r"^\| [a-z]+ \| `([^`]+)` \|", table, flags=re.MULTILINE)
+    assert sorted(listed) == sorted(ops.HOST_OPS), "regenerate with XB_UPDATE_GOLDEN=1"
+    assert table.strip() == host_ops_table(), "regenerate with XB_UPDATE_GOLDEN=1"
+
+
+def test_operators_doc_covers_modules_removed_ops_and_codes():
+    text = DOC.read_text(encoding="utf-8")
+    for cls in [*ops.MODULE_TO_FUNCTION, *ops.REMOVED_MODULES, *ops.CROSSBAR_MODULES]:
+        assert f"nn.{cls.__name__}" in text, cls
+    for name in {*ops.REMOVED_FUNCTIONS.values(), *ops.REMOVED_METHODS}:
+        assert name in text
+    for code in ("XB101", "XB102", "XB103", "XB104", "XB105"):
+        assert f"### {code}" in text, code

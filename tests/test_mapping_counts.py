@@ -254,7 +254,7 @@ def test_random_layers_on_random_targets(layer, overrides):
     event("several row tiles" if k_g > rows else "one row tile")
     event("several column tiles" if n_g > cols // m_c else "one column tile")
 
-    compiled = compile_quiet(nn.Sequential(mod), (x,), target)
+    compiled = compile_quiet(nn.Sequential(mod), (x,), target, pipeline="fully-folded")
     compiled.program.verify(target)  # the program verifier passes (raises CompileError XB303 otherwise)
     netlist = compiled.netlist
     assert len(netlist.layers) == 1

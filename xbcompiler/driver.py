@@ -17,6 +17,9 @@ from .frontend.trace import check_inputs, trace
 from .ir.printer import print_ir
 from .ir.program import XbarProgram
 from .pipeline import Instrument, PassContext, PassManager, VerifyEach, format_pipeline, resolve_pipeline
+from .quant.calibrate import as_batches
+from .quant.netlist import calibrate_adc
+from .quant.pipeline import with_quantization
 from .target import TargetSpec, load_target
 
 
@@ -70,21 +73,32 @@ def resolve_target(target, overrides=None) -> TargetSpec:
 
 
 def compile(model: nn.Module, example_inputs, target, pipeline="default", *, overrides=None,
-            instruments: list[Instrument] | None = None, seed: int = 0, repro: str | None = None) -> CompiledModel:
-    """Compile ``model`` for ``target`` (a TargetSpec, built-in name or TOML path); never modifies the model."""
+            instruments: list[Instrument] | None = None, seed: int = 0, repro: str | None = None,
+            calibration=None) -> CompiledModel:
+    """Compile ``model`` for ``target`` (a TargetSpec, built-in name or TOML path); never modifies the model.
+
+    With ``calibration`` (a tensor, or an iterable of tensors or input tuples) the model is quantised
+    with power-of-two scales (docs/quantization.md); without it the compile stays float.
+    """
     tgt = resolve_target(target, overrides)
     inputs = check_inputs(example_inputs)
     gm = trace(model, inputs)
     rows = coverage(gm)
     passes = resolve_pipeline(pipeline)
+    batches = None if calibration is None else as_batches(calibration)
+    if batches is not None:
+        passes = with_quantization(passes)
     text = format_pipeline(passes)
     check = tuple(t[:1].clone() for t in inputs)
     ctx = PassContext(target=tgt, example_inputs=inputs, check_inputs=check, seed=seed, repro=repro,
-                      verify_ir=_verify_ir(tgt), run_ir=_run_ir, print_ir=print_ir, properties={"traced", "shapes"})
+                      verify_ir=_verify_ir(tgt), run_ir=_run_ir, print_ir=print_ir, properties={"traced", "shapes"},
+                      calibration=batches)
     manager = PassManager(passes, [VerifyEach()] if instruments is None else instruments)
     program = manager.run(gm, ctx, stage="graph")
     if not isinstance(program, XbarProgram) or not program.placed:
         raise CompileError("XB603", f"pipeline '{text}' does not end with a placed crossbar program",
                            hint="a pipeline needs lower-to-xbar, a map-* pass and place-tiles")
     netlist = emit_netlist(program, tgt, text)
+    if batches is not None and tgt.adc.mode == "calibrated":
+        calibrate_adc(netlist, batches)
     return CompiledModel(netlist, program, tgt, text, rows, ctx.report, ctx.timings, ctx.warnings)

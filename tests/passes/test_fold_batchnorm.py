@@ -45,7 +45,7 @@ from xbcompiler.target import load_target
 # --- harness: the same block in every tests/passes/test_*.py (there is no tests/passes/conftest.py) ---
 #
 # Golden files: tests/passes/golden/<model>-<pass>.txt hold our own printer's dump (print_ir) of the IR
-# before and after the pass, the earlier passes of the default pipeline applied first. After an
+# before and after the pass, the earlier passes of the ``fully-folded`` pipeline applied first. After an
 # intended change, regenerate them and review the diff:
 #
 #     XB_UPDATE_GOLDEN=1 python -m pytest tests/passes
@@ -107,13 +107,13 @@ def run_passes(passes, ir, ctx: PassContext, numeric: bool = True):
 
 
 def prefix_of(pass_name: str) -> list:
-    """The passes of the default pipeline before ``pass_name``."""
-    passes = resolve_pipeline("default")
+    """The passes of the ``fully-folded`` pipeline before ``pass_name``."""
+    passes = resolve_pipeline("fully-folded")
     return passes[: [p.name for p in passes].index(pass_name)]
 
 
 def before_pass(pass_name: str, model: nn.Module, inputs: tuple, target="tiny", **changes):
-    """(IR right before ``pass_name`` in the default pipeline, its context)."""
+    """(IR right before ``pass_name`` in the ``fully-folded`` pipeline, its context)."""
     ctx = make_context(inputs, target, **changes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", XBWarning)
@@ -385,25 +385,17 @@ class StatlessBatchNorm(nn.Module):
         return F.batch_norm(self.conv(x), None, None, training=True)
 
 
-@pytest.mark.xfail(strict=True, raises=CompileError,
-                   reason="bug: fold-batchnorm folds F.batch_norm(training=True) with the running statistics "
-                          "(numeric-check raises XB201)")
 def test_training_mode_functional_batchnorm_is_not_folded():
     model = TrainingModeBatchNorm().eval()
     gm, ctx = fold(model, (torch.randn(4, 3, 5, 5),))
     assert len(batch_norms(gm)) == 1 and ctx.report["fold-batchnorm"] == {"folded": 0}
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="bug: fold-batchnorm crashes on F.batch_norm without running statistics")
 def test_functional_batchnorm_without_statistics_is_not_folded():
     gm, _ = fold(StatlessBatchNorm().eval(), (torch.randn(4, 3, 5, 5),))
     assert len(batch_norms(gm)) == 1
 
 
-@pytest.mark.xfail(strict=True, raises=CompileError,
-                   reason="bug: fold-batchnorm reads gamma/beta/eps only from positional args; a user's "
-                          "F.batch_norm(x, mean, var, w, b) is traced with weight/bias as keywords (XB201)")
 def test_functional_batchnorm_with_keyword_arguments_folds():
     class M(nn.Module):
         def __init__(self):

@@ -47,7 +47,7 @@ from xbcompiler.target import load_target
 # --- harness: the same block in every tests/passes/test_*.py (there is no tests/passes/conftest.py) ---
 #
 # Golden files: tests/passes/golden/<model>-<pass>.txt hold our own printer's dump (print_ir) of the IR
-# before and after the pass, the earlier passes of the default pipeline applied first. After an
+# before and after the pass, the earlier passes of the ``fully-folded`` pipeline applied first. After an
 # intended change, regenerate them and review the diff:
 #
 #     XB_UPDATE_GOLDEN=1 python -m pytest tests/passes
@@ -109,13 +109,13 @@ def run_passes(passes, ir, ctx: PassContext, numeric: bool = True):
 
 
 def prefix_of(pass_name: str) -> list:
-    """The passes of the default pipeline before ``pass_name``."""
-    passes = resolve_pipeline("default")
+    """The passes of the ``fully-folded`` pipeline before ``pass_name``."""
+    passes = resolve_pipeline("fully-folded")
     return passes[: [p.name for p in passes].index(pass_name)]
 
 
 def before_pass(pass_name: str, model: nn.Module, inputs: tuple, target="tiny", **changes):
-    """(IR right before ``pass_name`` in the default pipeline, its context)."""
+    """(IR right before ``pass_name`` in the ``fully-folded`` pipeline, its context)."""
     ctx = make_context(inputs, target, **changes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", XBWarning)
@@ -196,7 +196,7 @@ def assert_well_formed(program: XbarProgram, gm_names: set[str] | None = None) -
     program.verify()
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(set(MODELS) - {"resnet56"}))  # resnet20 has the same ops
 def test_zoo_models_lower_to_allow_listed_programs(name):
     case = MODELS[name]
     model, inputs = case.build(), (case.example_input(),)

@@ -53,14 +53,15 @@ def build_netlist(program: XbarProgram, target, pipeline: str) -> Netlist:
         "crossbars": crossbars,
         "summary": {
             "crossbars": sum(layer["crossbars"] for layer in layers),
-            "tiles": len({x.tile for x in program.crossbars}),
-            "chips": (max(x.chip for x in program.crossbars) + 1) if program.crossbars else 0,
+            "tiles": len({t for x in program.crossbars for t, _, _ in _sites(x)}),
+            "chips": (max(c for x in program.crossbars for _, _, c in _sites(x)) + 1) if program.crossbars else 0,
             "host_ops": len(program.host_nodes),
             "layers": len(layers),
             "weights": int(sum(m.weight.size for m in program.matrices.values())),
             "cell_utilisation": round(used / max(1, sum(x.rows * x.cols for x in program.crossbars)), 6),
             **summary_fields(layers),
         },
+        "provenance": dict(program.provenance),
         "blobs": {},
     }
     return Netlist(doc, arrays)
@@ -91,6 +92,11 @@ def _layer(program: XbarProgram, name: str, xbars, slices_of, arrays, target, to
         "input_shape": list(m.input_shape), "output_shape": list(m.output_shape),
         "first_crossbar": first, "arrays": entry_arrays, **layer_fields(plan, shape_of(m)),
     }
+
+
+def _sites(x) -> list[tuple[int, int, int]]:
+    """(tile, slot, chip) of every copy of a crossbar (replicas after the first)."""
+    return [(x.tile, x.slot, x.chip), *x.replica_sites]
 
 
 def _crossbar(x, slices, target) -> dict:

@@ -58,7 +58,13 @@ class ToeplitzCells:
                 "cells_index": content[key], "rows_used": max(r for r, _ in sizes), "cols_used": max(c for _, c in sizes),
                 "blocks": [block_record(b, plan, shape) for b in blocks_of[x.index]]}
         cells = np.zeros((len(first_of), target.crossbar.rows, target.logical_cols), dtype=np.float32)
+        pattern: dict[tuple, int] = {}  # the slices of one block pattern hold identical cells
         for k, index in enumerate(first_of):
+            key = tuple((b.group, b.channels, b.kernel_rows, b.out_channels, b.xrow, b.xcol) for b in blocks_of[index])
+            if key in pattern:
+                cells[k] = cells[pattern[key]]
+                continue
+            pattern[key] = k
             for b in blocks_of[index]:
                 place(cells[k], b, m.weight, shape, plan.w_o, plan.w_i)
         self.arrays[m.name] = cells
@@ -73,6 +79,7 @@ def layer_fields(plan: MappingPlan, shape: LayerShape) -> dict:
         "crossbars_with_replicas": plan.crossbars_with_replicas, "logical_crossbars": plan.logical_crossbars,
         "accumulation_crossbars": plan.accumulation_crossbars, "partial_sum_additions": plan.partial_sum_additions,
         "input_words": plan.input_words, "utilisation": round(plan.utilisation, 6), "cost": plan.cost,
+        "tile_traffic_bits": plan.tile_traffic_bits,
         "alternatives": [a.to_dict() for a in plan.alternatives], "schedule": schedule(plan, shape),
     }
 
@@ -104,6 +111,7 @@ def summary_fields(layers: list[dict]) -> dict:
         "logical_crossbars": sum(layer["logical_crossbars"] for layer in layers),
         "accumulation_crossbars": sum(layer["accumulation_crossbars"] for layer in layers),
         "partial_sum_additions": sum(layer["partial_sum_additions"] for layer in layers),
+        "tile_traffic_bits": sum(layer["tile_traffic_bits"] for layer in layers),
         "pipeline_period": period["schedule"]["period"] if period else 0,
         "pipeline_period_layer": period["name"] if period else None,
         "phases": sum(layer["phases"] for layer in layers),

@@ -153,6 +153,10 @@ def _expected_arrays(doc: dict):
 
 def emit_netlist(program: XbarProgram, target, pipeline: str) -> Netlist:
     """Serialise a placed crossbar program (ids in topological order, no timestamps)."""
+    from ..quant.netlist import quantize_netlist
     from .build import build_netlist
 
-    return build_netlist(program, target, pipeline)
+    netlist = build_netlist(program, target, pipeline)
+    if any(m.quant is not None for m in program.matrices.values()):
+        quantize_netlist(netlist, program, target)
+    return netlist

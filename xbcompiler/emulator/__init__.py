@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from ..emit.netlist import Netlist, load_netlist
+from . import integer, toeplitz  # noqa: F401  (register the integer kernel, block-Toeplitz kernels and reader)
 from .runtime import Emulator, as_input_tuple, modes, register_kernel
 
 
@@ -27,10 +28,14 @@ def emulator_for(netlist, mode: str, device) -> Emulator:
     return cache[key]
 
 
-def emulate(netlist, inputs, mode: str = "ideal"):
-    """Run a netlist on ``inputs`` (a tensor or tuple of tensors) on their device; returns the model's outputs."""
+def emulate(netlist, inputs, mode: str | None = None):
+    """Run a netlist on ``inputs`` (a tensor or tuple of tensors) on their device; returns the model's outputs.
+
+    ``mode`` None is ``integer`` for a quantised netlist and ``ideal`` otherwise.
+    """
     netlist = as_netlist(netlist)
     inputs = as_input_tuple(netlist, inputs)
+    mode = mode or ("integer" if any("quant" in layer for layer in netlist.layers) else "ideal")
     return emulator_for(netlist, mode, inputs[0].device)(inputs)
 
 

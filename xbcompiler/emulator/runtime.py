@@ -68,6 +68,9 @@ class Emulator:
     def __init__(self, netlist: Netlist, mode: str = "ideal", device: torch.device | str = "cpu"):
         if mode not in modes():
             raise CompileError("XB505", f"unknown emulator mode '{mode}' (known: {', '.join(modes())})")
+        if mode == "ideal" and any("quant" in layer for layer in netlist.doc["layers"]):
+            raise CompileError("XB520", "the netlist is quantised (integer cells): run it in mode 'integer'",
+                               hint="ideal mode executes float netlists (compiled without calibration data)")
         self.netlist, self.mode, self.device = netlist, mode, torch.device(device)
         doc, arrays = netlist.doc, netlist.arrays
         self.constants = {c["name"]: torch.from_numpy(arrays[c["key"]]).to(self.device) for c in doc["constants"]}

@@ -22,6 +22,7 @@ class LayerCheck:
     rel: float
     ok: bool
     first_mismatch: str | None = None  # crossbar id holding the first mismatching output channel
+    mismatches: int = 0  # integer mode: output integers that differ from the integer reference
 
 
 @dataclass
@@ -33,6 +34,7 @@ class VerifyReport:
     layers: list[LayerCheck] = field(default_factory=list)
     output_max_abs: float = 0.0
     output_rel: float = 0.0
+    float_rel: float | None = None  # integer mode: end-to-end error against the float model (reported, not checked)
 
     @property
     def ok(self) -> bool:
@@ -47,7 +49,8 @@ class VerifyReport:
         return next((c for c in self.layers if not c.ok), None)
 
     def to_dict(self) -> dict:
-        return {"ok": self.ok, "mode": self.mode, "tolerance": self.tolerance, "output_max_abs": self.output_max_abs,
+        return {"ok": self.ok, "mode": self.mode, "tolerance": self.tolerance, "float_rel": self.float_rel,
+                "output_max_abs": self.output_max_abs,
                 "output_rel": self.output_rel, "layers": [c.__dict__ for c in self.layers]}
 
 
@@ -91,17 +94,30 @@ def _first_crossbar(netlist, layer: dict, ref: torch.Tensor, got: torch.Tensor, 
         for s in x["slices"]:
             if any(s["group"] * n_g + c in bad for c in range(*s["cols"])):
                 return x["id"]
+        for b in x.get("blocks", ()):  # block-Toeplitz crossbars (docs/mapping.md)
+            if any(b["group"] * n_g + o in bad for o in range(*b["out_channels"])):
+                return x["id"]
     return None
 
 
-def verify(netlist, model, inputs=None, *, mode: str = "ideal", tolerance: float = 1e-4, seed: int = 0,
+def verify(netlist, model, inputs=None, *, mode: str | None = None, tolerance: float = 1e-4, seed: int = 0,
            batch: int = 2) -> VerifyReport:
-    """Run ``model`` and the netlist on the same inputs (seeded random ones when None) and compare."""
+    """Run ``model`` and the netlist on the same inputs (seeded random ones when None) and compare.
+
+    ``mode`` None is ``integer`` for a quantised netlist (layers against the integer reference,
+    docs/quantization.md) and ``ideal`` otherwise.
+    """
     netlist = as_netlist(netlist)
     if inputs is None:
         gen = torch.Generator().manual_seed(seed)
         inputs = tuple(torch.randn((batch, *spec["shape"]), generator=gen) for spec in netlist.doc["inputs"])
     inputs = as_input_tuple(netlist, inputs)
+    if mode is None:
+        mode = "integer" if any("quant" in layer for layer in netlist.layers) else "ideal"
+    if mode == "integer":
+        from ..reference import verify_integer
+
+        return verify_integer(netlist, model, inputs, tolerance)
     gm = trace(model, inputs)
     recorder = _Recorder(gm)
     with torch.no_grad():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.fx as fx
-import torch.nn.functional as F
+from torch import fx
 
+from ..ir.patterns import match_foldable_batchnorm
 from . import ops
 from .trace import is_crossbar_module
 
@@ -27,15 +27,14 @@ def coverage(gm: fx.GraphModule) -> list[CoverageRow]:
             rows.append(CoverageRow(node.name, "input", "input", "model input"))
         elif node.op == "output":
             rows.append(CoverageRow(node.name, "output", "output", "model output"))
-        elif node.op == "get_attr" and node.users and all(
-                u.target is F.batch_norm and _after_crossbar(gm, u) for u in node.users):
+        elif node.op == "get_attr" and node.users and all(_folds(gm, u) for u in node.users):
             rows.append(CoverageRow(node.name, node.target, "folded", "BatchNorm statistic folded into a crossbar layer"))
         elif node.op == "get_attr":
             rows.append(CoverageRow(node.name, node.target, "constant", "parameter or buffer used on the host"))
         elif node.op == "call_module" and is_crossbar_module(gm.get_submodule(node.target)):
             kind = node.meta.get("xb.kind") or type(gm.get_submodule(node.target)).__name__
             rows.append(CoverageRow(node.name, f"{node.target} ({kind})", "crossbar", "weight-stationary"))
-        elif node.target is F.batch_norm and _after_crossbar(gm, node):
+        elif _folds(gm, node):
             rows.append(CoverageRow(node.name, "batch_norm", "folded", "folded into the preceding crossbar layer"))
         else:
             name = ops.method_name(node.target) if node.op == "call_method" else ops.host_name(node.target)
@@ -46,7 +45,5 @@ def coverage(gm: fx.GraphModule) -> list[CoverageRow]:
     return rows
 
 
-def _after_crossbar(gm: fx.GraphModule, bn: fx.Node) -> bool:
-    src = bn.args[0]
-    return (isinstance(src, fx.Node) and src.op == "call_module" and len(src.users) == 1
-            and is_crossbar_module(gm.get_submodule(src.target)))
+def _folds(gm: fx.GraphModule, node: fx.Node) -> bool:
+    return match_foldable_batchnorm(gm, node) is not None

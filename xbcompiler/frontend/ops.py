@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..quant import ops as quant_ops
+
 
 @dataclass(frozen=True)
 class HostOp:
@@ -50,6 +52,7 @@ def _table() -> dict[str, HostOp]:
     add("shape", operator, "operator", "getitem")
     add("shape", builtins, "builtins", "getattr")
     add("arithmetic", math, "math", "sqrt")
+    add("quantisation", quant_ops, "xbcompiler.quant.ops", "requantize")
     add("method", torch.Tensor, "torch.Tensor",
         "view reshape permute transpose contiguous flatten size dim unsqueeze squeeze mean sum chunk split "
         "expand expand_as relu sigmoid tanh softmax clamp add sub mul div pow matmul neg exp sqrt abs "

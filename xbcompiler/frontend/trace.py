@@ -14,10 +14,10 @@ import io
 import operator
 import os
 import re
+import traceback
 
 import torch
-import torch.fx as fx
-from torch import nn
+from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..diagnostics import CompileError, Location, source_of, warn
@@ -62,6 +62,18 @@ def user_stack(stack: str) -> str:
     return "\n".join(line for f in kept for line in f)
 
 
+def _user_frame(exc: BaseException) -> str | None:
+    """The innermost frame of a tracing failure outside torch and this module (the user's line)."""
+    here = os.path.abspath(__file__)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith(_TORCH_DIR) and os.path.abspath(f.filename) != here]
+    if not frames:
+        return None
+    f = frames[-1]
+    text = f'File "{f.filename}", line {f.lineno}, in {f.name}'
+    return f"{text}: {f.line.strip()}" if f.line and f.line.strip() else text
+
+
 def _err(code: str, message: str, node: fx.Node | None = None, hint: str | None = None) -> CompileError:
     return CompileError(code, message, hint=hint,
                         location=Location(node=node.name if node is not None else None, source=source_of(node)))
@@ -78,14 +90,15 @@ def trace(model: nn.Module, example_inputs: tuple) -> fx.GraphModule:
         graph = XbTracer().trace(model)
     except Exception as exc:  # noqa: BLE001 - every trace failure becomes a coded error
         text = str(exc)
+        where = Location(source=_user_frame(exc))
         if isinstance(exc, fx.proxy.TraceError) or any(h in text for h in _CONTROL_FLOW_HINTS):
             raise CompileError(
                 "XB102", f"the model has data-dependent control flow: {text.splitlines()[0] if text else exc}",
                 hint="branch on Python values only, pass fixed arguments as concrete_args, or move the "
-                     "branching code into a leaf module") from None
+                     "branching code into a leaf module", location=where) from None
         raise CompileError("XB101", f"torch.fx cannot trace the model: {type(exc).__name__}: {text}",
-                           hint="make the failing submodule a leaf, or remove Python-side logic from forward"
-                           ) from None
+                           hint="make the failing submodule a leaf, or remove Python-side logic from forward",
+                           location=where) from None
     for node in graph.nodes:
         if node.meta.get("stack_trace"):
             node.meta["stack_trace"] = user_stack(node.meta["stack_trace"])

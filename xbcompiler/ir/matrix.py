@@ -52,6 +52,7 @@ class LogicalMatrix:
     input_shape: tuple[int, ...]  # without the batch dimension
     output_shape: tuple[int, ...]
     reference: str
+    quant: object | None = None  # xbcompiler.quant.scheme.LayerQuant once quantised: weight holds Wq, bias None
 
     @property
     def rows(self) -> int:

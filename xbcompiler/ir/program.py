@@ -67,6 +67,7 @@ class MappingPlan:
     input_words: int = 0  # input values driven onto crossbar rows per image
     utilisation: float = 0.0  # weight cells / cells of the layer's crossbars
     cost: float = 0.0  # objective value of the w_o search
+    tile_traffic_bits: int = 0  # bits per image reaching this layer's crossbars from other tiles (place-tiles)
     alternatives: tuple = ()  # runner-up plans of the w_o search (mapping.search.Alternative)
 
     @property
@@ -149,6 +150,7 @@ class XbarProgram:
     slices: tuple[SliceAssignment, ...] = ()
     blocks: tuple[ToeplitzBlock, ...] = ()
     placed: bool = False
+    provenance: Mapping[str, object] = field(default_factory=dict)  # solver statuses, by pass name
 
     def replace(self, **changes) -> XbarProgram:
         return dataclasses.replace(self, **changes)

@@ -46,21 +46,20 @@ def _verify_layer(program: XbarProgram, name: str, plan, blocks) -> None:
     tiling = defaultdict(list)
     for b in blocks:
         x = program.crossbars[b.crossbar]
-        where = program.crossbars[b.crossbar].id
         ranges = (b.channels, b.kernel_rows, b.out_channels)
         limits = (min(plan.kin, shape.c_in), rows_used, min(plan.kout, shape.c_out))
         bounds = (shape.c_in, kh, shape.c_out)
         if x.layer != name or not 0 <= b.group < shape.groups or not 0 <= b.slice < plan.n_w \
                 or b.out_row not in out_rows:
-            raise fail(f"block of {name} on crossbar {where} names group {b.group}, slice {b.slice}, "
-                       f"row {b.out_row} outside its plan", crossbar=where)
+            raise fail(f"block of {name} on crossbar {x.id} names group {b.group}, slice {b.slice}, "
+                       f"row {b.out_row} outside its plan", crossbar=x.id)
         if any(not (0 <= lo < hi <= n and hi - lo <= k) for (lo, hi), k, n in zip(ranges, limits, bounds)):
-            raise fail(f"block of {name} on crossbar {where} has ranges {ranges} outside Kin/Kout/split "
-                       f"{limits}", crossbar=where)
+            raise fail(f"block of {name} on crossbar {x.id} has ranges {ranges} outside Kin/Kout/split "
+                       f"{limits}", crossbar=x.id)
         h, w = block_size(b, plan.w_o, plan.w_i)
         if b.xrow < 0 or b.xcol < 0 or b.xrow + h > x.rows or b.xcol + w > x.cols:
-            raise fail(f"a {h}x{w} block at ({b.xrow}, {b.xcol}) does not fit crossbar {where} "
-                       f"({x.rows}x{x.cols})", crossbar=where)
+            raise fail(f"a {h}x{w} block at ({b.xrow}, {b.xcol}) does not fit crossbar {x.id} "
+                       f"({x.rows}x{x.cols})", crossbar=x.id)
         on_crossbar[b.crossbar].append((b.xrow, b.xrow + h, b.xcol, b.xcol + w))
         tiling[(b.slice, b.out_row)].append(b)
     for index, rects in on_crossbar.items():

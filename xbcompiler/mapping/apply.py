@@ -6,11 +6,11 @@ from ..diagnostics import CompileError, Location
 from ..ir.program import XbarProgram
 from .placement import layer_blocks
 from .plan import ArraySpec
-from .search import Objective, search
+from .search import DEFAULT, Objective, search
 from .shape import shape_of
 
 
-def map_toeplitz(program: XbarProgram, target, strategy: str, *, objective: Objective = Objective(),
+def map_toeplitz(program: XbarProgram, target, strategy: str, *, objective: Objective = DEFAULT,
                  w_o: int | None = None, alternatives: int = 3) -> tuple[XbarProgram, dict]:
     """The program with plans, crossbars and blocks of ``strategy``; and a per-layer search report."""
     arr = ArraySpec.of(target)

@@ -53,7 +53,10 @@ def candidates(strategy: str, shape: LayerShape, arr: ArraySpec, layer: str = ""
     return [p for p in plans if p is not None]
 
 
-def search(strategy: str, shape: LayerShape, arr: ArraySpec, *, objective: Objective = Objective(),
+DEFAULT = Objective()
+
+
+def search(strategy: str, shape: LayerShape, arr: ArraySpec, *, objective: Objective = DEFAULT,
            w_o: int | None = None, alternatives: int = 3, layer: str = "") -> MappingPlan | None:
     """The best plan of ``strategy`` for one layer (None when no ``w_o`` fits the crossbar).
 

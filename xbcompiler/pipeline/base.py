@@ -76,6 +76,8 @@ class PassContext:
     """Driver hook: the project's own stable text form of an IR."""
     properties: set[str] = field(default_factory=set)
     """Properties established so far; the pass manager maintains it."""
+    calibration: list[tuple] | None = None
+    """Calibration batches (tuples of input tensors) for post-training quantisation; None: stay float."""
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,26 @@ NAMED_PIPELINES: dict[str, list[str]] = {
         "map-fully-folded",
         "place-tiles",
     ],
+    "semi-folded": [
+        "fold-batchnorm",
+        "lower-im2col",
+        "lower-to-xbar",
+        "map-semi-folded",
+        "place-tiles{method=min-traffic}",
+    ],
+    "fully-unfolded": [
+        "fold-batchnorm",
+        "lower-im2col",
+        "lower-to-xbar",
+        "map-fully-unfolded",
+        "place-tiles{method=min-traffic}",
+    ],
     "default": [
         "fold-batchnorm",
         "lower-im2col",
         "lower-to-xbar",
-        "map-fully-folded",
-        "place-tiles",
+        "map-semi-folded",
+        "place-tiles{method=min-traffic}",
     ],
 }
 

@@ -169,9 +169,10 @@ def kernel_groups(param: str, shape, *, cols_per_tile: int, rows: int) -> GroupS
 
 
 def tile_groups(param: str, shape, *, rows: int, cols_per_tile: int) -> GroupSet:
-    """Whole ``rows x cols_per_tile`` tiles ``(r, c)`` of the im2col matrix (CRIMP crossbar pruning, SPEC 3.3).
+    """Whole ``rows x cols_per_tile`` tiles ``(r, c)`` of the im2col matrix (CRIMP crossbar pruning,
+    SPEC 3.3).
 
-    Matrix row of entry ``W[o, i, dy, dx]`` is ``(i*kh + dy)*kw + dx`` (rows ``(c, dy, dx)``); column is ``o``.
+    Matrix row of ``W[o, i, dy, dx]`` is ``(i*kh + dy)*kw + dx`` (rows ``(c, dy, dx)``), column ``o``.
     Each kept tile is one crossbar.
     """
     c_out, c_in, kvol = _split(shape)

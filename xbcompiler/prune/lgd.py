@@ -115,7 +115,8 @@ def prune_lgd(model: torch.nn.Module, group_sets: list[GroupSet], sparsity: Mapp
               relax_epochs: int, finetune_epochs: int, lr: float, tau: int | None = None,
               lambda0: float = 0.5, rpp: bool = True, seed: int = 0, momentum: float = 0.9,
               weight_decay: float = 0.0, loss_fn: Callable = F.cross_entropy,
-              evaluate: Callable[[torch.nn.Module], float] | None = None, progress: bool = True) -> PruneResult:
+              evaluate: Callable[[torch.nn.Module], float] | None = None,
+              progress: bool = True) -> PruneResult:
     """Prune ``model`` in place with LGD/RPP: ``relax_epochs`` of relaxed projection, then ``finetune_epochs``
     with frozen masks. ``tau`` defaults to one epoch (``len(loader)`` iterations)."""
     steps = len(loader)

@@ -18,8 +18,6 @@ from math import ceil
 import numpy as np
 import torch
 
-_TOL = 1e-12
-
 
 @dataclass(frozen=True, eq=False)
 class ReorderProblem:
@@ -155,7 +153,8 @@ def upper_bound(problem: ReorderProblem) -> float:
 
 # --- heuristic: balanced clustering + pairwise-swap local search ------------------------------------
 
-def balanced_kmeans(problem: ReorderProblem, *, normalise: bool, seed: int = 0, iters: int = 10) -> np.ndarray:
+def balanced_kmeans(problem: ReorderProblem, *, normalise: bool, seed: int = 0,
+                    iters: int = 10) -> np.ndarray:
     """Group assignment from balanced k-means of channel importance profiles ``S[:, i]`` (SPEC 1.6 step 1).
 
     Centres start with k-means++; each assignment step fills groups to their sizes greedily by distance.
@@ -171,7 +170,7 @@ def balanced_kmeans(problem: ReorderProblem, *, normalise: bool, seed: int = 0, 
             x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)
         centres = _kmeanspp(x, len(slots), rng)
         for _ in range(iters):
-            dist = ((x[:, None, :] - centres[None, :, :]) ** 2).sum(-1)
+            dist = (x**2).sum(1)[:, None] - 2 * x @ centres.T + (centres**2).sum(1)[None, :]
             local = _fill(dist, sizes[slots])
             centres = np.stack([x[local == a].mean(0) for a in range(len(slots))])
         g[chans] = slots[local]
@@ -180,10 +179,11 @@ def balanced_kmeans(problem: ReorderProblem, *, normalise: bool, seed: int = 0, 
 
 def _kmeanspp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     centres = [x[rng.integers(len(x))]]
+    d = ((x - centres[0]) ** 2).sum(1)
     for _ in range(k - 1):
-        d = np.min([((x - c) ** 2).sum(1) for c in centres], axis=0)
         total = d.sum()
         centres.append(x[rng.choice(len(x), p=d / total) if total > 0 else rng.integers(len(x))])
+        d = np.minimum(d, ((x - centres[-1]) ** 2).sum(1))
     return np.stack(centres)
 
 
@@ -191,10 +191,13 @@ def _fill(dist: np.ndarray, capacity: np.ndarray) -> np.ndarray:
     """Greedy capacitated assignment: closest (point, centre) pairs first."""
     left = capacity.copy()
     out = np.full(dist.shape[0], -1)
+    todo = dist.shape[0]
     for flat in np.argsort(dist, axis=None, kind="stable"):
         i, a = divmod(int(flat), dist.shape[1])
         if out[i] < 0 and left[a] > 0:
-            out[i], left[a] = a, left[a] - 1
+            out[i], left[a], todo = a, left[a] - 1, todo - 1
+            if not todo:
+                break
     return out
 
 
@@ -208,16 +211,15 @@ def local_search(problem: ReorderProblem, g: np.ndarray, *, deadline: float = fl
     """
     g = g.copy()
     same = problem.chan_class[:, None] == problem.chan_class[None, :]
-    best = assignment_value(problem, g)
+    value = assignment_value(problem, g)
     for _ in range(max_rounds):
         p = problem.scores.T @ kept_slabs(problem, g).astype(np.float64)
         while time.perf_counter() < deadline and _swap_round(p, g, same):
             pass
-        value = assignment_value(problem, g)
-        if value <= best * (1 + 1e-12) + _TOL or time.perf_counter() >= deadline:
-            best = max(best, value)
+        new = assignment_value(problem, g)
+        if new <= value * (1 + 1e-12) or time.perf_counter() >= deadline:
             break
-        best = value
+        value = new
     return g
 
 
@@ -228,8 +230,7 @@ def _swap_round(p: np.ndarray, g: np.ndarray, same: np.ndarray) -> bool:
     gain = m + m.T - own[:, None] - own[None, :]
     gain[~same | (g[:, None] == g[None, :])] = 0.0
     gain = np.triu(gain, 1)
-    scale = max(float(np.abs(own).max(initial=0.0)), 1.0)
-    cand = np.flatnonzero(gain > 1e-12 * scale)
+    cand = np.flatnonzero(gain > 1e-12 * float(p.max(initial=0.0)))
     if not cand.size:
         return False
     cand = cand[np.argsort(-gain.ravel()[cand], kind="stable")][: 4 * len(g)]
@@ -240,6 +241,15 @@ def _swap_round(p: np.ndarray, g: np.ndarray, same: np.ndarray) -> bool:
             g[i], g[j] = g[j], g[i]
             used[i] = used[j] = True
     return True
+
+
+def perturb(problem: ReorderProblem, g: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
+    """``g`` with the groups of up to ``n`` random channels of one random conv group shuffled among them."""
+    chans = np.flatnonzero(problem.chan_class == rng.choice(problem.chan_class))
+    pick = rng.choice(chans, min(n, len(chans)), replace=False)
+    out = g.copy()
+    out[pick] = g[rng.permutation(pick)]
+    return out
 
 
 def heuristic(problem: ReorderProblem, *, seed: int = 0, deadline: float = float("inf")) -> np.ndarray:
@@ -273,7 +283,7 @@ class ReorderResult:
     """``optimal`` (objective meets the bound), ``feasible`` (solver finished, gap > 0) or ``fallback``
     (a solver step failed or timed out; the best permutation found so far, a warning was issued)."""
     method: str
-    """Which step produced ``perm``: ``identity``, ``heuristic``, ``alternating`` or ``cp-sat``."""
+    """Which step produced ``perm``: ``identity``, ``heuristic``, ``alternating`` or ``mip``."""
     identity_objective: float
     heuristic_objective: float
     seconds: float

@@ -3,18 +3,21 @@
 :func:`solve` runs, within one time limit: the heuristic of :mod:`.reorder` (balanced clustering +
 pairwise-swap local search), then alternating exact maximisation from its result (fix the
 permutation: keep the top-``budget`` slabs; fix the kept slabs: the optimal channel-to-group
-transportation problem, solved with ``SimpleMinCostFlow`` on integer-scaled profits), then, for small
-layers, the joint problem with CP-SAT hinted with the best solution so far. A step that fails or
+transportation problem, solved with ``SimpleMinCostFlow`` on integer-scaled profits), repeated from
+random perturbations of the best assignment (iterated local search), then, for small
+layers, the joint problem exactly as a set-partitioning MIP (CBC through ``pywraplp``). A step that fails or
 times out leaves the best permutation found so far, with a coded warning.
 """
 
 from __future__ import annotations
 
 import time
+from itertools import combinations
+from math import comb
 
 import numpy as np
 from ortools.graph.python import min_cost_flow
-from ortools.sat.python import cp_model
+from ortools.linear_solver import pywraplp
 
 from ..diagnostics import warn
 from .reorder import (
@@ -24,18 +27,26 @@ from .reorder import (
     groups_of,
     heuristic,
     kept_slabs,
+    local_search,
     perm_of,
+    perturb,
     upper_bound,
 )
 
 #: Warning code of a reorder solve that fell back to its best permutation so far.
-FALLBACK_CODE = "XB210"
+FALLBACK_CODE = "XB230"
 
 
 def solve(problem: ReorderProblem, *, time_limit_s: float = 10.0, seed: int = 0, max_rounds: int = 20,
-          exact_max_terms: int = 20_000, workers: int = 1) -> ReorderResult:
-    """Best permutation found within ``time_limit_s``; CP-SAT runs when the joint model has at most
-    ``exact_max_terms`` product terms (rows x channels x groups with non-zero importance)."""
+          kicks: int = 10, exact_max_columns: int = 20_000) -> ReorderResult:
+    """Best permutation found within ``time_limit_s``.
+
+    After the heuristic and the alternation, ``kicks`` rounds of iterated local search shuffle the
+    groups of ``C/16`` random channels of the best assignment, then local search and alternation
+    (they stop quietly at the deadline); the exact MIP runs when it has at most
+    ``exact_max_columns`` columns (see :func:`exact`). ``seed`` drives the clustering and the kicks;
+    when the time limit is not reached, results are deterministic.
+    """
     start = time.perf_counter()
     deadline = start + time_limit_s
     identity = groups_of(problem, np.arange(len(problem.slots)))
@@ -47,13 +58,22 @@ def solve(problem: ReorderProblem, *, time_limit_s: float = 10.0, seed: int = 0,
     g, value, failure = alternate(problem, best, deadline=deadline, max_rounds=max_rounds)
     if value > best_value:
         best, best_value, method = g, value, "alternating"
-    proved = False
-    if failure is None and _n_terms(problem) <= exact_max_terms:
-        g, value, cp_bound, proved, failure = exact(problem, best, time_limit_s=deadline - time.perf_counter(),
-                                                    seed=seed, workers=workers)
-        bound = min(bound, cp_bound)
+    rng = np.random.default_rng(seed)
+    for _ in range(kicks if failure is None else 0):  # optional: stops quietly at the deadline
+        if time.perf_counter() >= deadline:
+            break
+        kicked = perturb(problem, best, rng, max(2, len(best) // 16))
+        g, value, _ = alternate(problem, local_search(problem, kicked, deadline=deadline), deadline=deadline,
+                                max_rounds=max_rounds)
         if value > best_value:
-            best, best_value, method = g, value, "cp-sat"
+            best, best_value, method = g, value, "alternating"
+    proved = False
+    if failure is None and _columns(problem) <= exact_max_columns:
+        left = deadline - time.perf_counter()
+        g, value, mip_bound, proved, failure = exact(problem, best, time_limit_s=left)
+        bound = min(bound, mip_bound)
+        if value > best_value:
+            best, best_value, method = g, value, "mip"
     bound = max(bound, best_value)
     if failure is not None:
         status = "fallback"
@@ -111,81 +131,69 @@ def transport(problem: ReorderProblem, profit: np.ndarray) -> tuple[np.ndarray |
     return g, "OPTIMAL"
 
 
-def _canonical(problem: ReorderProblem, g: np.ndarray) -> np.ndarray:
-    """``g`` with the equal-size (full) groups of each conv group relabelled in order of their smallest channel."""
-    g = g.copy()
-    sizes = problem.sizes
+def _columns(problem: ReorderProblem) -> int:
+    """Columns of the set-partitioning model: (channel subset, kept rows) per conv group and group size."""
+    total = 0
     for j in np.unique(problem.group_class):
-        slots = np.flatnonzero(problem.group_class == j)
-        full = slots[sizes[slots] == sizes[slots].max()]
-        first = [int(np.flatnonzero(g == a)[0]) for a in full]
-        relabel = dict(zip(full[np.argsort(first)], full))
-        g = np.array([relabel.get(a, a) for a in g])
-    return g
+        n_chan, n_rows = int(np.sum(problem.chan_class == j)), int(np.sum(problem.row_class == j))
+        sizes = problem.sizes[problem.group_class == j]
+        total += sum(comb(n_chan, int(size)) for size in np.unique(sizes)) * (n_rows + 1)
+    return total
 
 
-def _n_terms(problem: ReorderProblem) -> int:
-    valid = problem.valid.sum(axis=1)  # groups per row
-    nonzero = (problem.scores > 0) & (problem.row_class[:, None] == problem.chan_class[None, :])
-    return int((nonzero.sum(axis=1) * valid).sum())
+def exact(problem: ReorderProblem, hint: np.ndarray, *,
+          time_limit_s: float) -> tuple[np.ndarray, float, float, bool, str | None]:
+    """The joint problem as a set-partitioning MIP (OR-Tools' CBC): (assignment, objective, upper bound,
+    proved optimal, failure or None).
 
-
-def exact(problem: ReorderProblem, hint: np.ndarray, *, time_limit_s: float, seed: int = 0,
-          workers: int = 1) -> tuple[np.ndarray, float, float, bool, str | None]:
-    """The joint problem with CP-SAT: (assignment, objective, upper bound, proved optimal, failure or None).
-
-    Importances are scaled to integers; the bound adds the worst rounding of every (row, channel) term,
-    so it stays valid for the real-valued objective. Equal-size groups of a conv group are made
-    distinguishable by ordering them by their smallest channel.
+    A column is a channel subset ``G`` of one conv group, sized like one of its input groups, with a
+    number ``k`` of kept slabs; its value is the sum of the ``k`` largest row sums of ``S`` over ``G``.
+    The MIP picks columns covering every channel once, each group size as often as it occurs, with
+    ``budget`` kept slabs in all. Solved to a zero relative gap; ``hint`` is returned if it is better.
     """
     hint_value = assignment_value(problem, hint)
     if time_limit_s <= 0:
-        return hint, hint_value, float("inf"), False, "time limit reached before CP-SAT"
-    s = problem.scores
-    pair = (s > 0) & (problem.row_class[:, None] == problem.chan_class[None, :])
-    total = float(s[pair].sum())
-    scale = 1e12 / total if total > 0 else 1.0
-    coef = np.rint(s * scale).astype(np.int64)
-    sizes = problem.sizes
-    hint = _canonical(problem, hint)
-    m = cp_model.CpModel()
-    x = {}
-    for i, j in enumerate(problem.chan_class):
+        return hint, hint_value, float("inf"), False, "time limit reached before the MIP"
+    solver = pywraplp.Solver.CreateSolver("CBC")
+    solver.SetTimeLimit(max(1, int(time_limit_s * 1000)))
+    solver.SetNumThreads(1)
+    objective = solver.Objective()
+    cover = [solver.Constraint(1, 1) for _ in problem.chan_class]
+    budget = solver.Constraint(problem.budget, problem.budget)
+    columns = []  # (conv group, channels, variable)
+    for j in np.unique(problem.group_class):
+        chans = np.flatnonzero(problem.chan_class == j)
+        s = problem.scores[problem.row_class == j][:, chans]
         slots = np.flatnonzero(problem.group_class == j)
-        full = list(slots[sizes[slots] == sizes[slots].max()])
-        rank = int(np.sum(problem.chan_class[:i] == j))
-        for a in slots:
-            if a not in full or full.index(a) <= rank:
-                x[i, int(a)] = m.new_bool_var(f"x{i}_{a}")
-        m.add_exactly_one(v for (c, _), v in x.items() if c == i)
-    for a in range(problem.n_groups):
-        m.add(sum(v for (_, b), v in x.items() if b == a) == int(sizes[a]))
-    y = {(int(r), int(a)): m.new_bool_var(f"y{r}_{a}") for r, a in zip(*np.nonzero(problem.valid))}
-    m.add(sum(y.values()) == problem.budget)
-    keep = kept_slabs(problem, hint)
-    objective = []
-    for (r, a), yv in y.items():
-        m.add_hint(yv, bool(keep[r, a]))
-        for i in np.flatnonzero(pair[r]):
-            if (int(i), a) in x:
-                z = m.new_bool_var(f"z{r}_{i}_{a}")
-                m.add_implication(z, yv)
-                m.add_implication(z, x[int(i), a])
-                objective.append(int(coef[r, i]) * z)
-    for (i, a), xv in x.items():
-        m.add_hint(xv, bool(hint[i] == a))
-    m.maximize(sum(objective))
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = float(time_limit_s)
-    solver.parameters.random_seed = int(seed)
-    solver.parameters.num_workers = int(workers)
-    status = solver.solve(m)
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return hint, hint_value, float("inf"), False, f"CP-SAT returned {solver.status_name(status)}"
+        for size, count in zip(*np.unique(problem.sizes[slots], return_counts=True)):
+            uses = solver.Constraint(int(count), int(count))
+            for subset in combinations(range(len(chans)), int(size)):
+                members = chans[list(subset)]
+                gains = np.concatenate([[0.0], np.cumsum(np.sort(s[:, subset].sum(1))[::-1])])
+                for k, value in enumerate(gains.tolist()):
+                    u = solver.BoolVar("")
+                    objective.SetCoefficient(u, value)
+                    uses.SetCoefficient(u, 1)
+                    budget.SetCoefficient(u, k)
+                    for c in members:
+                        cover[c].SetCoefficient(u, 1)
+                    columns.append((j, members, u))
+    objective.SetMaximization()
+    params = pywraplp.MPSolverParameters()
+    params.SetDoubleParam(params.RELATIVE_MIP_GAP, 0.0)
+    status = solver.Solve(params)
+    if status not in (solver.OPTIMAL, solver.FEASIBLE):
+        return hint, hint_value, float("inf"), False, f"MIP returned status {status}"
     g = np.empty(len(problem.chan_class), np.int64)
-    for (i, a), xv in x.items():
-        if solver.value(xv):
-            g[i] = a
-    slack = int(pair.sum()) * 0.5 / scale
-    bound = solver.best_objective_bound / scale + slack
-    return g, assignment_value(problem, g), bound, status == cp_model.OPTIMAL, None
+    free = np.ones(problem.n_groups, bool)
+    for j, members, u in columns:
+        if u.solution_value() > 0.5:
+            fits = (problem.group_class == j) & free & (problem.sizes == len(members))
+            a = int(np.flatnonzero(fits)[0])
+            free[a] = False
+            g[members] = a
+    value = assignment_value(problem, g)
+    bound = objective.BestBound() * (1 + 1e-9) + 1e-12  # LP tolerances
+    if hint_value > value:
+        g, value = hint, hint_value
+    return g, value, bound, status == solver.OPTIMAL, None

@@ -30,7 +30,8 @@ class SearchCallbacks:
     crossbars: Callable[[str, float], int]
     """Crossbars of a layer at a group sparsity (e.g. :meth:`CrossbarCurve.crossbars`)."""
     next_ratio: Callable[[str, float], float | None]
-    """Smallest sparsity above the given one that frees a crossbar, None if none (:meth:`CrossbarCurve.next_ratio`)."""
+    """Smallest sparsity above the given one that frees a crossbar, or None
+    (e.g. :meth:`CrossbarCurve.next_ratio`)."""
     prune: Callable[[str, float], None]
     """Prune the layer to the sparsity (e.g. a short :func:`prune_lgd` run), keeping earlier layers' masks."""
     evaluate: Callable[[], float]

@@ -48,9 +48,11 @@ def group_sparsity(group_sets: Iterable[GroupSet], keep: Mapping[str, torch.Tens
 
 def run_schedule(model: torch.nn.Module, schedule: Schedule, group_sets: list[GroupSet], loader, *,
                  epochs: int, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 loss_fn: Callable = F.cross_entropy, evaluate: Callable[[torch.nn.Module], float] | None = None,
+                 loss_fn: Callable = F.cross_entropy,
+                 evaluate: Callable[[torch.nn.Module], float] | None = None,
                  progress: bool = True, title: str = "prune") -> PruneResult:
-    """SGD over ``loader`` (batches ``(x, y)``) for ``epochs`` epochs under ``schedule``; exact masks at the end.
+    """SGD over ``loader`` (batches ``(x, y)``) for ``epochs`` epochs under ``schedule``; exact masks at
+    the end.
 
     ``evaluate(model)`` (accuracy, any unit) runs once per epoch in eval mode, in sparse space.
     """
@@ -72,14 +74,15 @@ def run_schedule(model: torch.nn.Module, schedule: Schedule, group_sets: list[Gr
                     loss.backward()
                 optimizer.step()
                 schedule.step()
-                total, batches = total + float(loss), batches + 1
+                total, batches = total + loss.item(), batches + 1
                 bar.advance(task)
             accuracy = _evaluate(model, schedule, evaluate)
             row = {"epoch": epoch, "phase": phase, "loss": total / max(batches, 1), "accuracy": accuracy,
                    "sparsity": group_sparsity(group_sets, schedule.keep())}
             history.append(row)
             acc = "" if accuracy is None else f" acc {accuracy:.4g}"
-            bar.update(task, info=f"ep {epoch} {phase} loss {row['loss']:.4g}{acc} sparsity {row['sparsity']:.3f}")
+            info = f"ep {epoch} {phase} loss {row['loss']:.4g}{acc} sparsity {row['sparsity']:.3f}"
+            bar.update(task, info=info)
     schedule.finish()
     keep = schedule.keep()
     masks = {gs.param: gs.mask(keep[gs.param]) for gs in group_sets}

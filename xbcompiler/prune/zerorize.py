@@ -65,12 +65,13 @@ class ZerorizeRecover(MaskedParams):
         self._apply_masks()
 
 
-def prune_zerorize(model: torch.nn.Module, group_sets: list[GroupSet], sparsity: Mapping[str, float], loader, *,
-                   epochs: int, lr: float, ramp_epochs: int | None = None, every: int = 1, momentum: float = 0.9,
+def prune_zerorize(model: torch.nn.Module, group_sets: list[GroupSet], sparsity: Mapping[str, float],
+                   loader, *, epochs: int, lr: float, ramp_epochs: int | None = None, every: int = 1,
+                   momentum: float = 0.9,
                    weight_decay: float = 0.0, loss_fn: Callable = F.cross_entropy,
                    evaluate: Callable[[torch.nn.Module], float] | None = None,
                    progress: bool = True) -> PruneResult:
-    """Prune ``model`` in place with zerorize-recover over ``epochs`` epochs (``ramp_epochs`` default ``0.6 E``)."""
+    """Prune ``model`` in place with zerorize-recover over ``epochs`` epochs (``ramp_epochs``: 0.6 E)."""
     ramp = round(0.6 * epochs) if ramp_epochs is None else ramp_epochs
     schedule = ZerorizeRecover(model, group_sets, sparsity, ramp_epochs=ramp, every=every)
     return run_schedule(model, schedule, group_sets, loader, epochs=epochs, lr=lr, momentum=momentum,

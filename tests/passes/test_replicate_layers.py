@@ -1,0 +1,279 @@
+"""``replicate-layers`` run alone through the PassManager (verify-each and numeric-check on).
+
+The CP-SAT model and the greedy fallback both reach the optimal period (checked against brute force);
+the netlist carries the replicas, every replica gets its own tile slot, the solver status, objective,
+bound and gap are reported and recorded in the netlist provenance, and the emulated result is unchanged.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import os
+import sys
+import warnings
+from math import ceil
+from pathlib import Path
+
+import pytest
+import torch
+from torch import fx, nn
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # tests/conftest.py does this too; kept so the file also runs alone
+    sys.path.insert(0, str(ROOT))
+
+import xbcompiler as xb
+from passes.map_semi_folded import MapSemiFoldedPass
+from passes.replicate_layers import ReplicateLayersPass
+from tests.models import MODELS
+from xbcompiler.diagnostics import CompileError, XBWarning
+from xbcompiler.frontend.ops import HOST_OPS
+from xbcompiler.frontend.trace import trace
+from xbcompiler.ir.matrix import conv_via_im2col
+from xbcompiler.ir.printer import print_ir
+from xbcompiler.ir.program import XbarProgram
+from xbcompiler.ir.values import decode
+from xbcompiler.mapping.replication import ReplicationProblem, greedy
+from xbcompiler.mapping.replication_solver import solve
+from xbcompiler.pipeline import (
+    NumericCheck,
+    Pass,
+    PassContext,
+    PassManager,
+    VerifyEach,
+    format_pipeline,
+    resolve_pipeline,
+)
+from xbcompiler.target import load_target
+
+# --- harness: the same block in every tests/passes/test_*.py (there is no tests/passes/conftest.py) ---
+#
+# Golden files: tests/passes/golden/<model>-<pass>.txt hold our own printer's dump (print_ir) of the IR
+# before and after the pass, the earlier passes of the ``fully-folded`` pipeline applied first. After an
+# intended change, regenerate them and review the diff:
+#
+#     XB_UPDATE_GOLDEN=1 python -m pytest tests/passes
+#
+# A failure case ends in "--- error" and the diagnostic code instead of the "--- after" dump.
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE_GOLDEN = os.environ.get("XB_UPDATE_GOLDEN") == "1"
+
+
+def run_program(program: XbarProgram, inputs: tuple):
+    """Execute a crossbar program directly: host ops from the allow-list, layers through their matrices.
+
+    Placement is ignored (the mapping passes are checked by the verifier and by emulating the
+    netlist); this lets the numeric-check instrument compare a program against its graph.
+    """
+    env: dict = {}
+    for node in program.nodes:
+        if node.op == "input":
+            env[node.name] = inputs[int(node.target)]
+        elif node.op == "const":
+            env[node.name] = torch.from_numpy(program.constants[node.target])
+        elif node.op == "host":
+            args = decode(list(node.args), env)
+            kwargs = {k: decode(v, env) for k, v in node.kwargs}
+            env[node.name] = HOST_OPS[node.target].fn(*args, **kwargs)
+        else:  # xbar
+            m = program.matrices[node.target]
+            bias = None if m.bias is None else torch.from_numpy(m.bias)
+            env[node.name] = conv_via_im2col(env[node.args[0]["ref"]], torch.from_numpy(m.weight), bias, m.geometry)
+    return decode(program.output, env)
+
+
+def run_ir(ir, inputs: tuple):
+    with torch.no_grad():
+        return ir(*inputs) if isinstance(ir, fx.GraphModule) else run_program(ir, inputs)
+
+
+def make_context(inputs: tuple, target="tiny", **changes) -> PassContext:
+    """The context the driver builds (verify, run and print hooks), for running passes alone."""
+    tgt = load_target(target) if isinstance(target, str) else target
+
+    def verify_ir(ir) -> None:
+        if isinstance(ir, XbarProgram):
+            ir.verify(tgt)
+        else:
+            ir.graph.lint()
+
+    fields = {"target": tgt, "example_inputs": inputs, "check_inputs": tuple(t[:1].clone() for t in inputs),
+              "verify_ir": verify_ir, "run_ir": run_ir, "print_ir": print_ir, "properties": {"traced", "shapes"}}
+    return PassContext(**{**fields, **changes})
+
+
+def run_passes(passes, ir, ctx: PassContext, numeric: bool = True):
+    """Run ``passes`` through the PassManager with verify-each (and numeric-check) on."""
+    instruments = [VerifyEach(), NumericCheck()] if numeric else [VerifyEach()]
+    stage = "graph" if isinstance(ir, fx.GraphModule) else "xbar"
+    return PassManager(list(passes), instruments).run(ir, ctx, stage=stage)
+
+
+def prefix_of(pass_name: str) -> list:
+    """The passes of the ``fully-folded`` pipeline before ``pass_name``."""
+    passes = resolve_pipeline("fully-folded")
+    return passes[: [p.name for p in passes].index(pass_name)]
+
+
+def before_pass(pass_name: str, model: nn.Module, inputs: tuple, target="tiny", **changes):
+    """(IR right before ``pass_name`` in the ``fully-folded`` pipeline, its context)."""
+    ctx = make_context(inputs, target, **changes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", XBWarning)
+        return run_passes(prefix_of(pass_name), trace(model, inputs), ctx), ctx
+
+
+def golden_models() -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
+    """Small seeded models for the golden dumps: name -> (model in eval mode, input shape)."""
+    torch.manual_seed(0)
+    convbn = nn.Sequential(nn.Conv2d(2, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                           nn.Conv2d(4, 4, 1, groups=2), nn.BatchNorm2d(4, affine=False),
+                           nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.BatchNorm1d(4), nn.Linear(4, 3))
+    return {"convbn": (convbn.eval(), (1, 2, 6, 6)),
+            "mlp": (MODELS["mlp"].build(), MODELS["mlp"].input_shape),
+            "functional_net": (MODELS["functional_net"].build(), MODELS["functional_net"].input_shape)}
+
+
+def golden_text(model_name: str, pass_: Pass, target="tiny") -> str:
+    model, shape = golden_models()[model_name]
+    inputs = (torch.randn(*shape, generator=torch.Generator().manual_seed(0)),)
+    ir, ctx = before_pass(pass_.name, model, inputs, target)
+    done = format_pipeline(prefix_of(pass_.name)) or "trace"
+    lines = [f"# {model_name} through '{pass_}' on '{target}', after: {done}",
+             "# regenerate: XB_UPDATE_GOLDEN=1 python -m pytest tests/passes", "--- before", print_ir(ir)]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", XBWarning)
+            after = run_passes([pass_], ir, ctx)
+    except CompileError as exc:
+        lines += ["--- error", exc.code + "\n"]
+    else:
+        lines += ["--- after", print_ir(after)]
+    return "\n".join(lines)
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / f"{name}.txt"
+    if UPDATE_GOLDEN:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        return
+    assert path.exists(), f"{path} is missing; create it with XB_UPDATE_GOLDEN=1"
+    expected = path.read_text(encoding="utf-8")
+    if text != expected:
+        diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True), str(path), "now", n=2))
+        pytest.fail(f"{path.name} differs from the golden dump (XB_UPDATE_GOLDEN=1 regenerates it):\n{diff}")
+
+# --- end of harness -------------------------------------------------------------------------------------
+
+
+# --- replicate-layers -----------------------------------------------------------------------------------
+
+
+def brute_force(problem: ReplicationProblem) -> int:
+    ranges = [range(1, p + 1) for p in problem.phases]
+    return min(problem.period(rs) for rs in itertools.product(*ranges) if problem.cost(rs) <= problem.budget)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_cp_sat_and_greedy_reach_the_brute_force_period(seed):
+    g = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(1, 4, (1,), generator=g))
+    phases = tuple(int(v) for v in torch.randint(1, 9, (n,), generator=g))
+    crossbars = tuple(int(v) for v in torch.randint(1, 6, (n,), generator=g))
+    problem = ReplicationProblem(tuple(f"l{i}" for i in range(n)), phases, crossbars,
+                                 int(torch.randint(0, 30, (1,), generator=g)))
+    best = brute_force(problem)
+    found = solve(problem, time_limit_s=5.0, seed=0, workers=1)
+    assert found.status == "OPTIMAL" and found.period == best == found.objective == found.bound
+    assert found.gap == 0.0 and problem.cost(found.replicas) <= problem.budget
+    fallback = greedy(problem)
+    assert fallback.period == best and problem.cost(fallback.replicas) <= problem.budget
+    # the replicas are the cheapest for the period: one fewer on any layer raises it
+    for i, r in enumerate(found.replicas):
+        assert r == ceil(phases[i] / best)
+
+
+def replicated(model, inputs, target="isaac-like", **options):
+    program, ctx = before_pass("map-fully-folded", model, inputs, target)
+    mapped = run_passes([MapSemiFoldedPass()], program, ctx)
+    return mapped, run_passes([ReplicateLayersPass(**options)], mapped, ctx), ctx
+
+
+def three_layers() -> tuple[nn.Module, tuple]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
+                          nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
+    return model, (torch.randn(2, 3, 12, 12),)
+
+
+def test_pass_minimises_the_period_within_the_default_budget():
+    model, inputs = three_layers()
+    before, after, ctx = replicated(model, inputs)
+    report = ctx.report["replicate-layers"]
+    used = sum(p.crossbars for p in before.plans.values())
+    assert report["budget"] == ctx.target.crossbars_per_chip - used  # the chip's free crossbars
+    assert report["method"] == "cp-sat" and report["status"] == "OPTIMAL" and report["gap"] == 0.0
+    assert report["period_before"] == 12 and report["period"] == report["objective"] == report["bound"] == 1
+    for name, plan in after.plans.items():
+        assert plan.replicas == plan.phases and plan.period == 1
+        assert before.plans[name].replicas == 1
+    assert report["extra_crossbars"] == sum((p.replicas - 1) * p.crossbars for p in after.plans.values())
+    assert not after.placed and "replicated" in ctx.properties
+
+
+@pytest.mark.parametrize("budget", [0, 5, 40])
+def test_a_small_budget_replicates_the_bottleneck_first(budget):
+    model, inputs = three_layers()
+    before, after, ctx = replicated(model, inputs, budget=budget, time_limit_s=5.0)
+    problem = ReplicationProblem(tuple(before.plans), tuple(p.phases for p in before.plans.values()),
+                                 tuple(p.crossbars for p in before.plans.values()), budget)
+    assert ctx.report["replicate-layers"]["period"] == brute_force(problem)
+    assert sum((p.replicas - 1) * p.crossbars for p in after.plans.values()) <= budget
+    if budget == 0:
+        assert all(p.replicas == 1 for p in after.plans.values())
+
+
+def test_greedy_method_and_solver_fallback(monkeypatch):
+    model, inputs = three_layers()
+    _, greedy_after, ctx = replicated(model, inputs, method="greedy", budget=40)
+    assert ctx.report["replicate-layers"]["method"] == "greedy"
+    import xbcompiler.mapping.replication_solver as solver
+
+    monkeypatch.setattr(solver, "solve", lambda *a, **k: None)
+    with pytest.warns(XBWarning, match="XB321"):
+        _, fallback, ctx = replicated(model, inputs, budget=40)
+    assert ctx.report["replicate-layers"]["method"] == "greedy" and any("greedy" in w for w in ctx.warnings)
+    assert {k: p.replicas for k, p in fallback.plans.items()} == {k: p.replicas for k, p in greedy_after.plans.items()}
+
+
+def test_replicated_netlist_places_every_copy_and_still_equals_torch():
+    case = MODELS["resnet_digits"]
+    model, x = case.build(), case.example_input()
+    compiled = xb.compile(model, (x,), "isaac-like", "fold-batchnorm,lower-im2col,lower-to-xbar,map-semi-folded,"
+                                                   "replicate-layers{budget=400},place-tiles{method=min-traffic}")
+    doc = compiled.netlist.doc
+    summary = doc["summary"]
+    assert summary["crossbars_with_replicas"] == sum(layer["crossbars"] * layer["replicas"] for layer in doc["layers"])
+    assert summary["crossbars_with_replicas"] - summary["crossbars"] <= 400
+    assert summary["pipeline_period"] == max(-(-layer["phases"] // layer["replicas"]) for layer in doc["layers"])
+    assert summary["pipeline_period"] < max(layer["phases"] for layer in doc["layers"])
+    sites = [(x["tile"], x["slot"]) for x in doc["crossbars"]]
+    sites += [(t, s) for x in doc["crossbars"] for t, s, _ in x.get("replica_sites", [])]
+    assert len(sites) == len(set(sites)) == summary["crossbars_with_replicas"]
+    per_tile = compiled.target.hierarchy.crossbars_per_tile
+    assert all(s < per_tile for _, s in sites)
+    assert doc["provenance"]["replicate-layers"]["status"] == "OPTIMAL"
+    assert {"objective", "bound", "gap", "method"} <= set(doc["provenance"]["replicate-layers"])
+    report = xb.verify(compiled.netlist, model, (x,))
+    assert report.ok and report.max_rel < 1e-5
+
+
+def test_replication_is_not_in_the_default_pipeline():
+    for name in ("default", "semi-folded", "fully-unfolded", "fully-folded"):
+        assert "replicate-layers" not in [p.name for p in resolve_pipeline(name)]
+    with pytest.raises(CompileError) as err:  # it needs a mapped program
+        PassManager([ReplicateLayersPass()]).check({"xbar"}, "xbar")
+    assert err.value.code == "XB603"

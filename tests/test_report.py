@@ -1,0 +1,108 @@
+"""The cost report (``xbcompiler.report``), ``xbc report`` with its plots, and the ImageNet savings example."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from math import ceil
+
+import pytest
+import torch
+from torch import nn
+
+import xbcompiler as xb
+from xbcompiler.cli import main
+from xbcompiler.report import compare_netlist, cost_report
+
+PIPELINE = "fold-batchnorm,lower-im2col,lower-to-xbar,map-semi-folded,replicate-layers{budget=30},place-tiles"
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
+                          nn.Flatten(), nn.Linear(8 * 6 * 6, 5)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", xb.XBWarning)
+        compiled = xb.compile(model, (torch.randn(1, 3, 12, 12),), "isaac-like", PIPELINE)
+    out = tmp_path_factory.mktemp("report")
+    compiled.save(out)
+    return out, compiled
+
+
+def test_layer_costs_follow_the_documented_counts(saved):
+    _, compiled = saved
+    doc, target = compiled.netlist.doc, compiled.target
+    report = cost_report(compiled.netlist)
+    c, cycles = target.costs, target.input_cycles
+    assert cycles == 16 and target.m_c == 8
+    for layer, lc in zip(doc["layers"], report.layers):
+        xs = doc["crossbars"][layer["first_crossbar"]:layer["first_crossbar"] + layer["crossbars"]]
+        reads = layer["phases"] * cycles
+        assert lc.adc_conversions == reads * sum(x["cols_used"] * 8 for x in xs)
+        assert lc.dac_drives == reads * sum(x["rows_used"] for x in xs)
+        assert lc.cell_reads == reads * sum(x["rows_used"] * x["cols_used"] * 8 for x in xs)
+        assert lc.period == ceil(layer["phases"] / layer["replicas"])
+        assert lc.latency_ns == lc.period * cycles * c.phase_ns
+        energy = (lc.adc_conversions * (c.adc_conversion_pj + c.shift_add_pj) + lc.dac_drives * c.dac_drive_pj
+                  + lc.cell_reads * c.cell_read_pj + lc.partial_sum_additions * c.partial_sum_add_pj
+                  + lc.tile_bits * c.tile_bit_moved_pj)
+        assert lc.energy_pj == pytest.approx(energy)
+    t = report.totals
+    assert t["crossbars"] == doc["summary"]["crossbars"] and t["pipeline_period"] == doc["summary"]["pipeline_period"]
+    assert t["crossbars_with_replicas"] == doc["summary"]["crossbars_with_replicas"] > t["crossbars"]
+    assert t["area_um2"] == pytest.approx((t["crossbars_with_replicas"] + t["accumulation_crossbars"])
+                                          * (c.xbar_area_um2 + c.adc_area_um2) + t["tiles"] * c.tile_area_um2)
+    assert t["period_ns"] == t["pipeline_period"] * cycles * c.phase_ns
+
+
+def test_costs_come_from_the_target_file():
+    torch.manual_seed(0)
+    model, x = nn.Sequential(nn.Conv2d(2, 4, 3)).eval(), torch.randn(1, 2, 6, 6)
+    base = cost_report(xb.compile(model, (x,), "isaac-like").netlist).totals["energy_pj"]
+    doubled = cost_report(xb.compile(model, (x,), "isaac-like", overrides={"costs.adc_conversion_pj": 4.0}).netlist)
+    assert doubled.totals["energy_pj"] == pytest.approx(base + 2.0 * doubled.totals["adc_conversions"])
+
+
+def test_strategy_comparison_of_a_netlist(saved):
+    _, compiled = saved
+    comparison = compare_netlist(compiled.netlist)
+    totals = comparison.to_dict()["totals"]
+    assert totals["semi-folded"]["crossbars"] == compiled.summary["crossbars"]
+    assert totals["fully-unfolded"]["phases"] == len(compiled.netlist.layers)
+    assert comparison.phase_saving > 1 and comparison.crossbar_saving > 1
+
+
+def test_xbc_report_prints_a_table_and_writes_plots(saved, capsys):
+    out, compiled = saved
+    assert main(["report", str(out), "--plot"]) == 0
+    text = capsys.readouterr().out
+    for word in ("cost report", "total", "ADC conv", "pipeline period", "semi-folded saves"):
+        assert word in text
+    for name in ("occupancy.png", "layers.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["report", str(out), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["totals"]["crossbars"] == compiled.summary["crossbars"]
+    assert [layer["name"] for layer in data["layers"]] == [layer["name"] for layer in compiled.netlist.layers]
+
+
+def test_xbc_report_of_a_missing_netlist_is_bad_input(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "XB501" in capsys.readouterr().err
+
+
+def test_imagenet_savings_example(capsys):
+    """VGG-16 and ResNet-18 on 256x256: semi-folded vs fully-unfolded crossbars, vs fully-folded phases."""
+    from examples.mapping_savings import main as example
+
+    example()
+    text = capsys.readouterr().out
+    with capsys.disabled():
+        print("\n" + text)
+    lines = {tuple(line.split()[:2]): line for line in text.splitlines()}
+    assert len(lines) == 4
+    vgg = lines[("vgg16_imagenet", "256x256")]
+    assert "crossbar saving vs fully-unfolded 37.8x" in vgg and "phase saving vs fully-folded 142.2x" in vgg
+    resnet = lines[("resnet18_imagenet", "256x256")]
+    assert "crossbar saving vs fully-unfolded 20.4x" in resnet and "phase saving vs fully-folded 51.9x" in resnet

@@ -1,0 +1,72 @@
+"""``xbc report DIR``: the cost report of a saved netlist as a table; ``--plot`` writes PNG plots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..emit.netlist import load_netlist
+from .compare import compare_netlist
+from .costs import cost_report
+
+
+def report_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("netlist", metavar="DIR", help="directory written by xbc compile -o")
+    p.add_argument("--plot", action="store_true", help="write occupancy.png and layers.png into DIR")
+    p.add_argument("--plot-dir", metavar="OUT", help="write the plots here instead of DIR")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _si(value: float, unit: str) -> str:
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    netlist = load_netlist(args.netlist)
+    report = cost_report(netlist)
+    comparison = compare_netlist(netlist)
+    plots = []
+    if args.plot or args.plot_dir:
+        from .plots import write_plots
+
+        out = Path(args.plot_dir or args.netlist)
+        out.mkdir(parents=True, exist_ok=True)
+        plots = write_plots(netlist, out)
+    if args.json:
+        print(json.dumps({**report.to_dict(), "strategies": comparison.to_dict(), "plots": [str(p) for p in plots]},
+                         indent=1, sort_keys=True))
+        return 0
+    console = Console()
+    table = Table(title=f"cost report ({report.target}, per image)")
+    columns = ["layer", "strategy", "crossbars", "x replicas", "util", "phases", "period", "ADC conv",
+               "psum adds", "tile bits", "energy", "latency"]
+    for c in columns:
+        table.add_column(c, justify="left" if c in ("layer", "strategy") else "right")
+    for lc in report.layers:
+        table.add_row(lc.name, lc.strategy, str(lc.crossbars), str(lc.crossbars_with_replicas),
+                      f"{lc.utilisation:.2f}", str(lc.phases), str(lc.period), _si(lc.adc_conversions, ""),
+                      _si(lc.partial_sum_additions, ""), _si(lc.tile_bits, "b"), _si(lc.energy_pj * 1e-12, "J"),
+                      _si(lc.latency_ns * 1e-9, "s"))
+    t = report.totals
+    table.add_row("total", "", str(t["crossbars"]), str(t["crossbars_with_replicas"]), "", str(t["phases"]),
+                  str(t["pipeline_period"]), _si(t["adc_conversions"], ""), _si(t["partial_sum_additions"], ""),
+                  _si(t["tile_bits"], "b"), _si(t["energy_pj"] * 1e-12, "J"), _si(t["latency_ns"] * 1e-9, "s"),
+                  style="bold")
+    console.print(table)
+    console.print(f"accumulation crossbars {t['accumulation_crossbars']}, tiles {t['tiles']}, chips {t['chips']}, "
+                  f"area {t['area_um2'] * 1e-6:.3g} mm^2, pipeline period {_si(t['period_ns'] * 1e-9, 's')}")
+    d = comparison.to_dict()
+    console.print("strategies (cost model): " + ", ".join(
+        f"{s} {v['crossbars']} crossbars / {v['phases']} phases" for s, v in d["totals"].items()))
+    console.print(f"semi-folded saves {comparison.crossbar_saving:.1f}x crossbars vs fully-unfolded and "
+                  f"{comparison.phase_saving:.1f}x phases ({comparison.period_saving:.1f}x period) vs fully-folded")
+    for p in plots:
+        console.print(f"wrote {p}")
+    return 0

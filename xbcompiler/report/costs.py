@@ -1,0 +1,96 @@
+"""The first-order cost report of a netlist: per layer and total (docs/mapping.md, "Cost report").
+
+Counts per image, for a layer with ``P`` phases, ``T`` input-bit cycles and crossbars ``x`` using
+``rows_x`` rows and ``cols_x`` logical columns (``m_c`` physical each):
+
+* ADC conversions ``= P * T * sum_x cols_x * m_c`` (every used physical column, every read);
+* DAC row drives ``= P * T * sum_x rows_x``; cell reads ``= P * T * sum_x rows_x * cols_x * m_c``;
+* shift-and-adds = ADC conversions; partial-sum additions and inter-tile bits from the netlist.
+
+Energy sums each count times its per-event cost in ``target.costs`` (pJ). Time: a layer needs
+``ceil(P / replicas)`` phases of ``T * phase_ns``; the pipeline period is the slowest layer's, and the
+latency bound is the sum over layers (no intra-image overlap). Area: every compute and accumulation
+crossbar (replicas included) with its ADC, plus the shared periphery of every used tile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..target import TargetSpec, target_from_dict
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    name: str
+    strategy: str
+    crossbars: int
+    crossbars_with_replicas: int
+    accumulation_crossbars: int
+    utilisation: float
+    phases: int
+    period: int
+    adc_conversions: int
+    dac_drives: int
+    cell_reads: int
+    partial_sum_additions: int
+    tile_bits: int
+    energy_pj: float
+    latency_ns: float
+
+
+@dataclass(frozen=True)
+class CostReport:
+    layers: list[LayerCost]
+    totals: dict
+    target: str
+
+    def to_dict(self) -> dict:
+        return {"target": self.target, "layers": [asdict(c) for c in self.layers], "totals": self.totals}
+
+
+def _layer_cost(layer: dict, crossbars: list[dict], target: TargetSpec) -> LayerCost:
+    c, cycles, m_c = target.costs, target.input_cycles, target.m_c
+    reads = layer["phases"] * cycles
+    rows = sum(x["rows_used"] for x in crossbars)
+    cols = sum(x["cols_used"] for x in crossbars) * m_c
+    cells = sum(x["rows_used"] * x["cols_used"] for x in crossbars) * m_c
+    adc, dac, cell_reads = reads * cols, reads * rows, reads * cells
+    psum, bits = layer["partial_sum_additions"], layer["tile_traffic_bits"]
+    energy = (adc * (c.adc_conversion_pj + c.shift_add_pj) + dac * c.dac_drive_pj + cell_reads * c.cell_read_pj
+              + psum * c.partial_sum_add_pj + bits * c.tile_bit_moved_pj)
+    period = layer["schedule"]["period"]
+    return LayerCost(layer["name"], layer["strategy"], layer["crossbars"], layer["crossbars_with_replicas"],
+                     layer["accumulation_crossbars"], layer["utilisation"], layer["phases"], period, adc, dac,
+                     cell_reads, psum, bits, energy, period * cycles * c.phase_ns)
+
+
+def cost_report(netlist) -> CostReport:
+    """Per-layer and total costs of a netlist (a :class:`~xbcompiler.emit.netlist.Netlist`)."""
+    doc = netlist.doc
+    target = target_from_dict(doc["target"])
+    layers = []
+    for layer in doc["layers"]:
+        first = layer["first_crossbar"]
+        layers.append(_layer_cost(layer, doc["crossbars"][first:first + layer["crossbars"]], target))
+    c = target.costs
+    arrays = sum(lc.crossbars_with_replicas + lc.accumulation_crossbars for lc in layers)
+    tiles = doc["summary"]["tiles"]
+    period = max((lc.period for lc in layers), default=0)
+    totals = {
+        "crossbars": sum(lc.crossbars for lc in layers),
+        "crossbars_with_replicas": sum(lc.crossbars_with_replicas for lc in layers),
+        "accumulation_crossbars": sum(lc.accumulation_crossbars for lc in layers),
+        "phases": sum(lc.phases for lc in layers),
+        "pipeline_period": period,
+        "adc_conversions": sum(lc.adc_conversions for lc in layers),
+        "partial_sum_additions": sum(lc.partial_sum_additions for lc in layers),
+        "tile_bits": sum(lc.tile_bits for lc in layers),
+        "energy_pj": sum(lc.energy_pj for lc in layers),
+        "latency_ns": sum(lc.latency_ns for lc in layers),
+        "period_ns": period * target.input_cycles * c.phase_ns,
+        "area_um2": arrays * (c.xbar_area_um2 + c.adc_area_um2) + tiles * c.tile_area_um2,
+        "tiles": tiles,
+        "chips": doc["summary"]["chips"],
+    }
+    return CostReport(layers, totals, target.name)
