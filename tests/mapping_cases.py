@@ -22,7 +22,7 @@ SINGLE_LAYERS = {
     "dilation2": (lambda: nn.Conv2d(4, 6, 3, padding=2, dilation=2), (2, 4, 9, 10)),
     "depthwise": (lambda: nn.Conv2d(6, 6, 3, padding=1, groups=6), (2, 6, 8, 9)),
     "grouped_stride_1x2": (lambda: nn.Conv2d(8, 12, 3, stride=(1, 2), padding=(0, 1), groups=4), (2, 8, 7, 11)),
-    "kernel5x3": (lambda: nn.Conv2d(3, 5, (5, 3), padding=(2, 1)), (2, 3, 10, 7)),
+    "kernel7x3": (lambda: nn.Conv2d(3, 5, (7, 3), padding=(3, 1)), (2, 3, 10, 7)),
     "pointwise_tails": (lambda: nn.Conv2d(40, 30, 1), (2, 40, 6, 5)),
     "conv1d": (lambda: nn.Conv1d(4, 6, 5, stride=2, padding=2), (2, 4, 17)),
     "linear_tokens": (lambda: nn.Linear(20, 9), (2, 5, 20)),

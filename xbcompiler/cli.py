@@ -36,6 +36,7 @@ from typing import Any
 
 from . import __version__
 from .diagnostics import CompileError, Location, XBWarning
+from .report.command import cmd_report, report_arguments
 
 EXIT_OK = 0
 EXIT_MISMATCH = 1
@@ -174,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=DEMO_TARGET, metavar="NAME|PATH", help=f"default {DEMO_TARGET}")
     _add_set(p)
     p.add_argument("-o", "--output", metavar="DIR", help="keep the netlist here (default: a temporary directory)")
+
+    p = add("report", cmd_report, "print the cost report of a compiled netlist; --plot writes PNG plots")
+    report_arguments(p)
     return parser
 
 

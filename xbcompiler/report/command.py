@@ -18,14 +18,20 @@ def report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
+_PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n"),
+             (1e-12, "p"))
+
+
 def _si(value: float, unit: str) -> str:
-    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= factor:
-            return f"{value / factor:.3g} {prefix}{unit}"
-    return f"{value:.3g} {unit}"
+    """``value`` with an SI prefix, 3 significant digits."""
+    factor, prefix = next(((f, p) for f, p in _PREFIXES if abs(value) >= f), (1.0, ""))
+    return f"{value / factor:.3g} {prefix}{unit}".rstrip()
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    import sys
+
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -43,8 +49,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(json.dumps({**report.to_dict(), "strategies": comparison.to_dict(), "plots": [str(p) for p in plots]},
                          indent=1, sort_keys=True))
         return 0
-    console = Console()
-    table = Table(title=f"cost report ({report.target}, per image)")
+    tty = sys.stdout.isatty()
+    console = Console(width=None if tty else 200, highlight=False, soft_wrap=False, no_color=not tty, emoji=False)
+    table = Table(title=f"cost report ({report.target}, per image)", box=box.SIMPLE_HEAD, title_justify="left",
+                  pad_edge=False)
     columns = ["layer", "strategy", "crossbars", "x replicas", "util", "phases", "period", "ADC conv",
                "psum adds", "tile bits", "energy", "latency"]
     for c in columns:
