@@ -81,6 +81,18 @@ def test_spec_2_2_formulas_for_every_slice_width(arr):
         assert plan.copies == w_o * n_w and plan.phases == h_out
 
 
+def test_fully_folded_is_the_im2col_tiling():
+    arr = ArraySpec(128, 128, 8)  # isaac-like: 16 logical columns
+    shape = conv(64, 40, 10, k=3, s=2)
+    plan = fully_folded(shape, arr)
+    k = 64 * 9
+    assert (plan.crossbars, plan.row_tiles, plan.col_tiles) == (ceil(k / 128) * ceil(40 / 16), ceil(k / 128), 3)
+    assert plan.phases == plan.cycles == 5 * 5 and plan.copies == 1 and plan.partial_sum_fanin == ceil(k / 128)
+    assert plan.partial_sum_additions == (ceil(k / 128) - 1) * 40 * 25
+    assert plan.accumulation_crossbars == ceil(40 / min(16, 128 // ceil(k / 128)))
+    assert plan.logical_crossbars == ceil(k / 128) * ceil(40 / 128)
+
+
 def test_counts_separate_logical_from_physical_columns():
     # prime-like: m_c = 4 (a differential pair of two 4-bit cells), 64 logical columns of 256 physical
     target = xb.load_target("prime-like")

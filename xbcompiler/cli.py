@@ -144,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dump-ir", metavar="DIR", help="write the IR before and after every pass to DIR")
     p.add_argument("--seed", default="0", metavar="N", help="seed of the example inputs and the passes (default 0)")
     p.add_argument("-o", "--output", metavar="DIR", help="directory for netlist.json and weights.npz")
+    calibrate = p.add_mutually_exclusive_group()
+    calibrate.add_argument("--calibrate", metavar="FILE.npy",
+                           help="quantise with power-of-two scales, calibrated on these inputs (batch first)")
+    calibrate.add_argument("--calibrate-random", metavar="N",
+                           help="quantise with power-of-two scales, calibrated on N seeded random inputs")
 
     p = add("verify", cmd_verify, "check a compiled netlist against the model with the emulator")
     p.add_argument("netlist", metavar="DIR", help="directory written by xbc compile -o")
@@ -152,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", default="2", metavar="N", help="batch size of the random inputs (default 2)")
     p.add_argument("--tolerance", default="1e-4", metavar="X",
                    help="largest relative error accepted, per layer and at the output (default 1e-4)")
-    p.add_argument("--mode", default="ideal", help="emulator mode (default ideal); an unknown mode is XB505")
+    p.add_argument("--mode", default=None, help="emulator mode (default: integer for a quantised netlist, else "
+                                                "ideal); an unknown mode is XB505")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
     p = add("emulate", cmd_emulate, "run a compiled netlist on inputs")
@@ -162,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="one input array (batch first); repeat for several inputs")
     source.add_argument("--random", metavar="N", help="run on N seeded random samples")
     p.add_argument("--seed", default="0", metavar="N", help="seed of --random (default 0)")
-    p.add_argument("--mode", default="ideal", help="emulator mode (default ideal); an unknown mode is XB505")
+    p.add_argument("--mode", default=None, help="emulator mode (default: integer for a quantised netlist, else "
+                                                "ideal); an unknown mode is XB505")
     p.add_argument("-o", "--output", metavar="OUT.npy", help="write the output here (.npz for several outputs)")
 
     p = add("targets", cmd_targets, "list built-in targets, or show one target in full")
@@ -464,6 +471,10 @@ def print_verify(console, report) -> None:
         _row(table, c.name, c.reference, c.max_abs, c.rel, c.ok, c.first_mismatch)
     console.print(table)
     _say(console, f"output: max abs error {report.output_max_abs:.3g}, relative error {report.output_rel:.3g}")
+    if report.float_rel is not None:
+        mismatches = sum(c.mismatches for c in report.layers)
+        _say(console, f"integer outputs differing from the integer reference: {mismatches}; end-to-end relative "
+                      f"error against the float model: {report.float_rel:.3g} (reported, not checked)")
 
 
 def _json_safe(value: Any) -> Any:
@@ -517,7 +528,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     repro = _repro(args, shapes, seed)
     with _status_spinner(f"compiling for {target.name}..."), _xb_warnings() as found:
         cm = xb_compile(model, inputs, target, passes, overrides=None, instruments=instruments, seed=seed,
-                        repro=repro)
+                        repro=repro, calibration=_calibration(args, shapes, seed))
     save_atomically(cm, out)  # compiled fully in memory first: an error above leaves nothing in DIR
     if args.coverage:
         print_coverage(stdout, cm.coverage)
@@ -526,6 +537,16 @@ def cmd_compile(args: argparse.Namespace) -> int:
         _say(stdout, "timings: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in cm.timings.items()))
     _say(stdout, f"wrote {out / 'netlist.json'} and {out / 'weights.npz'}")
     return EXIT_OK
+
+
+def _calibration(args: argparse.Namespace, shapes: Sequence[Sequence[int]], seed: int):
+    """``--calibrate FILE.npy`` (one input) or ``--calibrate-random N`` as calibration inputs; None without."""
+    if args.calibrate is not None:
+        return _load_npy(Path(args.calibrate), None)
+    if args.calibrate_random is not None:
+        n = _int_arg(args.calibrate_random, "--calibrate-random", 1)
+        return random_inputs([(n, *s[1:]) for s in shapes], seed + 1)
+    return None
 
 
 def _pipeline(spec: str, max_chips: int | None) -> list:
@@ -576,6 +597,10 @@ def _repro(args: argparse.Namespace, shapes: Sequence[Sequence[int]], seed: int)
     parts += [f"--instrument {q(i)}" for i in args.instrument]
     if args.dump_ir:
         parts += ["--dump-ir", q(args.dump_ir)]
+    if args.calibrate is not None:
+        parts += ["--calibrate", q(args.calibrate)]
+    if args.calibrate_random is not None:
+        parts += ["--calibrate-random", q(args.calibrate_random)]
     parts += ["--seed", str(seed), "-o", q(args.output)]
     return " ".join(parts)
 

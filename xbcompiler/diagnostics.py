@@ -38,6 +38,7 @@ CODES: dict[str, str] = {
     "XB303": "crossbar program failed verification",
     "XB320": "block-Toeplitz crossbars disagree with their placement",
     "XB321": "replication solver fell back to the greedy result",
+    "XB350": "a pruned layer's routing table disagrees with its crossbars",
     "XB310": "model placed on several chips (warning)",
     "XB401": "unknown target key",
     "XB402": "wrong type for target key",

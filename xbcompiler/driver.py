@@ -18,7 +18,7 @@ from .ir.printer import print_ir
 from .ir.program import XbarProgram
 from .pipeline import Instrument, PassContext, PassManager, VerifyEach, format_pipeline, resolve_pipeline
 from .quant.calibrate import as_batches
-from .quant.netlist import calibrate_adc
+from .quant.netlist import calibrate_periphery
 from .quant.pipeline import with_quantization
 from .target import TargetSpec, load_target
 
@@ -99,6 +99,6 @@ def compile(model: nn.Module, example_inputs, target, pipeline="default", *, ove
         raise CompileError("XB603", f"pipeline '{text}' does not end with a placed crossbar program",
                            hint="a pipeline needs lower-to-xbar, a map-* pass and place-tiles")
     netlist = emit_netlist(program, tgt, text)
-    if batches is not None and tgt.adc.mode == "calibrated":
-        calibrate_adc(netlist, batches)
+    if batches is not None:
+        calibrate_periphery(netlist, batches, tgt)
     return CompiledModel(netlist, program, tgt, text, rows, ctx.report, ctx.timings, ctx.warnings)

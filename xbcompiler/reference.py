@@ -26,7 +26,7 @@ from .pipeline import PassContext, PassManager, parse_pipeline
 from .quant.layer import QuantIm2colLayer
 from .quant.netlist import rows_of
 from .quant.scheme import LayerQuant, quantize, weight_range
-from .quant.slicing import Encoding, block_mvm
+from .quant.slicing import Encoding, block_mvm, weight_levels
 
 
 def float_matrices(model: torch.nn.Module, inputs: tuple) -> dict:
@@ -61,19 +61,19 @@ class ReferenceLayer:
                                                           quant=dataclasses.replace(quant, bias=bias)))
         steps, bits, flips = get("adc_step"), get("adc_bits"), get("flips")
         self.enc = Encoding(**q["encoding"])
-        worst = self._worst_reads(wq, q)
+        worst = self._worst_reads(wq, q, flips)
         self.lossless = bool((steps == 0).all() and (worst <= (1 << bits.astype(np.int64)) - 1).all())
         self.blocks = [(b["group"], rows_of(b["rows"]), steps[i], bits[i], None if flips is None else flips[i])
                        for i, b in enumerate(q["row_blocks"])]
 
-    def _worst_reads(self, wq: np.ndarray, q: dict) -> np.ndarray:
+    def _worst_reads(self, wq: np.ndarray, q: dict, flips) -> np.ndarray:
         """Largest possible read of every (row block, column): ``max_digit * sum of stored levels``."""
-        from .quant.slicing import weight_levels
-
         out = []
-        for b in q["row_blocks"]:
+        for i, b in enumerate(q["row_blocks"]):
             levels = weight_levels(torch.from_numpy(wq[b["group"]][rows_of(b["rows"])]), self.enc)
-            out.append((torch.maximum(levels, self.enc.max_level - levels).sum(1).amax(0) * self.enc.max_digit).numpy())
+            if flips is not None:
+                levels = torch.where(torch.from_numpy(flips[i] > 0)[:, None, :], self.enc.max_level - levels, levels)
+            out.append((levels.sum(1).amax(0) * self.enc.max_digit).numpy())
         return np.stack(out) if out else np.zeros((0, wq.shape[-1]))
 
     def __call__(self, xq: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ from ..ir.program import XbarProgram
 from ..mapping.shape import shape_of
 from .mapping import ToeplitzCells, layer_fields, summary_fields
 from .netlist import FORMAT, VERSION, Netlist
+from .pruned import add_pruning_fields
 
 
 def _array(arrays: dict, key: str, value: np.ndarray) -> dict:
@@ -64,6 +65,7 @@ def build_netlist(program: XbarProgram, target, pipeline: str) -> Netlist:
         "provenance": dict(program.provenance),
         "blobs": {},
     }
+    add_pruning_fields(doc, program)
     return Netlist(doc, arrays)
 
 

@@ -8,19 +8,12 @@ row blocks are added, the integer constants (bias, corrections, rounding) are ad
 arithmetic shift per column gives the output integers, returned in the model's units.
 
 Two paths compute this. ``per-read`` is the literal one: one convolution per (row block, cycle,
-plane), every read through the ADC. The default ``fast`` path is proven equal to it by the tests and
-takes only shortcuts that are identities:
-
-- columns whose every read fits the ADC without loss (step 0, worst-case sum at most the ADC's top
-  code, decided from the netlist's ``adc_step``/``adc_bits``) need no ADC: all their reads add up to
-  the exact product, so the whole layer's lossless columns run as one convolution of ``Xq`` with
-  ``Wq`` (SPEC 0.3 summed back);
-- a cycle whose digits are all zero on a block's input channels gives reads of 0 and ADC codes 0: it
-  is skipped;
-- all cycles of a block run as one convolution (digits stacked along the batch) and all planes as
-  its output channels; two reads share one float32 lane (``I_a + 2**12 * I_b``) when every read is
-  below ``2**12``, so the sums stay exact and half the multiply-adds go;
-- batches are cut into chunks that keep the read tensors cache-sized.
+plane), every read through the ADC. The default ``fast`` path (:mod:`.integer_fast`) is proven equal
+to it by the tests; its only shortcut here is that columns whose every read fits the ADC without
+loss (step 0 and a worst-case sum at most the ADC's top code, both from the netlist) need no ADC: all
+their reads add up to the exact product, so all lossless columns of a layer run as one convolution
+of ``Xq`` with ``Wq``. Integers are held in float32 wherever every sum provably stays below 2**24,
+else in float64.
 """
 
 from __future__ import annotations
@@ -32,18 +25,15 @@ import torch
 import torch.nn.functional as F
 
 from ..diagnostics import CompileError, Location
+from ..ir.matrix import Geometry, conv_via_im2col
 from ..quant.netlist import row_ranges
-from ..quant.scheme import int_range, quantize, requantize_output
+from ..quant.scheme import int_range
 from ..quant.slicing import Encoding, weight_levels
 from .ideal import RowBlock, read_row_blocks
 from .runtime import register_kernel
 
-#: Read values (cycles x batch x planes x columns x pixels) computed at once, at most.
-CHUNK_READS = 1 << 22
-#: Exact integers in float32 / float64.
-EXACT32, EXACT64 = 1 << 24, 1 << 53
-#: Two reads share a float32 lane when both are below this.
-PACK = 1 << 12
+#: Integers up to this are exact in float32.
+EXACT32 = 1 << 24
 
 
 def layer_encoding(layer: dict) -> Encoding:
@@ -59,21 +49,26 @@ def check_row_blocks(layer: dict, blocks: list[RowBlock]) -> None:
                                     f"the netlist lists {want[:3]}...", location=Location(node=layer["name"]))
 
 
+def exact_dtype(bound: float) -> torch.dtype:
+    """float32 when every integer up to ``bound`` is exact in it, else float64."""
+    return torch.float32 if bound < EXACT32 else torch.float64
+
+
 @dataclass
 class Block:
-    """One row block prepared for execution: channel span, stored levels, ADC and digital coefficients."""
+    """One row block's lossy columns prepared for execution."""
 
     group: int
     c_lo: int
     c_hi: int
-    cols: np.ndarray  # lossy columns (local to the group)
-    stored: torch.Tensor  # [P, n_cols, C, kh, kw] stored cell levels (flipped where flagged)
-    mask: torch.Tensor  # [1, C, kh, kw] 1 where the block has a row
-    step: torch.Tensor  # [n_cols] ADC step bits
-    top: torch.Tensor  # [n_cols] ADC top code 2**bits - 1
-    coef: torch.Tensor  # [P, n_cols] sign * 2**shift * (-1 if flipped), ADC step excluded
-    sum_coef: torch.Tensor  # [n_cols] coefficient of the block's input sum (flip recovery, weight offset)
-    max_read: int
+    cols: np.ndarray  # lossy columns (local to the conv group)
+    stored: torch.Tensor  # [P, n, C, kh, kw] stored cell levels (flipped where flagged)
+    mask: torch.Tensor  # [1, C, kh, kw] 1 on the block's rows
+    step: torch.Tensor  # [n] ADC step bits
+    top: torch.Tensor  # [n] ADC top code 2**bits - 1
+    coef: torch.Tensor  # [P, n] float64: sign * 2**shift * (-1 if flipped)
+    sum_coef: torch.Tensor  # [n] float64: coefficient of the block's input sum (flip recovery, weight offset)
+    max_read: int  # the largest read any column can produce
 
 
 class IntegerLayer:
@@ -85,7 +80,7 @@ class IntegerLayer:
             raise CompileError("XB520", f"layer '{layer['name']}' is not quantised: integer mode needs a netlist "
                                         "compiled with calibration data", location=Location(node=layer["name"]),
                                hint="xbcompiler.compile(..., calibration=...) or xbc compile --calibrate FILE.npy")
-        self.path, self.device = path, device
+        self.path, self.device = path, torch.device(device)
         self.q = q = layer["quant"]
         self.enc = enc = layer_encoding(layer)
         self.name = layer["name"]
@@ -94,37 +89,47 @@ class IntegerLayer:
         self.groups, self.n_out = layer["groups"], layer["matrix_cols"]
         self.n_g = self.n_out // self.groups
         self.c_g = g["in_channels"] // self.groups
-        self.kernel = (1, 1) if self.kind == "linear" else tuple(g["kernel"])
-        self.stride = (1, 1) if self.kind == "linear" else tuple(g["stride"])
-        self.padding = (0, 0) if self.kind == "linear" else tuple(g["padding"])
-        self.dilation = (1, 1) if self.kind == "linear" else tuple(g["dilation"])
+        flat = self.kind == "linear"
+        self.kernel = (1, 1) if flat else tuple(g["kernel"])
+        self.stride = (1, 1) if flat else tuple(g["stride"])
+        self.padding = (0, 0) if flat else tuple(g["padding"])
+        self.dilation = (1, 1) if flat else tuple(g["dilation"])
         get = lambda name: arrays[layer["arrays"][name]["key"]] if name in layer["arrays"] else None  # noqa: E731
-        cells = get("cells")
-        blocks = read_row_blocks(layer, crossbars, cells)
-        check_row_blocks(layer, blocks)
+        self.row_blocks = read_row_blocks(layer, crossbars, get("cells"))
+        check_row_blocks(layer, self.row_blocks)
+        lo, hi = int_range(q["input_bits"], q["input_signed"])
+        self.x_bits = (lo, hi)
+        self.driven_max = max(abs(lo), hi) + enc.input_offset
+        self._constants(q, get)
         steps, bits, flips = get("adc_step"), get("adc_bits"), get("flips")
-        self.lo, self.hi = int_range(q["input_bits"], q["input_signed"])
-        self.x_max = max(abs(self.lo), self.hi)
+        exact = np.zeros((self.groups, self.c_g * self.kernel[0] * self.kernel[1], self.n_g), dtype=np.int64)
+        self.blocks: list[Block] = []
+        for i, b in enumerate(self.row_blocks):
+            flip = None if flips is None else flips[i]
+            levels, lossy = self._stored_levels(b, flip, steps[i], bits[i])
+            cols = np.arange(self.n_g) if path == "per-read" else np.flatnonzero(lossy)
+            exact[b.group][b.rows] += np.where(np.isin(np.arange(self.n_g), cols), 0, b.weight.astype(np.int64))
+            if len(cols):
+                self.blocks.append(self._block(b, levels, cols, steps[i], bits[i], flip))
+        self.exact = self._exact_conv(exact) if exact.any() else None
+        self.acc_dtype = exact_dtype(self._bound())
+        if path == "fast":
+            from .integer_fast import group_blocks
+
+            self.fast = group_blocks(self, self.blocks)
+
+    # --- preparation -----------------------------------------------------------------------------
+    def _constants(self, q: dict, get) -> None:
+        """The per-column integer added before the output shift, and the shift."""
         shifts = np.repeat(np.asarray(q["shifts"], dtype=np.int64), q["group_cols"])[:self.n_out]
         constant = get("bias").astype(np.int64) + np.where(shifts > 0, np.left_shift(1, np.maximum(shifts - 1, 0)), 0)
         for name in ("input_correction", "adc_compensation"):
             if get(name) is not None:
                 constant = constant + get(name).astype(np.int64)
-        self.constant = torch.from_numpy(constant.astype(np.float64)).to(device)
-        self.shifts = torch.from_numpy(shifts).to(device)
-        self.blocks: list[Block] = []
-        exact = np.zeros((self.groups, self.c_g * self.kernel[0] * self.kernel[1], self.n_g), dtype=np.int64)
-        all_cols = path == "per-read"
-        for i, b in enumerate(blocks):
-            stored, lossy = self._stored_levels(b, None if flips is None else flips[i], steps[i], bits[i])
-            cols = np.arange(self.n_g) if all_cols else np.flatnonzero(lossy)
-            exact[b.group][b.rows] += np.where(np.isin(np.arange(self.n_g), cols), 0, b.weight.astype(np.int64))
-            if len(cols):
-                self.blocks.append(self._block(b, stored, cols, steps[i], bits[i], None if flips is None else flips[i]))
-        self.exact = self._exact_weight(exact) if exact.any() else None
-        self.exact_colsum = torch.from_numpy((exact.sum(1).reshape(-1) * enc.input_offset).astype(np.float64)).to(device)
+        self.constant_max = int(np.abs(constant).max(initial=0))
+        self.constant = torch.from_numpy(constant.astype(np.float64)).to(self.device).view(1, -1, 1, 1)
+        self.shifts = torch.from_numpy(shifts.astype(np.float64)).to(self.device).view(1, -1, 1, 1)
 
-    # --- preparation -----------------------------------------------------------------------------
     def _stored_levels(self, b: RowBlock, flips, steps, bits) -> tuple[torch.Tensor, np.ndarray]:
         """Stored levels ``[P, rows, n_g]`` and the columns some read of which can lose bits."""
         enc = self.enc
@@ -132,197 +137,187 @@ class IntegerLayer:
         if flips is not None:
             levels = torch.where(torch.from_numpy(flips > 0)[:, None, :], enc.max_level - levels, levels)
         worst = (levels.sum(1) * enc.max_digit).amax(0).numpy()  # [n_g] largest possible read
-        lossy = (steps > 0) | (worst > (1 << bits.astype(np.int64)) - 1)
-        return levels, lossy
+        return levels, (steps > 0) | (worst > (1 << bits.astype(np.int64)) - 1)
 
     def _to_conv(self, rows: np.ndarray, weight: np.ndarray) -> tuple[int, int, np.ndarray]:
-        """Matrix rows ``(c, dy, dx)`` of one group and their ``[rows, cols]`` weights as a conv weight."""
+        """Matrix rows ``(c, dy, dx)`` of one group and their ``[rows, ...]`` values as a conv weight ``[..., C, kh, kw]``."""
         kh, kw = self.kernel
         per_ch = kh * kw
-        c_lo, c_hi = int(rows[0]) // per_ch, (int(rows[-1])) // per_ch + 1
+        c_lo, c_hi = int(rows[0]) // per_ch, int(rows[-1]) // per_ch + 1
         w = np.zeros(((c_hi - c_lo) * per_ch,) + weight.shape[1:], dtype=weight.dtype)
         w[rows - c_lo * per_ch] = weight
         w = np.moveaxis(w.reshape(c_hi - c_lo, kh, kw, *weight.shape[1:]), (0, 1, 2), (-3, -2, -1))
         return c_lo, c_hi, np.ascontiguousarray(w)
 
     def _block(self, b: RowBlock, levels: torch.Tensor, cols: np.ndarray, steps, bits, flips) -> Block:
-        enc = self.enc
+        enc, dev = self.enc, self.device
         stored = levels[:, :, cols].numpy()  # [P, rows, n]
         c_lo, c_hi, w = self._to_conv(b.rows, np.moveaxis(stored, 0, -1))  # [n, P, C, kh, kw]
         _, _, mask = self._to_conv(b.rows, np.ones((len(b.rows), 1), dtype=np.float32))
-        w = np.ascontiguousarray(np.moveaxis(w, 1, 0))  # [P, n, C, kh, kw]
         flip = np.zeros((enc.planes, len(cols)), dtype=bool) if flips is None else flips[:, cols] > 0
         base = torch.tensor([s * 2.0 ** k for s, k in zip(enc.plane_signs, enc.plane_shifts)], dtype=torch.float64)
         coef = base[:, None] * torch.from_numpy(np.where(flip, -1.0, 1.0))
-        sum_coef = (base[:, None] * torch.from_numpy(flip.astype(np.float64))).sum(0) * enc.max_level - enc.weight_offset
-        max_read = int(stored.sum(1).max(initial=0)) * enc.max_digit
-        dev = self.device
+        sum_coef = (base[:, None] * torch.from_numpy(flip.astype(np.float64))).sum(0) * enc.max_level
         return Block(b.group, b.group * self.c_g + c_lo, b.group * self.c_g + c_hi, cols,
-                     torch.from_numpy(w.astype(np.float32)).to(dev), torch.from_numpy(mask).to(dev),
+                     torch.from_numpy(np.moveaxis(w, 1, 0).astype(np.float32)).to(dev), torch.from_numpy(mask).to(dev),
                      torch.from_numpy(steps[cols].astype(np.float64)).to(dev),
                      torch.from_numpy((np.left_shift(1, bits[cols].astype(np.int64)) - 1).astype(np.float64)).to(dev),
-                     coef.to(dev), sum_coef.to(dev), max_read)
+                     coef.to(dev), (sum_coef - enc.weight_offset).to(dev), int(stored.sum(1).max(initial=0)) * enc.max_digit)
 
-    def _exact_weight(self, exact: np.ndarray) -> tuple[torch.Tensor, torch.dtype]:
-        """The lossless part of the layer as one (grouped) conv weight, and a dtype in which it is exact."""
+    def _exact_conv(self, exact: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.dtype]:
+        """The lossless columns as one (grouped) conv: weight, ``input_offset * column sums``, exact dtype."""
         kh, kw = self.kernel
         w = exact.reshape(self.groups, self.c_g, kh, kw, self.n_g).transpose(0, 4, 1, 2, 3)
         w = w.reshape(self.n_out, self.c_g, kh, kw)
-        bound = int(np.abs(w).reshape(self.n_out, -1).sum(1).max()) * self.x_max
-        dtype = torch.float32 if bound < EXACT32 else torch.float64
-        return torch.from_numpy(w.astype(np.float64)).to(self.device, dtype), dtype
+        dtype = exact_dtype(int(np.abs(w).reshape(self.n_out, -1).sum(1).max()) * self.driven_max)
+        colsum = torch.from_numpy((exact.sum(1).reshape(-1) * self.enc.input_offset).astype(np.float64))
+        return torch.from_numpy(w.astype(np.float64)).to(self.device, dtype), colsum.to(self.device).view(1, -1, 1, 1), dtype
+
+    def _bound(self) -> float:
+        """A bound on every partial sum of the layer's accumulator (for choosing its dtype).
+
+        ``|driven| * sum |W|`` per column, plus what the ADCs can lose: per read at most its step, or
+        the read itself where it can saturate, weighted by the cycle and plane shifts.
+        """
+        col_abs = np.zeros(self.n_out)
+        for b in self.row_blocks:
+            col_abs[b.group * self.n_g:(b.group + 1) * self.n_g] += np.abs(b.weight.astype(np.int64)).sum(0)
+        cycles = sum(abs(w) for w, _, _ in self.enc.cycles)
+        planes = sum(2.0 ** k for k in self.enc.plane_shifts)
+        loss = 0.0
+        for b in self.blocks:
+            largest = torch.floor(b.max_read * torch.exp2(-b.step) + 0.5)
+            per_read = b.max_read if bool((largest > b.top).any()) else 2.0 ** float(b.step.max())
+            loss += cycles * planes * per_read
+        return float(col_abs.max(initial=0) * self.driven_max + loss + self.constant_max)
 
     # --- execution -------------------------------------------------------------------------------
-    def _conv(self, x: torch.Tensor, w: torch.Tensor, groups: int = 1, padded: bool = False) -> torch.Tensor:
-        return F.conv2d(x, w, None, self.stride, (0, 0) if padded else self.padding, self.dilation, groups)
+    def conv(self, x: torch.Tensor, w: torch.Tensor, groups: int = 1, padded: bool = False) -> torch.Tensor:
+        """The layer's convolution (``padded``: the input already carries the padding)."""
+        padding = (0, 0) if padded else self.padding
+        if x.dtype == torch.float64 and groups > 1:  # float64 grouped convs are very slow: unfold + einsum
+            geo = Geometry("conv2d", x.shape[1], w.shape[0], groups, tuple(w.shape[2:]), self.stride, padding,
+                           self.dilation)
+            kk = w.shape[1] * w.shape[2] * w.shape[3]
+            matrix = w.reshape(groups, w.shape[0] // groups, kk).transpose(1, 2)
+            return conv_via_im2col(x, matrix, None, geo)
+        return F.conv2d(x, w, None, self.stride, padding, self.dilation, groups)
 
-    def _as4d(self, x: torch.Tensor) -> torch.Tensor:
+    def as4d(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "linear":
             return x.reshape(-1, x.shape[-1], 1, 1)
         return x.unsqueeze(2) if self.kind == "conv1d" else x
 
-    def integer(self, xq: torch.Tensor) -> torch.Tensor:
-        """Output integers (float64) of input integers ``xq`` (4-D, as :meth:`_as4d` shapes them)."""
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer's input integers ``clamp(floor(x / 2**e + 1/2))`` (exact in float32), layer-shaped."""
+        lo, hi = self.x_bits
+        xs = x.float() * 2.0 ** -self.q["input_exponent"]
+        return torch.floor(xs.add_(0.5)).clamp_(lo, hi)
+
+    def driven(self, xq: torch.Tensor) -> torch.Tensor:
+        """The values driven onto the rows, ``Xq + input_offset``, padded with the driven zero."""
+        ph, pw = self.padding
+        off = float(self.enc.input_offset)
+        return F.pad(xq + off if off else xq, (pw, pw, ph, ph), value=off)
+
+    def accumulator(self, xq: torch.Tensor) -> torch.Tensor:
+        """The shift-and-add result summed over the row blocks, before any constant (4-D ``xq``).
+
+        It is the product of the *driven* values and the weights, ``(Xq + input_offset) @ Wq``, plus
+        whatever the ADCs lose.
+        """
         acc = None
         if self.exact is not None:
-            w, dtype = self.exact
-            acc = self._conv(xq.to(dtype), w, self.groups).double()
-            acc += self.exact_colsum.view(1, -1, 1, 1)
+            w, colsum, dtype = self.exact
+            acc = self.conv(xq.to(dtype), w, self.groups).to(self.acc_dtype)
+            if self.enc.input_offset:
+                acc += colsum.to(self.acc_dtype)
         if self.blocks:
-            driven = xq + self.enc.input_offset
-            ph, pw = self.padding
-            driven = F.pad(driven, (pw, pw, ph, ph), value=float(self.enc.input_offset))
-            part = self._lossy(driven)
-            acc = part if acc is None else acc + part
+            driven = self.driven(xq)
+            part = self._lossy_per_read(driven) if self.path == "per-read" else self.fast(driven, self.acc_dtype)
+            acc = part if acc is None else acc.add_(part)
         if acc is None:
-            acc = xq.new_zeros((xq.shape[0], self.n_out, *self._out_hw(xq)), dtype=torch.float64)
-        z = acc + self.constant.view(1, -1, 1, 1)
+            acc = xq.new_zeros((xq.shape[0], self.n_out, *self.out_hw(xq)), dtype=self.acc_dtype)
+        return acc
+
+    def exact_accumulator(self, xq: torch.Tensor) -> torch.Tensor:
+        """What :meth:`accumulator` would be with lossless ADCs (for calibrating the compensation)."""
+        full = np.zeros((self.groups, self.c_g * self.kernel[0] * self.kernel[1], self.n_g), dtype=np.int64)
+        for b in self.row_blocks:
+            full[b.group][b.rows] += b.weight.astype(np.int64)
+        w, colsum, _ = self._exact_conv(full)
+        return self.conv(xq.double(), w.double(), self.groups) + colsum
+
+    def integer(self, xq: torch.Tensor) -> torch.Tensor:
+        """Output integers of input integers ``xq`` (4-D, as :meth:`as4d` shapes them)."""
+        z = self.accumulator(xq).add_(self.constant.to(self.acc_dtype))
         t = self.q["truncate_bits"]
         if t:
-            z = torch.floor(z * 2.0 ** -t) * 2.0 ** t
-        return requantize_output(z, self.shifts.view(1, -1, 1, 1), self.q["output_bits"])
+            z = torch.floor(z.mul_(2.0 ** -t)).mul_(2.0 ** t)
+        lo, hi = int_range(self.q["output_bits"], True)
+        return torch.floor(z.mul_(torch.exp2(-self.shifts).to(z.dtype))).clamp_(lo, hi)
 
-    def _out_hw(self, x: torch.Tensor) -> tuple[int, int]:
-        kh, kw = self.kernel
-        h = (x.shape[2] + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
-        w = (x.shape[3] + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+    def out_hw(self, x: torch.Tensor, padded: bool = False) -> tuple[int, int]:
+        (kh, kw), (ph, pw) = self.kernel, ((0, 0) if padded else self.padding)
+        h = (x.shape[2] + 2 * ph - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
+        w = (x.shape[3] + 2 * pw - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
         return h, w
 
-    def _lossy(self, driven: torch.Tensor) -> torch.Tensor:
-        """Sum of the lossy blocks' partial sums (float64 ``[B, N, H', W']``); ``driven`` is padded."""
-        b = driven.shape[0]
+    def digits(self, driven: torch.Tensor) -> torch.Tensor:
+        """DAC digits ``[T, *driven.shape]`` (uint8 up to 8 input bits, else int32) of the driven values."""
+        dtype = torch.uint8 if self.enc.input_bits <= 8 else torch.int32
+        pattern = (driven.to(torch.int32) & ((1 << self.enc.input_bits) - 1)).to(dtype)
+        return torch.stack([(pattern >> lo) & ((1 << nb) - 1) for _, lo, nb in self.enc.cycles])
+
+    def _lossy_per_read(self, driven: torch.Tensor) -> torch.Tensor:
+        """The literal datapath: one convolution and one ADC conversion per (block, cycle, plane)."""
         out = None
+        digits = self.digits(driven).double()
+        rounding = torch.round if self.q["adc"]["rounding"] == "nearest-even" else torch.floor
         for blk in self.blocks:
-            x = driven[:, blk.c_lo:blk.c_hi]
-            part = self._block_per_read(blk, x) if self.path == "per-read" else self._block_fast(blk, x)
+            y = 0.0
+            for (w_t, _, _), digit in zip(self.enc.cycles, digits[:, :, blk.c_lo:blk.c_hi]):
+                for p in range(self.enc.planes):
+                    reads = self.conv(digit, blk.stored[p].double(), padded=True)
+                    step = blk.step.view(1, -1, 1, 1)
+                    codes = torch.minimum(rounding(reads * torch.exp2(-step)), blk.top.view(1, -1, 1, 1))
+                    y = y + w_t * blk.coef[p].view(1, -1, 1, 1) * codes * torch.exp2(step)
+            x = driven[:, blk.c_lo:blk.c_hi].double()
+            y = y + blk.sum_coef.view(1, -1, 1, 1) * self.conv(x, blk.mask.double(), padded=True)
             if out is None:
-                out = driven.new_zeros((b, self.n_out, *part.shape[2:]), dtype=torch.float64)
-            idx = torch.from_numpy(blk.group * self.n_g + blk.cols).to(driven.device)
-            out.index_add_(1, idx, part)
-        return out
-
-    def _digits(self, x: torch.Tensor) -> list[torch.Tensor]:
-        pattern = x.to(torch.int64) & ((1 << self.enc.input_bits) - 1)
-        return [((pattern >> lo) & ((1 << nb) - 1)).to(torch.float32) for _, lo, nb in self.enc.cycles]
-
-    def _input_sum(self, blk: Block, x: torch.Tensor) -> torch.Tensor:
-        """``sum`` of the driven values over the block's rows at every output pixel (exact float64)."""
-        return self._conv(x.double(), blk.mask.double(), padded=True)
-
-    def _adc(self, blk: Block, reads: torch.Tensor, shape=(1, -1, 1, 1)) -> torch.Tensor:
-        """ADC values ``code * 2**step`` of reads (per column of the block, broadcast along ``shape``)."""
-        step = blk.step.view(shape).to(reads.dtype)
-        scaled = reads * torch.exp2(-step)
-        codes = torch.round(scaled) if self.q["adc"]["rounding"] == "nearest-even" else torch.floor(scaled)
-        return torch.minimum(codes, blk.top.view(shape).to(reads.dtype)) * torch.exp2(step)
-
-    def _block_per_read(self, blk: Block, x: torch.Tensor) -> torch.Tensor:
-        """The literal datapath: one convolution and one ADC conversion per (cycle, plane)."""
-        y = None
-        for (w_t, _, _), digit in zip(self.enc.cycles, self._digits(x)):
-            for p in range(self.enc.planes):
-                reads = self._conv(digit.double(), blk.stored[p].double(), padded=True)
-                part = w_t * blk.coef[p].view(1, -1, 1, 1) * self._adc(blk, reads)
-                y = part if y is None else y + part
-        return y + blk.sum_coef.view(1, -1, 1, 1) * self._input_sum(blk, x)
-
-    def _block_fast(self, blk: Block, x: torch.Tensor) -> torch.Tensor:
-        """All cycles and planes of a block at once, batch-chunked, zero digit planes skipped."""
-        enc, n = self.enc, len(blk.cols)
-        P = enc.planes
-        weight = blk.stored.reshape(P * n, *blk.stored.shape[2:])
-        dtype = torch.float32 if blk.max_read < EXACT32 else torch.float64
-        pack = blk.max_read < PACK and P % 2 == 0
-        if pack:  # planes 2i and 2i+1 share a lane: I_a + 2**12 * I_b
-            weight = blk.stored[0::2] + PACK * blk.stored[1::2]
-            weight = weight.reshape(P // 2 * n, *blk.stored.shape[2:])
-        weight = weight.to(dtype)
-        w_t = torch.tensor([c[0] for c in enc.cycles], dtype=torch.float64, device=x.device)
-        coef = blk.coef.view(P, n, 1, 1)
-        hw = self._out_hw_padded(x)
-        per_image = len(enc.cycles) * P * n * hw[0] * hw[1]
-        step = max(1, CHUNK_READS // max(1, per_image))
-        parts = []
-        for b0 in range(0, x.shape[0], step):
-            xb = x[b0:b0 + step]
-            digits = torch.stack(self._digits(xb))  # [T, B, C, H, W]
-            live = digits.flatten(1).any(1)
-            if not bool(live.any()):
-                parts.append(xb.new_zeros((xb.shape[0], n, *hw), dtype=torch.float64))
-                continue
-            t_idx = live.nonzero().flatten()
-            d = digits[t_idx]
-            reads = self._conv(d.flatten(0, 1).to(dtype), weight, padded=True)  # [T'B, P'n, H', W']
-            reads = reads.view(len(t_idx), xb.shape[0], -1, n, *hw)
-            if pack:
-                hi = torch.floor(reads * (1.0 / PACK))
-                reads = torch.stack((reads - hi * PACK, hi), 3).view(len(t_idx), xb.shape[0], P, n, *hw)
-            values = self._adc(blk, reads.double(), (1, 1, 1, n, 1, 1))  # [T', B, P, n, H', W']
-            y = torch.einsum("t,tbpnhw->bpnhw", w_t[t_idx], values)
-            parts.append((y * coef).sum(1))
-        y = torch.cat(parts)
-        return y + blk.sum_coef.view(1, -1, 1, 1) * self._input_sum(blk, x)
-
-    def _out_hw_padded(self, x: torch.Tensor) -> tuple[int, int]:
-        kh, kw = self.kernel
-        h = (x.shape[2] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
-        w = (x.shape[3] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
-        return h, w
+                out = driven.new_zeros((driven.shape[0], self.n_out, *y.shape[2:]), dtype=torch.float64)
+            out.index_add_(1, torch.from_numpy(blk.group * self.n_g + blk.cols).to(out.device), y)
+        return out.to(self.acc_dtype)
 
     # --- interface -------------------------------------------------------------------------------
-    def quantize(self, x: torch.Tensor) -> torch.Tensor:
-        """The layer's input integers (float64) in the layer's own shape."""
-        return quantize(x, self.q["input_exponent"], self.q["input_bits"], self.q["input_signed"])
-
     def integer_output(self, xq: torch.Tensor) -> torch.Tensor:
         """Output integers (float64) for input integers, both in the layer's own shapes."""
         lead = xq.shape[:-1]
-        y = self.integer(self._as4d(xq))
+        y = self.integer(self.as4d(xq)).double()
         if self.kind == "linear":
             return y.reshape(*lead, self.n_out)
         return y.squeeze(2) if self.kind == "conv1d" else y
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            y = self.integer_output(self.quantize(x))
-        return (y * 2.0 ** self.q["output_exponent"]).to(x.dtype)
+            lead = x.shape[:-1]
+            y = self.integer(self.as4d(self.quantize(x))).mul_(2.0 ** self.q["output_exponent"]).to(x.dtype)
+        if self.kind == "linear":
+            return y.reshape(*lead, self.n_out)
+        return y.squeeze(2) if self.kind == "conv1d" else y
 
 
 register_kernel("integer")(IntegerLayer)
 
 
-def read_maxima(layer: dict, crossbars: list[dict], arrays: dict[str, np.ndarray], x: torch.Tensor) -> np.ndarray:
-    """The largest read of every (row block, column) of a layer on input ``x`` (int64 ``[blocks, n_g]``)."""
-    kernel = IntegerLayer(layer, crossbars, arrays, x.device, path="per-read")
-    xq = kernel._as4d(kernel.quantize(x))
-    driven = xq + kernel.enc.input_offset
-    ph, pw = kernel.padding
-    driven = F.pad(driven, (pw, pw, ph, ph), value=float(kernel.enc.input_offset))
+def read_maxima(kernel: IntegerLayer, x: torch.Tensor) -> np.ndarray:
+    """The largest read of every (row block, column) of a ``per-read`` kernel on input ``x`` (``[blocks, n_g]``)."""
+    driven = kernel.driven(kernel.as4d(kernel.quantize(x)))
+    digits = kernel.digits(driven).double()
     out = np.zeros((len(kernel.blocks), kernel.n_g), dtype=np.int64)
     for i, blk in enumerate(kernel.blocks):
-        xb = driven[:, blk.c_lo:blk.c_hi]
-        for digit in kernel._digits(xb):
+        for digit in digits[:, :, blk.c_lo:blk.c_hi]:
             for p in range(kernel.enc.planes):
-                reads = kernel._conv(digit.double(), blk.stored[p].double(), padded=True)
-                out[i] = np.maximum(out[i], reads.amax(dim=(0, 2, 3)).cpu().numpy().astype(np.int64))
+                reads = kernel.conv(digit, blk.stored[p].double(), padded=True)
+                out[i, blk.cols] = np.maximum(out[i, blk.cols], reads.amax(dim=(0, 2, 3)).cpu().numpy().astype(np.int64))
     return out

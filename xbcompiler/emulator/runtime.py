@@ -12,6 +12,7 @@ from ..emit.netlist import Netlist
 from ..frontend.ops import GETATTR_ALLOWED, HOST_OPS
 from ..ir.values import check_encoded, decode
 from .ideal import IdealLayer
+from .routing import check_routing
 
 #: Layer kernels by (emulator mode, mapping strategy), "*" matching any strategy; a kernel is built
 #: from (layer entry, its crossbars, the netlist arrays, device) and called on the layer input.
@@ -79,6 +80,7 @@ class Emulator:
         for layer in doc["layers"]:
             first, n = layer["first_crossbar"], layer["crossbars"]
             kernel = kernel_for(mode, layer["strategy"])
+            check_routing(layer, crossbars[first:first + n])
             self.layers[layer["name"]] = kernel(layer, crossbars[first:first + n], arrays, self.device)
         self.steps = [self._step(node) for node in doc["nodes"]]
 

@@ -73,7 +73,7 @@ def read_toeplitz(layer: dict, crossbars: list[dict], cells: np.ndarray) -> list
         if plane[~placed].any():
             raise _disagree(layer, x, "a cell outside the placement holds a weight")
     missing = [k for k, (_, _, seen) in found.items() if not seen.all()]
-    if missing:
+    if missing and not layer.get("pruned_weights"):  # pruned layers leave zero slabs out (docs/pruning.md)
         raise CompileError("XB320", f"layer '{layer['name']}': no crossbar holds output channels of block {missing[0]}")
     return [RowBlock(g, rows, weight) for (g, *_), (rows, weight, _) in sorted(found.items(), key=lambda kv: (
         kv[0][0], int(kv[1][0][0])))]
@@ -124,12 +124,16 @@ class ToeplitzLayer:
             return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
         self.cells = as_t(cells[:, :used_rows, :used_cols])
-        self.chan, self.dy, self.col = as_t(chan[:, :used_rows]), as_t(dy[:, :used_rows]), as_t(col[:, :used_rows])
         self.target = as_t(target[:, :used_cols])
         self.runs = as_t(runs)
-        self.pad = (s.padding[1], max(0, int(col.max()) + 1 - s.in_hw[1] - s.padding[1]),
-                    s.padding[0], max(0, (h_out - 1) * s.stride[0] + int(dy.max()) + 1 - s.in_hw[0] - s.padding[0]))
-        self.phase_rows = torch.arange(h_out, device=device) * s.stride[0]
+        right = max(0, int(col.max()) + 1 - s.in_hw[1] - s.padding[1])
+        bottom = max(0, (h_out - 1) * s.stride[0] + int(dy.max()) + 1 - s.in_hw[0] - s.padding[0])
+        self.pad = (s.padding[1], right, s.padding[0], bottom, 0, 1)  # and one zero channel at the end
+        h_pad, w_pad = s.in_hw[0] + s.padding[0] + bottom, s.in_hw[1] + s.padding[1] + right
+        phase_rows = np.arange(h_out)[None, :, None] * s.stride[0]
+        # input element driving row r of content k in phase y, in the flattened padded input: [n, H', R]
+        self.gather = as_t((chan[:, None, :used_rows] * h_pad + dy[:, None, :used_rows] + phase_rows) * w_pad
+                           + col[:, None, :used_rows])
 
     def _map_block(self, b: ToeplitzBlock, k: int, w_o: int, w_i: int, chan, dy, col, target) -> None:
         """Row gather and column scatter maps of one block (the placement function, evaluated)."""
@@ -151,8 +155,7 @@ class ToeplitzLayer:
         else:
             x4 = x.unsqueeze(2) if self.kind == "conv1d" else x
         b = x4.shape[0]
-        xp = F.pad(x4, self.pad)
-        xp = torch.cat([xp, xp.new_zeros((b, 1, *xp.shape[2:]))], 1)
+        xp = F.pad(x4, self.pad).reshape(b, -1)
         h_out, w_out = s.out_hw
         n_out = s.groups * s.c_out
         y = x4.new_zeros((b, h_out, n_out * w_out + 1))
@@ -161,9 +164,9 @@ class ToeplitzLayer:
         cells = self.cells.to(x.dtype)
         for k0 in range(0, n, step):
             k = slice(k0, k0 + step)
-            rows_idx = self.dy[k, :, None] + self.phase_rows  # [K, R, H']
-            v = xp[:, self.chan[k, :, None], rows_idx, self.col[k, :, None]]  # [B, K, R, H']
-            out = torch.matmul(v.transpose(2, 3), cells[k])  # [B, K, H', C]
+            index = self.gather[k]
+            v = xp.index_select(1, index.reshape(-1)).view(b, *index.shape)  # [B, K, H', R]
+            out = torch.matmul(v, cells[k])  # [B, K, H', C]
             out = out * self.runs[k][None, :, :, None].to(x.dtype)
             y.index_add_(2, self.target[k].reshape(-1), out.permute(0, 2, 1, 3).reshape(b, h_out, -1))
         y = y[..., :-1].reshape(b, h_out, n_out, w_out).permute(0, 2, 1, 3)

@@ -68,6 +68,7 @@ class MappingPlan:
     utilisation: float = 0.0  # weight cells / cells of the layer's crossbars
     cost: float = 0.0  # objective value of the w_o search
     tile_traffic_bits: int = 0  # bits per image reaching this layer's crossbars from other tiles (place-tiles)
+    pruned_weights: int = 0  # zero weights no crossbar holds (recombine-pruned-columns, compact-pruned-rows)
     alternatives: tuple = ()  # runner-up plans of the w_o search (mapping.search.Alternative)
 
     @property

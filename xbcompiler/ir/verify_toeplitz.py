@@ -3,7 +3,8 @@
 For every width slice and output row copy, the layer's blocks tile the weight tensor
 ``[groups, C_in/groups, k_h, C_out/groups]`` exactly once; the placement function then puts each weight
 ``w_o`` times in its block, so every weight sits ``w_o * n_w * row_copies`` times (``plan.copies``) and
-nowhere else.
+nowhere else. A pruned layer (``plan.pruned_weights > 0``, recombine-pruned-columns) leaves exactly that
+many weights, all zero, out of every slice.
 """
 
 from __future__ import annotations
@@ -72,12 +73,19 @@ def _verify_layer(program: XbarProgram, name: str, plan, blocks) -> None:
         missing = sorted(expected - set(tiling))[:3]
         raise fail(f"{name}: slices/rows {missing} hold no blocks", node=name)
     count = np.zeros((shape.groups, shape.c_in, kh, shape.c_out), dtype=np.int32)
+    kw = shape.kernel[1]
+    weight = program.matrices[name].weight.reshape(shape.groups, shape.c_in, kh, kw, shape.c_out)
+    zero = (weight == 0).all(3)  # kernel rows W[o, c, dy, :] a crossbar need not hold (plan.pruned_weights)
     for key, group in tiling.items():
         count[...] = 0
         for b in group:
             count[b.group, slice(*b.channels), slice(*b.kernel_rows), slice(*b.out_channels)] += 1
-        if not (count == 1).all():
-            g, c, dy, o = np.argwhere(count != 1)[0]
+        absent = count == 0
+        if int(absent.sum()) * kw != plan.pruned_weights:
+            raise fail(f"{name}: {int(absent.sum()) * kw} weights are held by no crossbar in slice {key[0]}, the plan "
+                       f"says {plan.pruned_weights} are pruned", node=name)
+        if not ((count == 1) | (absent & zero)).all():
+            g, c, dy, o = np.argwhere(~((count == 1) | (absent & zero)))[0]
             raise fail(f"weight W[{o}, {c}, {dy}, :] of group {g} of {name} is held {count[g, c, dy, o]} times "
                        f"in slice {key[0]}" + (f", row {key[1]}" if key[1] >= 0 else "") + " (expected once)",
                        node=name)

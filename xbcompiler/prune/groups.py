@@ -62,6 +62,9 @@ class GroupSet:
     key_names: tuple[str, ...]
     cost: PackCount
     """Crossbar count of a keep vector (see :class:`PackCount`)."""
+    aligned: bool = False
+    """Project onto whole crossbars: the projection keeps a bin's groups one crossbar's worth
+    (``cost.capacity``) at a time, best crossbar first (see :meth:`ranking`)."""
 
     @property
     def n_groups(self) -> int:
@@ -97,6 +100,38 @@ class GroupSet:
 
     def crossbars(self, keep) -> int:
         return self.cost(np.asarray(torch.as_tensor(keep, dtype=torch.bool)))
+
+    def ranking(self, scores: torch.Tensor) -> np.ndarray:
+        """Group indices in the order the projection keeps them (:meth:`project` keeps a prefix).
+
+        Plain sets: by score, ties to the lower index (:func:`top_s`). Aligned sets: each bin's
+        groups sorted by score are cut into crossbars of ``cost.capacity`` groups, valued by their
+        energy ``sum n_j^2 |W_j|``; crossbars go best first (a bin's crossbars in order), so keeping
+        ``s`` groups touches at most one partly filled crossbar. This is the exact projection onto
+        "at most ``k`` crossbars" when ``s`` fills them (SPEC 1.8's "next free crossbar" per group).
+        """
+        scores = torch.as_tensor(scores).double()
+        order = torch.argsort(scores, descending=True, stable=True).numpy()
+        if not self.aligned:
+            return order
+        energy = (scores ** 2 * self.sizes().double()).numpy()
+        bins = self.cost.bins[order]
+        by_bin = order[np.argsort(bins, kind="stable")]  # grouped by bin, by score inside a bin
+        sorted_bins = self.cost.bins[by_bin]
+        first = np.searchsorted(sorted_bins, sorted_bins)
+        chunk = (np.arange(len(by_bin)) - first) // max(1, self.cost.capacity // self.cost.weight)
+        keys = sorted_bins * (len(by_bin) + 1) + chunk  # one key per (bin, crossbar)
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        value = np.bincount(inverse, weights=energy[by_bin], minlength=len(uniq))
+        rank = np.empty(len(uniq), np.int64)
+        rank[np.argsort(-value, kind="stable")] = np.arange(len(uniq))
+        return by_bin[np.argsort(rank[inverse], kind="stable")]
+
+    def project(self, scores: torch.Tensor, s: int) -> torch.Tensor:
+        """Boolean keep vector of the first ``s`` groups of :meth:`ranking` (exactly ``s`` kept)."""
+        keep = torch.zeros(self.n_groups, dtype=torch.bool)
+        keep[torch.from_numpy(self.ranking(scores)[:s])] = True
+        return keep
 
 
 def top_s(scores: torch.Tensor, s: int) -> torch.Tensor:
@@ -138,11 +173,13 @@ def crossbar_groups(param: str, shape, *, kin: int, kout: int, n_w: int = 1, gro
     return GroupSet(param, labels, keys, ("a", "b"), PackCount(np.arange(n), 1, 1, n_w))
 
 
-def column_groups(param: str, shape, *, kin: int, kout: int, n_w: int = 1, groups: int = 1) -> GroupSet:
+def column_groups(param: str, shape, *, kin: int, kout: int, n_w: int = 1, groups: int = 1,
+                  aligned: bool = False) -> GroupSet:
     """Column-grain slabs ``(o, a) = W[o, I_a]`` with output recombination (SPEC 1.3).
 
     ``a`` is the input group local to the conv group of ``o``. Cost: survivors of each (conv group,
     input group) are re-packed ``kout`` per crossbar, ``n_w`` times: ``n_w * ceil(|alive(a)| / kout)``.
+    ``aligned`` projects onto whole crossbars (:meth:`GroupSet.ranking`).
     """
     c_out, c_in, _ = _split(shape)
     cog, g_in = c_out // groups, ceil(c_in / kin)
@@ -150,7 +187,7 @@ def column_groups(param: str, shape, *, kin: int, kout: int, n_w: int = 1, group
     labels = _expand(o[:, None] * g_in + a[None, :], shape)
     keys = np.stack(np.meshgrid(np.arange(c_out), np.arange(g_in), indexing="ij"), axis=-1).reshape(-1, 2)
     bins = (keys[:, 0] // cog) * g_in + keys[:, 1]
-    return GroupSet(param, labels, keys, ("o", "a"), PackCount(bins, 1, kout, n_w))
+    return GroupSet(param, labels, keys, ("o", "a"), PackCount(bins, 1, kout, n_w), aligned)
 
 
 def kernel_groups(param: str, shape, *, cols_per_tile: int, rows: int) -> GroupSet:
@@ -219,8 +256,9 @@ class CrossbarCurve:
 
 
 def crossbar_curve(gs: GroupSet, scores: torch.Tensor) -> CrossbarCurve:
-    """The :class:`CrossbarCurve` of ranking groups by ``scores`` (e.g. ``gs.norms(weight)``), in O(G)."""
-    order = torch.argsort(torch.as_tensor(scores), descending=True, stable=True).numpy()
+    """The :class:`CrossbarCurve` of keeping groups in :meth:`GroupSet.ranking` order of ``scores`` (e.g.
+    ``gs.norms(weight)``), in O(G log G)."""
+    order = gs.ranking(scores)
     cost = gs.cost
     bins = cost.bins[order]
     # n-th occurrence (1-based) of each bin along the ranking

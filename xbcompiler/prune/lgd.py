@@ -22,9 +22,11 @@ from .groups import GroupSet, top_s
 from .train import MaskedParams, PruneResult, run_schedule
 
 
-def relaxed_keep(norms: torch.Tensor, s: int, lam: float, generator: torch.Generator) -> torch.Tensor:
-    """One relaxant probabilistic projection: top-``s`` plus Bernoulli(``lam * n_j / theta``) for the rest."""
-    keep = top_s(norms, s)
+def relaxed_keep(norms: torch.Tensor, s: int, lam: float, generator: torch.Generator,
+                 project: Callable[[torch.Tensor, int], torch.Tensor] = top_s) -> torch.Tensor:
+    """One relaxant probabilistic projection: ``project(norms, s)`` (top-``s``, or a group set's
+    :meth:`~xbcompiler.prune.groups.GroupSet.project`) plus Bernoulli(``lam * n_j / theta``) for the rest."""
+    keep = project(norms, s)
     if s == 0 or lam <= 0.0:
         return keep
     theta = float(norms[keep].min())
@@ -59,7 +61,7 @@ class LGDPruner(MaskedParams):
         self.generator = torch.Generator().manual_seed(seed)
         self.t = 0
         self.frozen = False
-        self._set_keep([top_s(n, s) for n, s in zip(self.norms(), self.s)])
+        self._set_keep([gs.project(n, s) for gs, n, s in zip(self.group_sets, self.norms(), self.s)])
         if t_relax == 0:
             self._freeze()
 
@@ -98,7 +100,8 @@ class LGDPruner(MaskedParams):
     def project(self) -> None:
         """Relaxant probabilistic projection at the current ``lambda(t)``."""
         lam = self.lam()
-        self._set_keep([relaxed_keep(n, s, lam, self.generator) for n, s in zip(self.norms(), self.s)])
+        self._set_keep([relaxed_keep(n, s, lam, self.generator, gs.project)
+                        for gs, n, s in zip(self.group_sets, self.norms(), self.s)])
 
     def finish(self) -> None:
         """Freeze now if ``t_relax`` was not reached (the final sparsity is always exact)."""
@@ -106,7 +109,7 @@ class LGDPruner(MaskedParams):
             self._freeze()
 
     def _freeze(self) -> None:
-        self._set_keep([top_s(n, s) for n, s in zip(self.norms(), self.s)])
+        self._set_keep([gs.project(n, s) for gs, n, s in zip(self.group_sets, self.norms(), self.s)])
         self.frozen = True
         self._apply_masks()
 

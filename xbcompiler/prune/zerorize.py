@@ -15,7 +15,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
-from .groups import GroupSet, top_s
+from .groups import GroupSet
 from .train import MaskedParams, PruneResult, run_schedule
 
 
@@ -60,7 +60,7 @@ class ZerorizeRecover(MaskedParams):
             self.frozen = True
 
     def _zerorize(self, epoch: int) -> None:
-        self._set_keep([top_s(n, gs.n_keep(self.fraction(epoch, rho)))
+        self._set_keep([gs.project(n, gs.n_keep(self.fraction(epoch, rho)))
                         for gs, n, rho in zip(self.group_sets, self.norms(), self.target)])
         self._apply_masks()
 

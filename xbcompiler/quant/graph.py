@@ -48,6 +48,7 @@ AVG_POOL = {"torch.nn.functional.avg_pool1d", "torch.nn.functional.avg_pool2d"}
 ADAPTIVE_AVG = {"torch.nn.functional.adaptive_avg_pool1d", "torch.nn.functional.adaptive_avg_pool2d"}
 CLAMP = {"torch.clamp", "torch.clip", "torch.Tensor.clamp", "torch.nn.functional.hardtanh",
          "torch.nn.functional.relu6"}
+REQUANTIZE = "xbcompiler.quant.ops.requantize"
 SHAPE_ONLY = {"torch.Tensor.size", "torch.Tensor.dim", "builtins.getattr", "torch.zeros_like", "torch.ones_like"}
 
 #: Why an op keeps computing in float (the report lists every such node).
@@ -142,6 +143,8 @@ def _rule(gm, node, name, types, result, insert) -> QType | None:
     q0 = types.get(first.name) if isinstance(first, fx.Node) else None
     if name in SAME:
         return q0
+    if name == REQUANTIZE:
+        return QType(args[1], q0.signed) if q0 else None
     if name in NEG:
         return QType(q0.exponent, True) if q0 else None
     if name in SUM:

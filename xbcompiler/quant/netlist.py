@@ -133,13 +133,15 @@ def _truncate_bits(m, enc: Encoding, bias: np.ndarray, output_bits: int) -> int:
     return max(0, bound.bit_length() + 1 - output_bits)
 
 
-def update_compensation(netlist: Netlist, layer: dict) -> None:
+def update_compensation(netlist: Netlist, layer: dict, measured: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """The ADC bias compensation of a layer (array ``adc_compensation``) and its remaining error.
 
-    With ``floor`` rounding a read's ADC value is low by ``(2**m - 1) / 2`` on average (uniform low
-    bits); the expected total over a column's reads, weighted as the shift-and-add weights them and
-    rounded to an integer, is added to the accumulator. The remaining systematic error is that
-    rounding (at most 1/2 accumulator LSB); the random error's standard deviation is reported too.
+    ``measured`` is the per-column mean and standard deviation of what the ADCs lose on calibration
+    data (:func:`calibrate_periphery`). Without it the loss is modelled: with ``floor`` rounding a
+    read's value is low by ``(2**m - 1) / 2`` on average (uniform low bits), summed over a column's
+    reads as the shift-and-add weights them; nearest-even rounding has no bias. The compensation is
+    that mean rounded to an integer (added to the accumulator when ``adc.compensate_bias``); the
+    report gives the remaining systematic error and the standard deviation of the random one.
     """
     q, arrays = layer["quant"], netlist.arrays
     steps = arrays[layer["arrays"]["adc_step"]["key"]].astype(np.float64)  # [B, n_g]
@@ -157,6 +159,8 @@ def update_compensation(netlist: Netlist, layer: dict) -> None:
         if floor:
             total_mean[cols] += (w_t.sum() * coef[i] * (delta[i] - 1) / 2).sum(0)
         total_var[cols] += ((w_t ** 2).sum() * coef[i] ** 2 * (delta[i] ** 2 - 1) / 12).sum(0)
+    if measured is not None:
+        total_mean, total_var = measured[0], measured[1] ** 2
     comp = np.rint(total_mean) if q["adc"]["compensate_bias"] else np.zeros_like(total_mean)
     key = f"layers/{layer['name']}/adc_compensation"
     arrays[key] = comp.astype(np.int64)
@@ -164,6 +168,7 @@ def update_compensation(netlist: Netlist, layer: dict) -> None:
     residual = total_mean - comp
     lsb = np.exp2(np.repeat(np.asarray(q["shifts"], dtype=np.float64), q["group_cols"])[:len(comp)])
     q["adc_error"] = {
+        "source": "calibration" if measured is not None else "model",
         "mean": _round(float(np.abs(residual).max(initial=0.0))),
         "mean_output_lsb": _round(float((np.abs(residual) / lsb).max(initial=0.0))),
         "std": _round(float(np.sqrt(total_var).max(initial=0.0))),
@@ -175,39 +180,71 @@ def _round(v: float) -> float:
     return 0.0 if v == 0 or not math.isfinite(v) else float(f"{v:.6g}")
 
 
-def calibrate_adc(netlist: Netlist, batches: list[tuple]) -> None:
-    """``adc.mode = "calibrated"``: each read's ADC step from the largest read seen on calibration data.
+def calibrate_periphery(netlist: Netlist, batches: list[tuple], target) -> None:
+    """What the digital periphery learns from calibration data, after emission.
 
-    The step of a read becomes the smallest that keeps its largest calibration read below the ADC's
-    top code (never coarser than the ``fixed`` step); the layer inputs come from running the netlist
-    with the ``fixed`` steps. The compensation is recomputed.
+    With ``adc.mode = "calibrated"`` each read's ADC step becomes the smallest that keeps its largest
+    calibration read below the top code (never coarser than the ``fixed`` step); then, with
+    ``adc.compensate_bias``, the compensation of every layer that drops LSBs is the measured mean of
+    what its ADCs lose (:func:`update_compensation`).
     """
-    from ..emulator.integer import read_maxima
+    if target.adc.mode == "calibrated":
+        _calibrate_steps(netlist, batches)
+    if target.adc.compensate_bias:
+        _calibrate_compensation(netlist, batches)
+
+
+def _kernels_and_inputs(netlist: Netlist, batches: list[tuple], path: str = "fast"):
+    """For every calibration batch: ``{layer name: (kernel, layer input)}`` of the quantised layers."""
+    from ..emulator.integer import IntegerLayer
     from ..emulator.runtime import Emulator
 
-    doc, arrays = netlist.doc, netlist.arrays
+    doc = netlist.doc
     emulator = Emulator(netlist, "integer")
-    xbar_inputs = {n["name"]: n["args"][0]["ref"] for n in doc["nodes"] if n["op"] == "xbar"}
-    layers = {layer["name"]: layer for layer in doc["layers"] if "quant" in layer}
-    maxima: dict[str, np.ndarray] = {}
+    kernels = {layer["name"]: IntegerLayer(layer, doc["crossbars"][layer["first_crossbar"]:
+                                                                   layer["first_crossbar"] + layer["crossbars"]],
+                                           netlist.arrays, torch.device("cpu"), path=path)
+               for layer in doc["layers"] if "quant" in layer}
+    sources = {n["target"]: n["args"][0]["ref"] for n in doc["nodes"] if n["op"] == "xbar"}
     for batch in batches:
         _, env = emulator.run(batch, record=True)
-        for node, source in xbar_inputs.items():
-            layer = layers.get(doc_layer_name(doc, node))
-            if layer is None:
-                continue
-            xbars = doc["crossbars"][layer["first_crossbar"]:layer["first_crossbar"] + layer["crossbars"]]
-            seen = read_maxima(layer, xbars, arrays, env[source])
-            maxima[layer["name"]] = np.maximum(maxima.get(layer["name"], seen), seen)
+        yield {name: (kernel, env[sources[name]]) for name, kernel in kernels.items()}
+
+
+def _calibrate_steps(netlist: Netlist, batches: list[tuple]) -> None:
+    from ..emulator.integer import read_maxima
+
+    arrays = netlist.arrays
+    layers = {layer["name"]: layer for layer in netlist.doc["layers"] if "quant" in layer}
+    maxima: dict[str, np.ndarray] = {}
+    for found in _kernels_and_inputs(netlist, batches, path="per-read"):
+        for name, (kernel, x) in found.items():
+            seen = read_maxima(kernel, x)
+            maxima[name] = np.maximum(maxima.get(name, seen), seen)
     for name, seen in maxima.items():
         layer = layers[name]
-        steps = arrays[layer["arrays"]["adc_step"]["key"]]
+        key = layer["arrays"]["adc_step"]["key"]
         bits = arrays[layer["arrays"]["adc_bits"]["key"]].astype(np.int64)
-        needed = np.array([int(v).bit_length() for v in seen.reshape(-1)]).reshape(seen.shape)
-        arrays[layer["arrays"]["adc_step"]["key"]] = np.minimum(steps, np.maximum(0, needed - bits)).astype(np.int8)
+        needed = np.vectorize(lambda v: int(v).bit_length())(seen) if seen.size else seen
+        arrays[key] = np.minimum(arrays[key], np.maximum(0, needed - bits)).astype(np.int8)
         update_compensation(netlist, layer)
 
 
-def doc_layer_name(doc: dict, node: str) -> str:
-    """The layer an ``xbar`` node runs."""
-    return next(n["target"] for n in doc["nodes"] if n["name"] == node)
+def _calibrate_compensation(netlist: Netlist, batches: list[tuple]) -> None:
+    arrays = netlist.arrays
+    lossy = {layer["name"]: layer for layer in netlist.doc["layers"]
+             if "quant" in layer and (arrays[layer["arrays"]["adc_step"]["key"]] > 0).any()}
+    sums: dict[str, list] = {}
+    for found in _kernels_and_inputs(netlist, batches):
+        for name in lossy:
+            kernel, x = found[name]
+            xq = kernel._as4d(kernel.quantize(x))
+            loss = (kernel.exact_accumulator(xq) - kernel.accumulator(xq)).transpose(0, 1).flatten(1)  # [N, samples]
+            total = sums.setdefault(name, [0, 0.0, 0.0])
+            total[0] += loss.shape[1]
+            total[1] = total[1] + loss.sum(1).numpy()
+            total[2] = total[2] + (loss ** 2).sum(1).numpy()
+    for name, (count, s1, s2) in sums.items():
+        mean = s1 / max(count, 1)
+        std = np.sqrt(np.maximum(s2 / max(count, 1) - mean ** 2, 0.0))
+        update_compensation(netlist, lossy[name], (mean, std))

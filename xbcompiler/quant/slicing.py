@@ -160,18 +160,18 @@ def block_mvm(xq: torch.Tensor, wq: torch.Tensor, enc: Encoding, *, flips: torch
     xq, wq = xq.to(torch.int64), wq.to(torch.int64)
     rows, cols = wq.shape
     occ = torch.ones((rows, cols), dtype=torch.int64) if occupied is None else occupied.to(torch.int64)
-    levels = weight_levels(wq, enc) * occ
+    levels = weight_levels(wq, enc) * occ  # [P, rows, cols]
     if flips is None:
         flips = torch.zeros((enc.planes, cols), dtype=torch.bool)
     stored = torch.where(flips[:, None, :], (enc.max_level - levels) * occ, levels)
-    digits = input_digits(xq, enc)
-    y = torch.zeros((xq.shape[0], cols), dtype=torch.int64)
-    for t, (w_t, _, _) in enumerate(enc.cycles):
-        driven_sum = digits[t] @ occ  # sum of the digits on each column's occupied rows
-        for p, (sign, shift) in enumerate(zip(enc.plane_signs, enc.plane_shifts)):
-            reads = digits[t] @ stored[p]
-            value = adc_codes(reads, step_bits, bits, rounding).to(torch.int64) << torch.as_tensor(step_bits)
-            value = torch.where(flips[p], enc.max_level * driven_sum - value, value)
-            y += sign * w_t * (value << shift)
+    digits = input_digits(xq, enc)  # [T, M, rows]
+    reads = torch.einsum("tmr,prc->tpmc", digits, stored)  # every (cycle, plane) read
+    step = torch.as_tensor(step_bits)
+    values = adc_codes(reads, step, bits, rounding).to(torch.int64) << step
+    driven_sum = (digits @ occ)[:, None]  # [T, 1, M, cols]: the digits on each column's occupied rows
+    values = torch.where(flips[None, :, None, :], enc.max_level * driven_sum - values, values)
+    cycle_w = torch.tensor([w for w, _, _ in enc.cycles])[:, None, None, None]
+    plane_w = torch.tensor([sign << shift for sign, shift in zip(enc.plane_signs, enc.plane_shifts)])
+    y = (cycle_w * plane_w[None, :, None, None] * values).sum((0, 1))
     x_sum = (xq + enc.input_offset) @ occ
     return y - enc.weight_offset * x_sum - enc.input_offset * (wq * occ).sum(0)

@@ -53,17 +53,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     console = Console(width=None if tty else 200, highlight=False, soft_wrap=False, no_color=not tty, emoji=False)
     table = Table(title=f"cost report ({report.target}, per image)", box=box.SIMPLE_HEAD, title_justify="left",
                   pad_edge=False)
-    columns = ["layer", "strategy", "crossbars", "x replicas", "util", "phases", "period", "ADC conv",
+    columns = ["layer", "strategy", "w_o", "Kin/Kout", "crossbars", "x replicas", "util", "phases", "period", "ADC conv",
                "psum adds", "tile bits", "energy", "latency"]
     for c in columns:
         table.add_column(c, justify="left" if c in ("layer", "strategy") else "right")
     for lc in report.layers:
-        table.add_row(lc.name, lc.strategy, str(lc.crossbars), str(lc.crossbars_with_replicas),
+        table.add_row(lc.name, lc.strategy, str(lc.w_o), f"{lc.kin}/{lc.kout}", str(lc.crossbars), str(lc.crossbars_with_replicas),
                       f"{lc.utilisation:.2f}", str(lc.phases), str(lc.period), _si(lc.adc_conversions, ""),
                       _si(lc.partial_sum_additions, ""), _si(lc.tile_bits, "b"), _si(lc.energy_pj * 1e-12, "J"),
                       _si(lc.latency_ns * 1e-9, "s"))
     t = report.totals
-    table.add_row("total", "", str(t["crossbars"]), str(t["crossbars_with_replicas"]), "", str(t["phases"]),
+    table.add_row("total", "", "", "", str(t["crossbars"]), str(t["crossbars_with_replicas"]), "", str(t["phases"]),
                   str(t["pipeline_period"]), _si(t["adc_conversions"], ""), _si(t["partial_sum_additions"], ""),
                   _si(t["tile_bits"], "b"), _si(t["energy_pj"] * 1e-12, "J"), _si(t["latency_ns"] * 1e-9, "s"),
                   style="bold")

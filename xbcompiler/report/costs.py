@@ -37,6 +37,11 @@ class LayerCost:
     tile_bits: int
     energy_pj: float
     latency_ns: float
+    w_o: int
+    kin: int
+    kout: int
+    n_w: int
+    alternatives: list  # runners-up of the slice-width search
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,8 @@ def _layer_cost(layer: dict, crossbars: list[dict], target: TargetSpec) -> Layer
     period = layer["schedule"]["period"]
     return LayerCost(layer["name"], layer["strategy"], layer["crossbars"], layer["crossbars_with_replicas"],
                      layer["accumulation_crossbars"], layer["utilisation"], layer["phases"], period, adc, dac,
-                     cell_reads, psum, bits, energy, period * cycles * c.phase_ns)
+                     cell_reads, psum, bits, energy, period * cycles * c.phase_ns, layer["w_o"], layer["kin"],
+                     layer["kout"], layer["n_w"], layer["alternatives"])
 
 
 def cost_report(netlist) -> CostReport:

@@ -1,0 +1,138 @@
+"""Crossbar layouts of pruned layers: recombined output columns (semi-folded, SPEC 1.3 and 1.8).
+
+Pruning is read from the weights: a slab ``(o, a)`` (output channel ``o``, input group ``a``) whose
+weights are all zero needs no crossbar column. For each (row copy, width slice, conv group, input
+group, kernel-row split) the surviving output channels are re-packed densely, ``Kout`` per crossbar
+in their original order; each crossbar holds one block per run of consecutive channels, so the
+placement function, the verifier and the emulator's readers apply unchanged. The plan records the
+weights no crossbar holds (``pruned_weights``) and the new counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from math import ceil
+
+import numpy as np
+
+from ..ir.matrix import LogicalMatrix
+from ..ir.program import Crossbar, MappingPlan, ToeplitzBlock, XbarProgram
+from ..ir.verify_toeplitz import TOEPLITZ
+from ..mapping.plan import ArraySpec, accumulation_crossbars
+from ..mapping.shape import LayerShape, shape_of
+
+
+def _ranges(n: int, step: int) -> list[tuple[int, int]]:
+    return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
+
+
+def _runs(channels: list[int]) -> list[tuple[int, int, int]]:
+    """Maximal runs of consecutive channels: ``(position of the first, lo, hi)``."""
+    out, start = [], 0
+    for k in range(1, len(channels) + 1):
+        if k == len(channels) or channels[k] != channels[k - 1] + 1:
+            out.append((start, channels[start], channels[k - 1] + 1))
+            start = k
+    return out
+
+
+def alive_slabs(m: LogicalMatrix, shape: LayerShape, kin: int) -> np.ndarray:
+    """``bool [groups, G_in, C_out/groups]``: slab ``(o, a)`` holds a nonzero weight."""
+    kh, kw = shape.kernel
+    nonzero = (m.weight.reshape(shape.groups, shape.c_in, kh * kw, shape.c_out) != 0).any(2)
+    g_in = ceil(shape.c_in / kin)
+    padded = np.zeros((shape.groups, g_in * kin, shape.c_out), dtype=bool)
+    padded[:, :shape.c_in] = nonzero
+    return padded.reshape(shape.groups, g_in, kin, shape.c_out).any(2)
+
+
+def recombine_layer(m: LogicalMatrix, plan: MappingPlan, rows: int, cols: int, first: int,
+                    m_c: int) -> tuple[list[Crossbar], list[ToeplitzBlock], MappingPlan]:
+    """The crossbars and blocks of one semi-folded/fully-unfolded layer with pruned columns re-packed."""
+    shape = shape_of(m)
+    kh = shape.kernel[0]
+    alive = alive_slabs(m, shape, plan.kin)
+    ins = _ranges(shape.c_in, plan.kin)
+    splits = _ranges(kh, plan.kernel_rows_per_split or kh)
+    out_rows = range(shape.out_hw[0]) if plan.row_copies > 1 or plan.strategy == "fully-unfolded" else [-1]
+    crossbars: list[Crossbar] = []
+    blocks: list[ToeplitzBlock] = []
+    for out_row in out_rows:
+        for sigma in range(plan.n_w):
+            for g in range(shape.groups):
+                for a, c_range in enumerate(ins):
+                    survivors = np.flatnonzero(alive[g, a]).tolist()
+                    for lo in range(0, len(survivors), plan.kout):
+                        chunk = survivors[lo:lo + plan.kout]
+                        for dy_range in splits:
+                            index = first + len(crossbars)
+                            crossbars.append(Crossbar(index, m.name, rows, cols))
+                            blocks += [ToeplitzBlock(m.name, index, g, c_range, dy_range, (o_lo, o_hi), sigma,
+                                                     out_row, 0, pos * plan.w_o) for pos, o_lo, o_hi in _runs(chunk)]
+    return crossbars, blocks, _recombined_plan(plan, shape, alive, ins, len(crossbars), rows, cols, m_c)
+
+
+def _recombined_plan(plan: MappingPlan, shape: LayerShape, alive: np.ndarray, ins, n_crossbars: int,
+                     rows: int, cols: int, m_c: int) -> MappingPlan:
+    """``plan`` with the counts of the recombined layout (SPEC 1.8; docs/pruning.md)."""
+    kh, kw = shape.kernel
+    sizes = np.array([hi - lo for lo, hi in ins])
+    pruned = int(((~alive) * sizes[None, :, None]).sum()) * kh * kw
+    fanin = alive.sum(1) * plan.kernel_row_splits  # [groups, C_out/groups]: partial sums per output value
+    max_fanin = int(fanin.max(initial=0))
+    per_copy = plan.kernel_row_splits * plan.n_w * plan.row_copies
+    kout_logical = min(shape.c_out, cols * m_c // plan.w_o)
+    outputs_per_phase = shape.groups * shape.c_out * plan.n_w * plan.w_o * plan.row_copies
+    return dataclasses.replace(
+        plan, crossbars=n_crossbars, pruned_weights=pruned, partial_sum_fanin=max_fanin,
+        logical_crossbars=int(np.ceil(alive.sum(2) / kout_logical).sum()) * per_copy,
+        accumulation_crossbars=accumulation_crossbars(outputs_per_phase, max_fanin, ArraySpec(rows, cols)),
+        partial_sum_additions=int(np.maximum(fanin - 1, 0).sum()) * shape.out_hw[0] * shape.out_hw[1],
+        input_words=_input_words(plan, shape, alive, ins),
+        utilisation=(shape.weights - pruned) * plan.copies / max(1, n_crossbars * rows * cols))
+
+
+def _input_words(plan: MappingPlan, shape: LayerShape, alive: np.ndarray, ins) -> int:
+    """Input values driven onto crossbar rows per image: each crossbar drives its rows once per phase."""
+    kh = shape.kernel[0]
+    per_group = np.ceil(alive.sum(2) / plan.kout)  # [groups, G_in] crossbars of one slice and split set
+    rows = sum(int(per_group[:, a].sum()) * (hi - lo) for a, (lo, hi) in enumerate(ins)) * kh * plan.w_i
+    return rows * plan.n_w * shape.out_hw[0]
+
+
+def recombine(program: XbarProgram, target) -> tuple[XbarProgram, dict]:
+    """``program`` with every block-Toeplitz layer that has pruned slabs re-packed; and a per-layer report."""
+    crossbars: list[Crossbar] = []
+    blocks: list[ToeplitzBlock] = []
+    slices = []
+    plans = dict(program.plans)
+    report = {}
+    by_layer = {}
+    for x in program.crossbars:
+        by_layer.setdefault(x.layer, []).append(x)
+    blocks_of: dict[int, list[ToeplitzBlock]] = {}
+    for b in program.blocks:
+        blocks_of.setdefault(b.crossbar, []).append(b)
+    slices_of: dict[int, list] = {}
+    for s in program.slices:
+        slices_of.setdefault(s.crossbar, []).append(s)
+    for name in (n.target for n in program.nodes if n.op == "xbar"):
+        m, plan, xs = program.matrices[name], program.plans[name], by_layer.get(name, [])
+        eligible = plan.strategy in TOEPLITZ and plan.groups_per_crossbar == 1 and xs and plan.pruned_weights == 0
+        if eligible and not alive_slabs(m, shape_of(m), plan.kin).all():
+            new_x, new_b, new_plan = recombine_layer(m, plan, xs[0].rows, xs[0].cols, len(crossbars), target.m_c)
+            crossbars += new_x
+            blocks += new_b
+            plans[name] = new_plan
+            report[name] = {"crossbars_before": plan.crossbars, "crossbars": new_plan.crossbars,
+                            "pruned_weights": new_plan.pruned_weights,
+                            "partial_sum_fanin": new_plan.partial_sum_fanin}
+            continue
+        for x in xs:  # unchanged layer: renumber
+            new = dataclasses.replace(x, index=len(crossbars))
+            crossbars.append(new)
+            blocks += [dataclasses.replace(b, crossbar=new.index) for b in blocks_of.get(x.index, [])]
+            slices += [dataclasses.replace(s, crossbar=new.index) for s in slices_of.get(x.index, [])]
+    program = program.replace(crossbars=tuple(crossbars), blocks=tuple(blocks), slices=tuple(slices), plans=plans,
+                              placed=False)
+    return program, report
