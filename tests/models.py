@@ -9,6 +9,8 @@ model in ``eval()`` mode.
 
 from __future__ import annotations
 
+import os
+
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -639,8 +641,15 @@ resnet50_imagenet.__doc__ = "torchvision-style ResNet-50 for 3x224x224 (25,557,0
 vgg16_imagenet = _make(VGG16, None)
 vgg16_imagenet.__doc__ = "torchvision-style VGG-16 for 3x224x224 (138,357,544 params)."
 
+_CASES = {name: ModelCase(name, globals()[name], shape) for name, shape in _SHAPES.items()}
+
+#: Deep models that multiply the zoo-wide tests' run time; in ``MODELS`` only with ``XB_FULL_ZOO=1``
+#: (the CI run keeps ResNet-20, which has the same operators).
+DEEP_MODELS: dict[str, ModelCase] = {name: _CASES[name] for name in ("resnet56",)}
+
 MODELS: dict[str, ModelCase] = {
-    name: ModelCase(name, globals()[name], shape) for name, shape in _SHAPES.items()
+    name: case for name, case in _CASES.items()
+    if name not in DEEP_MODELS or os.environ.get("XB_FULL_ZOO") == "1"
 }
 
 IMAGENET_MODELS: dict[str, ModelCase] = {
@@ -648,4 +657,4 @@ IMAGENET_MODELS: dict[str, ModelCase] = {
     for name in ("resnet18_imagenet", "resnet50_imagenet", "vgg16_imagenet")
 }
 
-ALL_MODELS: dict[str, ModelCase] = {**MODELS, **IMAGENET_MODELS}
+ALL_MODELS: dict[str, ModelCase] = {**_CASES, **IMAGENET_MODELS}

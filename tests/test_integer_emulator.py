@@ -15,7 +15,7 @@ import torch
 import xbcompiler as xb
 from tests.models import MODELS
 from xbcompiler import cli
-from xbcompiler.emulator import integer as integer_mode
+from xbcompiler.emulator import integer_fast as integer_mode
 from xbcompiler.emulator.integer import IntegerLayer
 from xbcompiler.pipeline import resolve_pipeline
 from xbcompiler.target import load_target
@@ -107,7 +107,7 @@ def test_fast_path_equals_per_read_path(config, monkeypatch):
 
 
 def test_packed_reads_and_float64_reads_are_exact():
-    """Reads below 2**12 share a float32 lane; reads at or above 2**24 fall back to float64."""
+    """Small reads share a float32 lane (several fields); reads at or above 2**24 fall back to float64."""
     small, _, x = compile_quant("digits_cnn", "tiny", {"precision.adc_bits": 3})
     big, _, _ = compile_quant("digits_cnn", "prime-like", {"crossbar.cell_bits": 8, "precision.dac_bits": 8,
                                                            "precision.adc_bits": 16, "crossbar.rows": 512,
@@ -115,7 +115,7 @@ def test_packed_reads_and_float64_reads_are_exact():
     for compiled in (small, big):
         inputs = _layer_inputs(compiled, torch.randn(3, 1, 8, 8))
         fast, slow = _kernels(compiled, "fast"), _kernels(compiled, "per-read")
-        assert any(b.max_read < integer_mode.PACK for k in fast.values() for b in k.blocks) or compiled is big
+        assert any(g.fields > 1 for k in fast.values() for g in k.fast.groups) or compiled is big
         for name, kernel in fast.items():
             xq = kernel.quantize(inputs[name])
             assert torch.equal(kernel.integer_output(xq), slow[name].integer_output(xq)), name
@@ -158,7 +158,7 @@ def test_floor_rounding_bias_is_compensated():
         exact, _, _ = compile_quant("vgg_digits", "tiny", {"adc.mode": "lossless", "encoding.signed": "offset"})
         kernel, lossless = _kernels(compiled, "fast")[layer["name"]], _kernels(exact, "fast")[layer["name"]]
         xq = kernel.quantize(torch.rand(64, *layer["input_shape"], generator=torch.Generator().manual_seed(0)) * 4)
-        errors[compensate] = float((kernel.integer(kernel._as4d(xq)) - lossless.integer(lossless._as4d(xq))).mean())
+        errors[compensate] = float((kernel.integer(kernel.as4d(xq)) - lossless.integer(lossless.as4d(xq))).mean())
     assert abs(errors[True]) < abs(errors[False])
 
 

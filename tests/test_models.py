@@ -5,9 +5,9 @@ import torch
 import torch.fx
 
 try:
-    from tests.models import IMAGENET_MODELS, MODELS, ModelCase
+    from tests.models import ALL_MODELS, DEEP_MODELS, IMAGENET_MODELS, MODELS, ModelCase
 except ModuleNotFoundError:  # tests/ itself on sys.path (pytest rootdir-less import)
-    from models import IMAGENET_MODELS, MODELS, ModelCase
+    from models import ALL_MODELS, DEEP_MODELS, IMAGENET_MODELS, MODELS, ModelCase
 
 NUM_CLASSES = 10
 # The compiler's host allow-list, by module type and by call_function / call_method name.
@@ -98,6 +98,7 @@ def case_and_model(request):
 
 
 def test_registry_shapes():
+    assert set(DEEP_MODELS) <= set(ALL_MODELS)
     expected = {
         "mlp",
         "lenet",
@@ -115,7 +116,7 @@ def test_registry_shapes():
         "resnet_digits",
         "functional_net",
     }
-    assert set(MODELS) == expected
+    assert set(MODELS) | set(DEEP_MODELS) == expected
     assert set(IMAGENET_MODELS) == set(IMAGENET_PARAMS)
     for name, case in MODELS.items():
         assert isinstance(case, ModelCase) and case.name == name and case.input_shape[0] == 2

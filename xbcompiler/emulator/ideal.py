@@ -55,18 +55,28 @@ def read_row_blocks(layer: dict, crossbars: list[dict], cells: np.ndarray) -> li
 
 @row_block_reader("fully-folded")
 def read_slices(layer: dict, crossbars: list[dict], cells: np.ndarray) -> list[RowBlock]:
-    """Fully-folded: each slice is a rectangle of the matrix; slices with the same rows form a block."""
+    """Fully-folded: each slice is a rectangle of the matrix; the rows one crossbar holds of a group are
+    driven together, and crossbars holding the same rows form a block (a compacted crossbar of a
+    pruned layer holds several runs of rows: ``compact-pruned-rows``)."""
     n_g = layer["matrix_cols"] // layer["groups"]
-    blocks: dict[tuple[int, int, int], np.ndarray] = {}
+    blocks: dict[tuple, np.ndarray] = {}
     for x in crossbars:
         local = x["index"] - layer["first_crossbar"]
+        runs: dict[int, list] = {}
         for s in x["slices"]:
-            (lo, hi), (c0, c1), (xr, xc) = s["rows"], s["cols"], s["at"]
-            key = (s["group"], lo, hi)
+            runs.setdefault(s["group"], []).append(s)
+        for group, slices in runs.items():
+            key = (group, tuple(sorted({tuple(s["rows"]) for s in slices})))
+            starts = np.cumsum([0] + [hi - lo for lo, hi in key[1]])
+            at = {run: int(start) for run, start in zip(key[1], starts)}
             if key not in blocks:
-                blocks[key] = np.zeros((hi - lo, n_g), dtype=cells.dtype)
-            blocks[key][:, c0:c1] += cells[local, xr:xr + hi - lo, xc:xc + c1 - c0]
-    return [RowBlock(g, np.arange(lo, hi), w) for (g, lo, hi), w in sorted(blocks.items())]
+                blocks[key] = np.zeros((int(starts[-1]), n_g), dtype=cells.dtype)
+            for s in slices:
+                (lo, hi), (c0, c1), (xr, xc) = s["rows"], s["cols"], s["at"]
+                r0 = at[(lo, hi)]
+                blocks[key][r0:r0 + hi - lo, c0:c1] += cells[local, xr:xr + hi - lo, xc:xc + c1 - c0]
+    return [RowBlock(g, np.concatenate([np.arange(lo, hi) for lo, hi in runs]), w)
+            for (g, runs), w in sorted(blocks.items())]
 
 
 class IdealLayer:

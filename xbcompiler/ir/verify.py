@@ -83,7 +83,13 @@ def _verify_coverage(program: XbarProgram) -> None:
         if name in program.plans and program.plans[name].strategy in TOEPLITZ:
             continue  # verify_blocks checks these
         copies = program.plans[name].copies if name in program.plans else 1
-        if not (c == copies).all():
-            bad = np.argwhere(c != copies)[0]
+        pruned = program.plans[name].pruned_weights if name in program.plans else 0
+        absent = (c == 0) & (program.matrices[name].weight == 0) & (pruned > 0)  # compact-pruned-rows
+        if int(absent.sum()) != pruned:
+            raise fail(f"{int(absent.sum())} zero weights of layer {name} are placed nowhere, the plan says "
+                       f"{pruned} are pruned", node=name)
+        ok = (c == copies) | absent
+        if not ok.all():
+            bad = np.argwhere(~ok)[0]
             raise fail(f"weight (group {bad[0]}, row {bad[1]}, col {bad[2]}) of layer {name} is placed "
                        f"{c[tuple(bad)]} times, expected {copies}", node=name)

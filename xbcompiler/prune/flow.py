@@ -28,14 +28,9 @@ from .plan_groups import LayerGroups, plan_groups
 from .search import SearchCallbacks, SearchResult, network_search
 from .zerorize import prune_zerorize
 
-#: The pipeline to compile a pruned model with, per mapping pipeline.
-PRUNED_PIPELINES = {
-    "semi-folded": "fold-batchnorm,lower-im2col,lower-to-xbar,map-semi-folded,recombine-pruned-columns,"
-                   "place-tiles{method=min-traffic}",
-    "fully-unfolded": "fold-batchnorm,lower-im2col,lower-to-xbar,map-fully-unfolded,recombine-pruned-columns,"
-                      "place-tiles{method=min-traffic}",
-    "fully-folded": "fold-batchnorm,lower-im2col,lower-to-xbar,map-fully-folded,compact-pruned-rows,place-tiles",
-}
+#: The named pipeline to compile a pruned model with, per mapping pipeline (xbcompiler/pipeline/named.py).
+PRUNED_PIPELINES = {"semi-folded": "semi-folded-pruned", "fully-unfolded": "fully-unfolded-pruned",
+                    "fully-folded": "fully-folded-pruned"}
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,31 @@
-"""Crossbar layouts of pruned layers: recombined output columns (semi-folded, SPEC 1.3 and 1.8).
+"""Crossbar layouts of pruned layers: recombined output columns (semi-folded, SPEC 1.3 and 1.8) and
+compacted rows (fully-folded, CRIMP's kernel-group and crossbar pruning, SPEC 3.3).
 
-Pruning is read from the weights: a slab ``(o, a)`` (output channel ``o``, input group ``a``) whose
-weights are all zero needs no crossbar column. For each (row copy, width slice, conv group, input
-group, kernel-row split) the surviving output channels are re-packed densely, ``Kout`` per crossbar
-in their original order; each crossbar holds one block per run of consecutive channels, so the
-placement function, the verifier and the emulator's readers apply unchanged. The plan records the
-weights no crossbar holds (``pruned_weights``) and the new counts.
+Pruning is read from the weights, so both rewrites are exact: only zero weights leave the crossbars.
+
+- Recombination: a slab ``(o, a)`` (output channel ``o``, input group ``a``) whose weights are all zero
+  needs no crossbar column. For each (row copy, width slice, conv group, input group, kernel-row
+  split) the surviving output channels are re-packed densely, ``Kout`` per crossbar in their original
+  order; each crossbar holds one block per run of consecutive channels, so the placement function,
+  the verifier and the emulator's readers apply unchanged.
+- Compaction: in each column tile of the im2col matrix, the rows with a nonzero weight in the tile's
+  columns (a kernel group keeps or drops its ``k_h k_w`` rows together) are packed densely, ``R`` per
+  crossbar, one slice per run of consecutive rows; the crossbar's row -> input-row table is a static
+  gather and a tile whose rows are all zero disappears with its partial sum.
+
+The plan records the weights no crossbar holds (``pruned_weights``) and the new counts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections import defaultdict
 from math import ceil
 
 import numpy as np
 
 from ..ir.matrix import LogicalMatrix
-from ..ir.program import Crossbar, MappingPlan, ToeplitzBlock, XbarProgram
+from ..ir.program import Crossbar, MappingPlan, SliceAssignment, ToeplitzBlock, XbarProgram
 from ..ir.verify_toeplitz import TOEPLITZ
 from ..mapping.plan import ArraySpec, accumulation_crossbars
 from ..mapping.shape import LayerShape, shape_of
@@ -100,39 +109,96 @@ def _input_words(plan: MappingPlan, shape: LayerShape, alive: np.ndarray, ins) -
     return rows * plan.n_w * shape.out_hw[0]
 
 
+def compact_layer(m: LogicalMatrix, plan: MappingPlan, rows: int, cols: int, first: int,
+                  m_c: int) -> tuple[list[Crossbar], list[SliceAssignment], MappingPlan]:
+    """The crossbars and slices of one ungrouped fully-folded layer with pruned rows compacted."""
+    weight = m.weight[0]
+    n_cols = weight.shape[1]
+    crossbars: list[Crossbar] = []
+    slices: list[SliceAssignment] = []
+    for c0, c1 in _ranges(n_cols, cols):
+        alive = np.flatnonzero((weight[:, c0:c1] != 0).any(1)).tolist()
+        for lo in range(0, len(alive), rows):
+            index = first + len(crossbars)
+            crossbars.append(Crossbar(index, m.name, rows, cols))
+            slices += [SliceAssignment(m.name, index, 0, r0, r1, c0, c1, pos, 0)
+                       for pos, r0, r1 in _runs(alive[lo:lo + rows])]
+    return crossbars, slices, _compacted_plan(plan, m, slices, len(crossbars), rows, cols, m_c)
+
+
+def _compacted_plan(plan: MappingPlan, m: LogicalMatrix, slices, n_crossbars: int, rows: int, cols: int,
+                    m_c: int) -> MappingPlan:
+    weight = m.weight[0]
+    fanin = np.zeros(weight.shape[1], dtype=np.int64)
+    for s in {(s.crossbar, s.col_lo, s.col_hi) for s in slices}:
+        fanin[s[1]:s[2]] += 1
+    held = sum((s.row_hi - s.row_lo) * (s.col_hi - s.col_lo) for s in slices)
+    logical = sum(-(-int((weight[:, c0:c1] != 0).any(1).sum()) // rows)
+                  for c0, c1 in _ranges(weight.shape[1], cols * m_c))
+    pixels = m.cycles
+    return dataclasses.replace(
+        plan, crossbars=n_crossbars, pruned_weights=int(weight.size - held), row_tiles=int(fanin.max(initial=0)),
+        partial_sum_fanin=int(fanin.max(initial=0)), logical_crossbars=logical,
+        accumulation_crossbars=accumulation_crossbars(weight.shape[1], int(fanin.max(initial=0)), ArraySpec(rows, cols)),
+        partial_sum_additions=int(np.maximum(fanin - 1, 0).sum()) * pixels,
+        input_words=sum(s.row_hi - s.row_lo for s in slices) * plan.phases,
+        utilisation=held / max(1, n_crossbars * rows * cols))
+
+
+def compact(program: XbarProgram, target) -> tuple[XbarProgram, dict]:
+    """``program`` with every ungrouped fully-folded layer that has all-zero rows in a column tile
+    compacted; and a per-layer report."""
+    def eligible(m, plan):
+        return plan.strategy == "fully-folded" and m.weight.shape[0] == 1 and _has_zero_rows(m, target)
+
+    return _rewrite(program, target, eligible, compact_layer)
+
+
+def _has_zero_rows(m: LogicalMatrix, target) -> bool:
+    weight = m.weight[0]
+    return any(not (weight[:, c0:c1] != 0).any(1).all() for c0, c1 in _ranges(weight.shape[1], target.logical_cols))
+
+
 def recombine(program: XbarProgram, target) -> tuple[XbarProgram, dict]:
     """``program`` with every block-Toeplitz layer that has pruned slabs re-packed; and a per-layer report."""
+    def eligible(m, plan):
+        return (plan.strategy in TOEPLITZ and plan.groups_per_crossbar == 1
+                and not alive_slabs(m, shape_of(m), plan.kin).all())
+
+    return _rewrite(program, target, eligible, recombine_layer)
+
+
+def _rewrite(program: XbarProgram, target, eligible, rewrite_layer) -> tuple[XbarProgram, dict]:
+    """Rewrite the eligible layers (not yet pruned) with ``rewrite_layer``; renumber every crossbar."""
     crossbars: list[Crossbar] = []
     blocks: list[ToeplitzBlock] = []
-    slices = []
+    slices: list[SliceAssignment] = []
     plans = dict(program.plans)
     report = {}
-    by_layer = {}
+    by_layer, blocks_of, slices_of = defaultdict(list), defaultdict(list), defaultdict(list)
     for x in program.crossbars:
-        by_layer.setdefault(x.layer, []).append(x)
-    blocks_of: dict[int, list[ToeplitzBlock]] = {}
+        by_layer[x.layer].append(x)
     for b in program.blocks:
-        blocks_of.setdefault(b.crossbar, []).append(b)
-    slices_of: dict[int, list] = {}
-    for s in program.slices:
-        slices_of.setdefault(s.crossbar, []).append(s)
+        blocks_of[b.crossbar].append(b)
+    for sl in program.slices:
+        slices_of[sl.crossbar].append(sl)
     for name in (n.target for n in program.nodes if n.op == "xbar"):
-        m, plan, xs = program.matrices[name], program.plans[name], by_layer.get(name, [])
-        eligible = plan.strategy in TOEPLITZ and plan.groups_per_crossbar == 1 and xs and plan.pruned_weights == 0
-        if eligible and not alive_slabs(m, shape_of(m), plan.kin).all():
-            new_x, new_b, new_plan = recombine_layer(m, plan, xs[0].rows, xs[0].cols, len(crossbars), target.m_c)
+        m, plan, xs = program.matrices[name], program.plans[name], by_layer[name]
+        if xs and plan.pruned_weights == 0 and eligible(m, plan):
+            new_x, items, new_plan = rewrite_layer(m, plan, xs[0].rows, xs[0].cols, len(crossbars), target.m_c)
             crossbars += new_x
-            blocks += new_b
+            blocks += [i for i in items if isinstance(i, ToeplitzBlock)]
+            slices += [i for i in items if isinstance(i, SliceAssignment)]
             plans[name] = new_plan
             report[name] = {"crossbars_before": plan.crossbars, "crossbars": new_plan.crossbars,
                             "pruned_weights": new_plan.pruned_weights,
                             "partial_sum_fanin": new_plan.partial_sum_fanin}
             continue
-        for x in xs:  # unchanged layer: renumber
+        for x in xs:  # unchanged layer: renumbered
             new = dataclasses.replace(x, index=len(crossbars))
             crossbars.append(new)
-            blocks += [dataclasses.replace(b, crossbar=new.index) for b in blocks_of.get(x.index, [])]
-            slices += [dataclasses.replace(s, crossbar=new.index) for s in slices_of.get(x.index, [])]
+            blocks += [dataclasses.replace(b, crossbar=new.index) for b in blocks_of[x.index]]
+            slices += [dataclasses.replace(sl, crossbar=new.index) for sl in slices_of[x.index]]
     program = program.replace(crossbars=tuple(crossbars), blocks=tuple(blocks), slices=tuple(slices), plans=plans,
                               placed=False)
     return program, report

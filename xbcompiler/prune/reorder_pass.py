@@ -130,7 +130,7 @@ def reorder_graph(gm: fx.GraphModule, target, *, time_limit_s: float = 10.0, see
     perms, spaces = {}, {}
     for root in cs.roots():
         space = cs.space(root)
-        label = ",".join(space.producers) or f"space{root}"
+        label = ",".join(sorted(space.producers)) or f"space{root}"
         problem, consumers, reason = space_problem(gm, cs, root, plans, sparsity=sparsity, grain=grain)
         if problem is None:
             if space.producers:
@@ -143,7 +143,8 @@ def reorder_graph(gm: fx.GraphModule, target, *, time_limit_s: float = 10.0, see
         spaces[label] = {"channels": space.size, "consumers": consumers, "status": result.status,
                          "method": result.method, "objective": result.objective, "upper_bound": result.upper_bound,
                          "gap": result.gap, "identity_objective": result.identity_objective,
-                         "seconds": round(result.seconds, 3), "permuted": changed}
+                         "seconds": round(result.seconds, 3), "permuted": changed,
+                         "perm": [int(i) for i in result.perm]}
     apply_permutations(gm if apply_to is None else apply_to, cs, perms)
     solved = [s for s in spaces.values() if "objective" in s]
     return {"spaces": spaces, "permuted": len(perms),

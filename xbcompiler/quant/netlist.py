@@ -238,8 +238,8 @@ def _calibrate_compensation(netlist: Netlist, batches: list[tuple]) -> None:
     for found in _kernels_and_inputs(netlist, batches):
         for name in lossy:
             kernel, x = found[name]
-            xq = kernel._as4d(kernel.quantize(x))
-            loss = (kernel.exact_accumulator(xq) - kernel.accumulator(xq)).transpose(0, 1).flatten(1)  # [N, samples]
+            xq = kernel.as4d(kernel.quantize(x))
+            loss = (kernel.exact_accumulator(xq) - kernel.accumulator(xq).double()).transpose(0, 1).flatten(1)  # [N, samples]
             total = sums.setdefault(name, [0, 0.0, 0.0])
             total[0] += loss.shape[1]
             total[1] = total[1] + loss.sum(1).numpy()

@@ -1,0 +1,47 @@
+"""``xbc prune`` and ``examples/prune_digits.py`` end to end with a tiny budget."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import xbcompiler as xb
+from xbcompiler.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "tests" / "data" / "prune_models.py"
+T64 = ["--target", "isaac-like", "--set", "crossbar.rows=64", "--set", "crossbar.cols=64"]
+
+
+def test_xbc_prune_writes_a_verified_pruned_netlist(tmp_path, capsys):
+    out = tmp_path / "pruned"
+    status = main(["prune", f"{MODELS}:digits_cnn", *T64, "--train-epochs", "2", "--sparsity", "0.5",
+                   "--epochs", "1", "--reorder", "--solver", "heuristic", "-o", str(out), "--json", "--quiet"])
+    assert status == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    netlist = xb.load_netlist(out)
+    assert summary["pruned_crossbars"] == netlist.summary["crossbars"] < summary["dense_crossbars"]
+    assert summary["verify_ok"] and {"float_accuracy", "pruned_accuracy", "layers"} <= set(summary)
+    pruned = [r for r in summary["layers"] if r["kept"] < r["groups"]]
+    assert pruned and all(abs(r["sparsity"] - 0.5) < 0.05 for r in pruned)  # exact up to rounding of s
+    assert (out / "prune.json").is_file() and (out / "pareto.png").is_file()
+
+
+def test_xbc_prune_refuses_a_grain_the_mapping_has_not(tmp_path, capsys):
+    status = main(["prune", f"{MODELS}:digits_cnn", *T64, "--grain", "kernel", "--sparsity", "0.5",
+                   "-o", str(tmp_path / "x"), "--quiet"])
+    assert status == 2 and "XB003" in capsys.readouterr().err
+
+
+def test_example_runs_with_a_tiny_budget(tmp_path):
+    out = tmp_path / "digits"
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "prune_digits.py"), "--out", str(out), "--quick",
+                           "--quiet"], capture_output=True, text=True, timeout=600, check=False, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    netlist = xb.load_netlist(out)
+    assert result["pruned_crossbars"] == netlist.summary["crossbars"] < result["dense_crossbars"]
+    assert 0 <= result["float_accuracy"] <= 100 and 0 <= result["pruned_accuracy"] <= 100
+    assert result["verify_ideal_ok"] and result["verify_integer_ok"] and result["integer_mismatches"] == 0

@@ -1,0 +1,133 @@
+"""``xbc prune``: crossbar-aware pruning of a classifier, then the pruned netlist (docs/cli.md).
+
+Loads the model from ``FILE.py:FACTORY``, the data (``digits`` or an ``.npz`` with ``x_train``,
+``y_train``, ``x_test``, ``y_test``), optionally trains it, prunes it with :func:`.flow.prune_classifier`
+(groups from the target's mapping plan), compiles it with the matching ``recombine-pruned-columns`` /
+``compact-pruned-rows`` pipeline and writes ``netlist.json``, ``weights.npz``, ``prune.json`` and
+``pareto.png`` into ``-o DIR``. Progress bars and search lines go to stderr; the per-layer table and
+the summary to stdout (``--json``: one JSON object).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from ..diagnostics import CompileError
+from .flow import PRUNED_PIPELINES, PruneSettings, accuracy_of, holdout, prune_classifier
+from .plan_groups import GRAINS
+
+
+def prune_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="FILE.py:FACTORY", help="Python file and the function in it returning the model")
+    p.add_argument("--target", required=True, metavar="NAME|PATH", help="built-in target name or .toml file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a target key")
+    p.add_argument("--data", default="digits", metavar="digits|FILE.npz",
+                   help="scikit-learn's digits, or arrays x_train, y_train, x_test, y_test (default digits)")
+    p.add_argument("--train-epochs", type=int, default=0, metavar="N",
+                   help="train the model first for N epochs (default 0: it is trained already)")
+    p.add_argument("--pipeline", default="semi-folded", choices=sorted(PRUNED_PIPELINES),
+                   help="mapping whose plan defines the groups (default semi-folded)")
+    p.add_argument("--grain", default="column", choices=["column", "crossbar", "kernel", "tile"],
+                   help="pruning groups (default column; kernel/tile need --pipeline fully-folded)")
+    p.add_argument("--sparsity", type=float, metavar="R",
+                   help="group sparsity of every pruned layer; default: the network-level search chooses")
+    p.add_argument("--method", default="lgd", choices=["lgd", "zerorize"], help="joint pruning run (default lgd)")
+    p.add_argument("--no-rpp", dest="rpp", action="store_false", help="deterministic projection (IHT ablation)")
+    p.add_argument("--relax-epochs", type=int, default=0, metavar="N",
+                   help="epochs of relaxed projection in the joint run (default 0: project once)")
+    p.add_argument("--epochs", type=int, default=10, metavar="N", help="joint fine-tuning epochs (default 10)")
+    p.add_argument("--step-epochs", type=int, default=1, metavar="N", help="search: epochs per step (default 1)")
+    p.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
+    p.add_argument("--step", type=float, default=0.1, help="search: ratio step (default 0.1)")
+    p.add_argument("--max-drop", type=float, default=0.5, help="search: accuracy drop in points (default 0.5)")
+    p.add_argument("--max-ratio", type=float, default=0.9, help="search: per-layer ratio limit (default 0.9)")
+    p.add_argument("--crossbar-threshold", type=int, default=1, help="search: crossbar threshold (default 1)")
+    p.add_argument("--reorder", action="store_true", help="reorder input channels before pruning")
+    p.add_argument("--solver", default="ortools", choices=["heuristic", "ortools"], help="reorder solver")
+    p.add_argument("--seed", type=int, default=0, help="seed of data split, training and solvers (default 0)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the pruned netlist")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def load_data(spec: str, seed: int):
+    """``(x_train, y_train, x_test, y_test)`` tensors."""
+    import numpy as np
+    import torch
+
+    if spec == "digits":
+        from ..datasets import digits
+
+        d = digits(seed)
+        return d.x_train, d.y_train, d.x_test, d.y_test
+    path = Path(spec)
+    if not path.is_file():
+        raise CompileError("XB001", f"data file {path} not found", hint="use --data digits or an .npz file")
+    with np.load(path, allow_pickle=False) as npz:
+        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in npz.files]
+        if missing:
+            raise CompileError("XB003", f"{path} lacks arrays {missing}")
+        x_tr, y_tr, x_te, y_te = (npz[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+    return (torch.from_numpy(x_tr.astype(np.float32)), torch.from_numpy(y_tr.astype(np.int64)),
+            torch.from_numpy(x_te.astype(np.float32)), torch.from_numpy(y_te.astype(np.int64)))
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    import xbcompiler as xb
+
+    from ..cli import load_model, parse_overrides
+    from ..datasets import Split, accuracy, train_classifier
+    from .report import write_pareto
+
+    if args.pipeline not in GRAINS[args.grain]:
+        raise CompileError("XB003", f"--grain {args.grain} needs --pipeline {' or '.join(GRAINS[args.grain])}",
+                           hint="column and crossbar grains are semi-folded groups; kernel and tile fully-folded")
+    model, _ = load_model(args.model)
+    target = xb.load_target(args.target, parse_overrides(args.set) or None)
+    x_train, y_train, x_test, y_test = load_data(args.data, args.seed)
+    train, val = holdout(x_train, y_train, 0.2, args.seed)
+    if args.train_epochs:
+        train_classifier(model, Split(*train, x_test, y_test), epochs=args.train_epochs, seed=args.seed)
+    model.eval()
+    example = x_train[:1]
+    dense = xb.compile(model, example, target, args.pipeline)
+    settings = PruneSettings(pipeline=args.pipeline, grain=args.grain, sparsity=args.sparsity, method=args.method,
+                             rpp=args.rpp, relax_epochs=args.relax_epochs, epochs=args.epochs,
+                             step_epochs=args.step_epochs, lr=args.lr, step=args.step, max_drop=args.max_drop,
+                             max_ratio=args.max_ratio, crossbar_threshold=args.crossbar_threshold,
+                             reorder=args.reorder, reorder_solver=args.solver, seed=args.seed,
+                             progress=not args.quiet)
+    float_accuracy = accuracy_of(model, x_test, y_test)
+    outcome = prune_classifier(model, target, train, val, settings)
+    pruned = xb.compile(model, example, target, PRUNED_PIPELINES[args.pipeline])
+    out = Path(args.output)
+    pruned.save(out)
+    netlist = xb.load_netlist(out)
+    pruned_accuracy = accuracy(lambda x: xb.emulate(netlist, x), x_test, y_test)
+    check = xb.verify(netlist, model, x_test[:4])
+    points = [(dense.summary["crossbars"], outcome.baseline_accuracy), (outcome.crossbars, outcome.accuracy)]
+    write_pareto(out / "pareto.png", {"validation": points}, title=f"{args.model}: {args.grain}-grain pruning")
+    summary = {
+        "dense_crossbars": dense.summary["crossbars"], "pruned_crossbars": netlist.summary["crossbars"],
+        "saving_percent": round(100.0 * (1 - netlist.summary["crossbars"] / dense.summary["crossbars"]), 2),
+        "float_accuracy": round(float_accuracy, 3), "pruned_accuracy": round(pruned_accuracy, 3),
+        "verify_ok": check.ok, "settings": dataclasses.asdict(settings),
+        "layers": [{**dataclasses.asdict(r), "sparsity": round(r.sparsity, 4)} for r in outcome.layers],
+        "search": None if outcome.search is None else [dataclasses.asdict(r) for r in outcome.search.layers],
+        "reorder": outcome.reorder, "history": outcome.history,
+    }
+    (out / "prune.json").write_text(json.dumps(summary, indent=1, sort_keys=True, default=str) + "\n")
+    if args.json:
+        print(json.dumps({k: v for k, v in summary.items() if k not in ("history", "reorder")}, sort_keys=True,
+                         default=str))
+    else:
+        print(outcome.table())
+        print(f"compute crossbars {summary['dense_crossbars']} -> {summary['pruned_crossbars']} "
+              f"({summary['saving_percent']:.1f} % fewer); accuracy {summary['float_accuracy']:.2f} -> "
+              f"{summary['pruned_accuracy']:.2f} % (emulator); wrote {out}")
+    sys.stdout.flush()
+    return 0 if check.ok else 1
