@@ -453,7 +453,8 @@ def test_round_trip_of_whole_pipelines(data):
     pipeline = [draw_pass(data, registered_passes()[n]) for n in names]
     text = format_pipeline(pipeline)
     assert parse_pipeline(text) == pipeline
-    assert parse_pipeline(text.replace(",", " ,\n  ")) == pipeline
+    if '"' not in text:  # whitespace between items; a quoted option value may itself hold commas
+        assert parse_pipeline(text.replace(",", " ,\n  ")) == pipeline
 
 
 # --- registry ------------------------------------------------------------------------------------
