@@ -10,12 +10,11 @@ import argparse
 import time
 
 import torch
-
-from common import median_time, paired_ratio, report  # noqa: I001 (sets sys.path)
+from common import paired_ratio, report
 
 import xbcompiler as xb
-from xbcompiler.emulator import emulator_for
 from tests.models import IMAGENET_MODELS, MODELS
+from xbcompiler.emulator import emulator_for
 
 
 def bench_compile(repeat: int) -> None:

@@ -14,12 +14,11 @@ import argparse
 import warnings
 
 import torch
-
-from common import paired_ratio, report  # noqa: I001 (sets sys.path)
+from common import paired_ratio, report
 
 import xbcompiler as xb
-from xbcompiler.emulator import emulator_for
 from tests.models import MODELS
+from xbcompiler.emulator import emulator_for
 
 BITS8 = {"precision.weight_bits": 8, "precision.input_bits": 8}
 CASES = {

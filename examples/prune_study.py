@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -34,7 +35,7 @@ import xbcompiler as xb
 from tests.models import resnet_digits, vgg_digits
 from xbcompiler.datasets import Split, accuracy, digits, train_classifier
 from xbcompiler.prune import prune_lgd
-from xbcompiler.prune.flow import PRUNED_PIPELINES, epoch_batches, holdout
+from xbcompiler.prune.flow import PRUNED_PIPELINES, distillation_loss, epoch_batches, holdout, with_teacher
 from xbcompiler.prune.plan_groups import plan_groups
 from xbcompiler.prune.reorder_pass import reorder_model
 from xbcompiler.prune.report import write_pareto
@@ -56,7 +57,9 @@ def kept_counts(model, target, example, sparsity: float) -> dict[str, int]:
 
 def prune_variant(model, target, example, grain: str, blocks: dict[str, int], train, *, epochs: int,
                   seed: int) -> dict:
-    """Project and fine-tune ``model`` in place; crossbars, kept importance and per-layer crossbars."""
+    """Project and fine-tune ``model`` in place (distilling from a copy of the dense model, as
+    :func:`~xbcompiler.prune.flow.prune_classifier` does); crossbars, kept importance, per-layer crossbars."""
+    teacher = copy.deepcopy(model)
     layers = {g.layer: g for g in plan_groups(model, example, target, grain=grain)}
     params = dict(model.named_parameters())
     sets, sparsity, kept_energy, total_energy, per_layer = [], {}, 0.0, 0.0, {}
@@ -71,9 +74,9 @@ def prune_variant(model, target, example, grain: str, blocks: dict[str, int], tr
         kept_energy += float((energy * gs.mask(keep)).sum() / energy.sum())
         total_energy += 1.0
         sets.append(gs)
-    loader = epoch_batches(*train, 64, seed)
+    loader = with_teacher(epoch_batches(*train, 64, seed), teacher)
     result = prune_lgd(model, sets, sparsity, loader, relax_epochs=0, finetune_epochs=epochs, lr=0.01,
-                       progress=False)
+                       loss_fn=lambda out, target: distillation_loss(out, *target, 0.5, 4.0), progress=False)
     crossbars = 0
     for name, g in layers.items():
         n = g.group_set.crossbars(result.keep[g.param]) if g.param in result.keep else g.dense_crossbars
@@ -161,11 +164,14 @@ def main(argv=None) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--models", nargs="+", default=["vgg", "resnet"], choices=sorted(MODELS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--sparsities", nargs="+", type=float, default=[0.7, 0.8])
+    p.add_argument("--sparsities", nargs="+", type=float, default=[0.7, 0.8, 0.9])
     p.add_argument("--epochs", type=int, default=30, help="float training epochs")
-    p.add_argument("--finetune-epochs", type=int, default=10)
+    p.add_argument("--finetune-epochs", type=int, default=20)
     p.add_argument("--time-limit", type=float, default=5.0, help="reorder time limit per space (s)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (default 1: fastest for these tiny models, and robust on busy cores)")
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
     result = run(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import xbcompiler as xb  # noqa: E402
-from tests.models import MODELS  # noqa: E402
+import xbcompiler as xb
+from tests.models import MODELS
 
 TARGET = "isaac-like"
 BITS8 = {"precision.weight_bits": 8, "precision.input_bits": 8}

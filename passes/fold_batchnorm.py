@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torch.fx as fx
-from torch import nn
+from torch import fx, nn
 
 from xbcompiler.ir.patterns import BatchNormMatch, match_foldable_batchnorm
 from xbcompiler.pipeline import Pass, PassContext

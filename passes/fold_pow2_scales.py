@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import torch.fx as fx
+from torch import fx
 
 from xbcompiler.diagnostics import CompileError
 from xbcompiler.ir.matrix import Im2colLayer, LogicalMatrix

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.fx as fx
+from torch import fx
 
 from xbcompiler.diagnostics import CompileError, Location, source_of
 from xbcompiler.frontend.trace import is_crossbar_module

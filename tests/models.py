@@ -9,9 +9,8 @@ model in ``eval()`` mode.
 
 from __future__ import annotations
 
-import os
-
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 

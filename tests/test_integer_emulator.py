@@ -22,8 +22,17 @@ from xbcompiler.target import load_target
 
 TARGETS = ("isaac-like", "prime-like", "tiny")
 ENCODINGS = ("differential", "offset")
-#: The default pipeline without lower-im2col's numeric self-check (the ideal-mode tests cover it).
-PIPELINE = [dataclasses.replace(p, check=False) if p.name == "lower-im2col" else p for p in resolve_pipeline("default")]
+
+
+def _pipeline(name: str) -> list:
+    """A named pipeline without lower-im2col's numeric self-check (the ideal-mode tests cover it)."""
+    return [dataclasses.replace(p, check=False) if p.name == "lower-im2col" else p for p in resolve_pipeline(name)]
+
+
+PIPELINE = _pipeline("default")
+#: Semi-folded on tiny's 16x16 arrays makes tens of thousands of crossbars per model: the zoo-wide
+#: test maps tiny fully-folded (the other strategies are exercised on tiny by the lossy tests).
+ZOO_PIPELINES = {"isaac-like": PIPELINE, "prime-like": PIPELINE, "tiny": _pipeline("fully-folded")}
 LOSSY = {  # configurations whose reads really lose bits
     "isaac-8bit-no-flip-adc7": ("isaac-like", {"precision.weight_bits": 8, "precision.input_bits": 8,
                                                "encoding.flip_columns": False, "precision.adc_bits": 7}),
@@ -54,7 +63,8 @@ def test_zoo_lossless_adc_is_bit_exact(name):
     """Every crossbar layer equals the integer reference bit for bit, every target, every encoding."""
     for target in TARGETS:
         for encoding in ENCODINGS:
-            compiled, model, x = compile_quant(name, target, {"adc.mode": "lossless", "encoding.signed": encoding})
+            compiled, model, x = compile_quant(name, target, {"adc.mode": "lossless", "encoding.signed": encoding},
+                                               ZOO_PIPELINES[target])
             report = xb.verify(compiled.netlist, model, x)
             assert report.mode == "integer"
             assert_bit_exact(report)
@@ -108,7 +118,7 @@ def test_fast_path_equals_per_read_path(config, monkeypatch):
 
 def test_packed_reads_and_float64_reads_are_exact():
     """Small reads share a float32 lane (several fields); reads at or above 2**24 fall back to float64."""
-    small, _, x = compile_quant("digits_cnn", "tiny", {"precision.adc_bits": 3})
+    small, _, _ = compile_quant("digits_cnn", "tiny", {"precision.adc_bits": 3})
     big, _, _ = compile_quant("digits_cnn", "prime-like", {"crossbar.cell_bits": 8, "precision.dac_bits": 8,
                                                            "precision.adc_bits": 16, "crossbar.rows": 512,
                                                            "precision.weight_bits": 16, "precision.input_bits": 16})
@@ -148,7 +158,7 @@ def test_floor_rounding_bias_is_compensated():
     """
     errors = {}
     for compensate in (True, False):
-        compiled, model, x = compile_quant("vgg_digits", "tiny", {"precision.adc_bits": 4, "adc.rounding": "floor",
+        compiled, _, _ = compile_quant("vgg_digits", "tiny", {"precision.adc_bits": 4, "adc.rounding": "floor",
                                                                   "encoding.signed": "offset",
                                                                   "adc.compensate_bias": compensate})
         layer = compiled.netlist.layers[-2]
@@ -167,7 +177,7 @@ def test_output_truncation_and_calibrated_adc():
     assert any(layer["quant"]["truncate_bits"] > 0 for layer in compiled.netlist.layers)
     fixed, _, _ = compile_quant("resnet_digits", "prime-like", {"adc.mode": "fixed"})
     calibrated, _, _ = compile_quant("resnet_digits", "prime-like", {})
-    key = lambda n, layer: n.arrays[layer["arrays"]["adc_step"]["key"]]  # noqa: E731
+    key = lambda n, layer: n.arrays[layer["arrays"]["adc_step"]["key"]]
     pairs = [(key(calibrated.netlist, a), key(fixed.netlist, b)) for a, b in
              zip(calibrated.netlist.layers, fixed.netlist.layers)]
     assert all((c <= f).all() for c, f in pairs) and any((c < f).any() for c, f in pairs)

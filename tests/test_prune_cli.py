@@ -12,14 +12,11 @@ import pytest
 import xbcompiler as xb
 from xbcompiler.cli import main
 
-NO_PRUNE_COMMAND = pytest.mark.skip(reason="`xbc prune` is not wired into xbcompiler/cli.py yet (issue 6 is open)")
-
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "tests" / "data" / "prune_models.py"
 T64 = ["--target", "isaac-like", "--set", "crossbar.rows=64", "--set", "crossbar.cols=64"]
 
 
-@NO_PRUNE_COMMAND
 def test_xbc_prune_writes_a_verified_pruned_netlist(tmp_path, capsys):
     out = tmp_path / "pruned"
     status = main(["prune", f"{MODELS}:digits_cnn", *T64, "--train-epochs", "2", "--sparsity", "0.5",
@@ -34,7 +31,6 @@ def test_xbc_prune_writes_a_verified_pruned_netlist(tmp_path, capsys):
     assert (out / "prune.json").is_file() and (out / "pareto.png").is_file()
 
 
-@NO_PRUNE_COMMAND
 def test_xbc_prune_refuses_a_grain_the_mapping_has_not(tmp_path, capsys):
     status = main(["prune", f"{MODELS}:digits_cnn", *T64, "--grain", "kernel", "--sparsity", "0.5",
                    "-o", str(tmp_path / "x"), "--quiet"])
@@ -51,3 +47,13 @@ def test_example_runs_with_a_tiny_budget(tmp_path):
     assert result["pruned_crossbars"] == netlist.summary["crossbars"] < result["dense_crossbars"]
     assert 0 <= result["float_accuracy"] <= 100 and 0 <= result["pruned_accuracy"] <= 100
     assert result["verify_ideal_ok"] and result["verify_integer_ok"] and result["integer_mismatches"] == 0
+
+
+@pytest.mark.parametrize("flag,value", [("--sparsity", "1.0"), ("--sparsity", "-0.1"), ("--max-ratio", "0"),
+                                        ("--step", "1.5"), ("--lr", "0"), ("--epochs", "-1")])
+def test_xbc_prune_refuses_values_out_of_range(tmp_path, capsys, flag, value):
+    out = tmp_path / "x"
+    status = main(["prune", f"{MODELS}:digits_cnn", *T64, flag, value, "-o", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 2 and "XB003" in err and flag in err and "Traceback" not in err
+    assert not out.exists()

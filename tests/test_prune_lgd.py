@@ -26,6 +26,8 @@ from xbcompiler.prune import (
     to_free_next,
     top_s,
 )
+from xbcompiler.prune.flow import distillation_loss
+from xbcompiler.prune.train import run_schedule
 
 # --- groups --------------------------------------------------------------------------------------------
 
@@ -301,3 +303,64 @@ def test_zerorized_groups_can_recover():
     optimizer.step()
     sched.step()
     assert float(model.conv2.weight.detach()[~mask].abs().sum()) > 0
+
+
+# --- training loop: best frozen epoch, cosine annealing, distillation ----------------------------------
+
+
+def test_keep_best_restores_the_best_frozen_epoch():
+    model, loader, group_sets = tiny_setup()
+    scores, snapshots = iter([5.0, 9.0, 1.0, 2.0]), []
+
+    def evaluate(m):  # epoch 1 (the first fine-tuning epoch here) scores best
+        snapshots.append({k: v.clone() for k, v in m.state_dict().items()})
+        return next(scores)
+
+    result = prune_lgd(model, group_sets, {gs.param: 0.5 for gs in group_sets}, loader, relax_epochs=1,
+                       finetune_epochs=3, lr=0.05, evaluate=evaluate, progress=False)
+    state = model.state_dict()
+    assert all(torch.equal(state[k], snapshots[1][k]) for k in state)
+    assert not all(torch.equal(state[k], snapshots[-1][k]) for k in state)
+    params = dict(model.named_parameters())
+    for gs in group_sets:  # the masks and the exact sparsity are unchanged by the restore
+        assert bool((params[gs.param].detach()[~result.masks[gs.param]] == 0).all())
+
+
+def test_keep_best_off_keeps_the_last_epoch():
+    model, loader, group_sets = tiny_setup()
+    scores, snapshots = iter([9.0, 1.0]), []
+
+    def evaluate(m):
+        snapshots.append({k: v.clone() for k, v in m.state_dict().items()})
+        return next(scores)
+
+    pruner = LGDPruner(model, group_sets, {gs.param: 0.5 for gs in group_sets}, t_relax=0)
+    run_schedule(model, pruner, group_sets, loader, epochs=2, lr=0.05, evaluate=evaluate, progress=False,
+                 keep_best=False)
+    state = model.state_dict()
+    assert all(torch.equal(state[k], snapshots[-1][k]) for k in state)
+
+
+def test_cosine_anneals_the_learning_rate_to_zero(monkeypatch):
+    model, loader, group_sets = tiny_setup()
+    seen = []
+    original = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    pruner = LGDPruner(model, group_sets, {gs.param: 0.5 for gs in group_sets}, t_relax=0)
+    monkeypatch.setattr(torch.optim.SGD, "step", spy)
+    run_schedule(model, pruner, group_sets, loader, epochs=2, lr=0.1, progress=False)
+    assert seen[0] == pytest.approx(0.1) and all(a > b for a, b in itertools.pairwise(seen))
+    assert seen[-1] < 0.01
+
+
+def test_distillation_loss_limits():
+    torch.manual_seed(0)
+    logits, teacher, labels = torch.randn(8, 5), torch.randn(8, 5), torch.randint(0, 5, (8,))
+    ce = torch.nn.functional.cross_entropy(logits, labels)
+    assert torch.allclose(distillation_loss(logits, labels, teacher, 0.0, 4.0), ce)
+    assert float(distillation_loss(logits, labels, logits, 1.0, 4.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(distillation_loss(logits, labels, teacher, 1.0, 4.0)) > 0.0

@@ -13,8 +13,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xbcompiler.quant.scheme import int_range, round_shift, weight_range
-from xbcompiler.quant.slicing import (Encoding, adc_codes, block_mvm, flip_flags, input_digits, inputs_from_digits,
-                                      lossless_bits, weight_levels, weights_from_levels)
+from xbcompiler.quant.slicing import (
+    Encoding,
+    adc_codes,
+    block_mvm,
+    flip_flags,
+    input_digits,
+    inputs_from_digits,
+    lossless_bits,
+    shift_add_folded,
+    weight_levels,
+    weights_from_levels,
+)
 
 
 @st.composite
@@ -141,3 +151,13 @@ def test_round_shift_is_round_half_up(v, n):
     got = round_shift(torch.tensor([float(v)], dtype=torch.float64), n).item()
     want = v * 2 ** -n if n <= 0 else (v + (1 << (n - 1))) >> n
     assert got == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(-(1 << 12), 1 << 12), st.integers(0, 24)), min_size=1, max_size=12),
+       st.integers(-(1 << 20), 1 << 20), st.integers(-8, 20))
+def test_output_shift_folds_into_the_shift_and_add(reads, constant, n):
+    values, amounts = [v for v, _ in reads], [a for _, a in reads]
+    total = sum(v << a for v, a in reads) + constant
+    want = total * 2 ** -n if n <= 0 else total >> n
+    assert shift_add_folded(values, amounts, constant, n) == want

@@ -36,6 +36,7 @@ from typing import Any
 
 from . import __version__
 from .diagnostics import CompileError, Location, XBWarning
+from .prune.command import cmd_prune, prune_arguments
 from .report.command import cmd_report, report_arguments
 
 EXIT_OK = 0
@@ -185,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("report", cmd_report, "print the cost report of a compiled netlist; --plot writes PNG plots")
     report_arguments(p)
+
+    p = add("prune", cmd_prune, "prune a classifier for the target's crossbars and write the pruned netlist")
+    prune_arguments(p)
+    _add_set(p)
     return parser
 
 

@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.fx as fx
-from torch import nn
+from torch import fx, nn
 
 from .diagnostics import CompileError
 from .emit.netlist import Netlist, emit_netlist

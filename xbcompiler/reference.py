@@ -14,8 +14,8 @@ import dataclasses
 
 import numpy as np
 import torch
-import torch.fx as fx
 import torch.nn.functional as F
+from torch import fx
 
 from .diagnostics import CompileError
 from .emulator import as_input_tuple, as_netlist, emulator_for
@@ -52,7 +52,7 @@ class ReferenceLayer:
         wq = np.clip(np.round(w / np.exp2(col_e).reshape(w.shape[0], 1, -1)), lo, hi)
         bias = np.zeros(n, dtype=np.int64) if matrix.bias is None else \
             np.round(matrix.bias.astype(np.float64) / np.exp2(quant.input_exponent + col_e)).astype(np.int64)
-        get = lambda name: arrays[layer["arrays"][name]["key"]] if name in layer["arrays"] else None  # noqa: E731
+        get = lambda name: arrays[layer["arrays"][name]["key"]] if name in layer["arrays"] else None
         comp = get("adc_compensation")
         if comp is not None:
             bias = bias + comp.astype(np.int64)

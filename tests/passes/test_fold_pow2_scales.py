@@ -23,18 +23,18 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import xbcompiler as xb  # noqa: E402
-from passes.fold_pow2_scales import FoldPow2ScalesPass  # noqa: E402
-from tests.models import MODELS  # noqa: E402
-from xbcompiler.diagnostics import CompileError, XBWarning  # noqa: E402
-from xbcompiler.frontend.trace import trace  # noqa: E402
-from xbcompiler.ir.printer import print_ir  # noqa: E402
-from xbcompiler.pipeline import PassContext, PassManager, VerifyEach, format_pipeline, parse_pipeline  # noqa: E402
-from xbcompiler.quant.check import check_layer  # noqa: E402
-from xbcompiler.quant.graph import QType, propagate  # noqa: E402
-from xbcompiler.quant.layer import QuantIm2colLayer  # noqa: E402
-from xbcompiler.quant.ops import requantize  # noqa: E402
-from xbcompiler.target import load_target  # noqa: E402
+import xbcompiler as xb
+from passes.fold_pow2_scales import FoldPow2ScalesPass
+from tests.models import MODELS
+from xbcompiler.diagnostics import CompileError, XBWarning
+from xbcompiler.frontend.trace import trace
+from xbcompiler.ir.printer import print_ir
+from xbcompiler.pipeline import PassContext, PassManager, VerifyEach, format_pipeline, parse_pipeline
+from xbcompiler.quant.check import check_layer
+from xbcompiler.quant.graph import QType, propagate
+from xbcompiler.quant.layer import QuantIm2colLayer
+from xbcompiler.quant.ops import requantize
+from xbcompiler.target import load_target
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE_GOLDEN = os.environ.get("XB_UPDATE_GOLDEN") == "1"
@@ -138,7 +138,7 @@ def _layer_types(gm) -> dict[str, QType]:
 
 
 def test_float_host_ops_are_listed_with_the_reason():
-    gm, ctx, _ = quantize(MODELS["se_net"].build(), (1, 3, 32, 32))
+    _, ctx, _ = quantize(MODELS["se_net"].build(), (1, 3, 32, 32))
     floats = ctx.report["fold-pow2-scales"]["host_float"]
     ops = {f["op"].rsplit(".", 1)[-1] for f in floats}
     assert {"sigmoid", "mul"} <= ops

@@ -55,7 +55,7 @@ def pruned_resnet():
 
 
 def test_crossbars_equal_the_group_count(pruned_resnet):
-    model, x, expected, compiled = pruned_resnet
+    _, x, expected, compiled = pruned_resnet
     dense = xb.compile(MODELS["resnet_digits"].build(), x, T64, "semi-folded")
     assert compiled.summary["crossbars"] == expected < dense.summary["crossbars"]
     report = compiled.report["recombine-pruned-columns"]

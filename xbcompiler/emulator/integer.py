@@ -94,7 +94,7 @@ class IntegerLayer:
         self.stride = (1, 1) if flat else tuple(g["stride"])
         self.padding = (0, 0) if flat else tuple(g["padding"])
         self.dilation = (1, 1) if flat else tuple(g["dilation"])
-        get = lambda name: arrays[layer["arrays"][name]["key"]] if name in layer["arrays"] else None  # noqa: E731
+        get = lambda name: arrays[layer["arrays"][name]["key"]] if name in layer["arrays"] else None
         self.row_blocks = read_row_blocks(layer, crossbars, get("cells"))
         check_row_blocks(layer, self.row_blocks)
         lo, hi = int_range(q["input_bits"], q["input_signed"])
@@ -313,11 +313,13 @@ register_kernel("integer")(IntegerLayer)
 def read_maxima(kernel: IntegerLayer, x: torch.Tensor) -> np.ndarray:
     """The largest read of every (row block, column) of a ``per-read`` kernel on input ``x`` (``[blocks, n_g]``)."""
     driven = kernel.driven(kernel.as4d(kernel.quantize(x)))
-    digits = kernel.digits(driven).double()
+    digits = kernel.digits(driven)
     out = np.zeros((len(kernel.blocks), kernel.n_g), dtype=np.int64)
     for i, blk in enumerate(kernel.blocks):
-        for digit in digits[:, :, blk.c_lo:blk.c_hi]:
-            for p in range(kernel.enc.planes):
-                reads = kernel.conv(digit, blk.stored[p].double(), padded=True)
-                out[i, blk.cols] = np.maximum(out[i, blk.cols], reads.amax(dim=(0, 2, 3)).cpu().numpy().astype(np.int64))
+        dtype = exact_dtype(blk.max_read)
+        weight = blk.stored.flatten(0, 1).to(dtype)  # every plane of every column at once
+        for b0 in range(0, digits.shape[1], 16):
+            d = digits[:, b0:b0 + 16, blk.c_lo:blk.c_hi].flatten(0, 1).to(dtype)
+            reads = kernel.conv(d, weight, padded=True).amax(dim=(0, 2, 3)).view(kernel.enc.planes, -1).amax(0)
+            out[i, blk.cols] = np.maximum(out[i, blk.cols], reads.cpu().numpy().astype(np.int64))
     return out

@@ -23,7 +23,7 @@ import torch
 from .integer import EXACT32, Block, exact_dtype
 
 #: Reads (cycles x batch x planes x columns x pixels) computed at once, at most.
-CHUNK_READS = 1 << 22
+CHUNK_READS = 1 << 21
 #: Bits of a float32 lane that hold exact integers.
 LANE_BITS = 24
 
@@ -43,14 +43,15 @@ class BlockGroup:
     field_bits: int
     lanes: int
     channels: torch.Tensor  # [G*C] input channels
+    spans: list[tuple[int, int]] | None  # each member's channel range when there are several members
     out_cols: torch.Tensor  # [G*n] layer output columns
     weight: torch.Tensor  # [G*lanes, C, kh, kw] packed stored levels (channels-last)
     mask: torch.Tensor | None  # [G, C, kh, kw] the block's rows; None when no input sum is needed
     sum_coef: torch.Tensor  # [G, n]
     step: float | None  # the ADC step (log2) when every read shares it, else None
-    inv_step: torch.Tensor  # [G, fields*lanes] 2**-step per read
-    top: torch.Tensor | None  # [G, fields*lanes] top code; None when no read can saturate
-    combine: torch.Tensor  # [G, fields*lanes, n]: sign * 2**shift * 2**step * (-1 if flipped) of each read
+    inv_step: torch.Tensor  # [fields, 1, G, lanes] 2**-step per read
+    top: torch.Tensor | None  # [fields, 1, G, lanes] top code; None when no read can saturate
+    combine: torch.Tensor  # [G, fields, lanes, n]: sign * 2**shift * 2**step * (-1 if flipped) of each read
     read_dtype: torch.dtype  # float32 while every lane stays below 2**24
     sum_dtype: torch.dtype  # float32 while the sums over cycles and planes stay below 2**24
 
@@ -73,10 +74,10 @@ def _group(layer, members: list[Block]) -> BlockGroup:
     top = torch.stack([b.top for b in members])
     largest = torch.floor(max_read * torch.exp2(-step) + 0.5)  # the largest code a read can round to
 
-    def per_read(v: torch.Tensor, fill: float) -> torch.Tensor:  # [G, n] -> [G, fields*lanes] (plane-major)
+    def per_read(v: torch.Tensor, fill: float) -> torch.Tensor:  # [G, n] -> [fields, 1, G, lanes] (plane-major)
         out = v.new_full((G, fields * lanes), fill)
         out[:, :R] = v[:, None, :].expand(G, P, n).reshape(G, R)
-        return out
+        return out.view(G, fields, lanes).permute(1, 0, 2).unsqueeze(1).contiguous()
 
     coef = torch.stack([b.coef for b in members]) * torch.exp2(step)[:, None, :]  # [G, P, n]
     combine = torch.zeros((G, fields * lanes, n), dtype=torch.float64)
@@ -90,13 +91,22 @@ def _group(layer, members: list[Block]) -> BlockGroup:
     uniform = bool((step == step.flatten()[0]).all())
     return BlockGroup(
         G, n, fields, field_bits, lanes, torch.cat([torch.arange(b.c_lo, b.c_hi) for b in members]).to(dev),
+        [(b.c_lo, b.c_hi) for b in members] if G > 1 else None,
         torch.cat([torch.from_numpy(b.group * layer.n_g + b.cols) for b in members]).to(dev),
         packed.flatten(0, 1).to(dev, read_dtype).contiguous(memory_format=torch.channels_last),
         torch.cat([b.mask for b in members]).to(sum_dtype) if bool(sum_coef.any()) else None,
         sum_coef.to(dev, sum_dtype), float(step.flatten()[0]) if uniform else None,
         per_read(torch.exp2(-step), 1.0).to(dev, read_dtype),
         None if bool((largest <= top).all()) else per_read(top, 0.0).to(dev, read_dtype),
-        combine.to(dev, sum_dtype), read_dtype, sum_dtype)
+        combine.view(G, fields, lanes, n).to(dev, sum_dtype), read_dtype, sum_dtype)
+
+
+def _channels(x: torch.Tensor, dim: int, channels: torch.Tensor) -> torch.Tensor:
+    """``x.index_select(dim, channels)``, a view when the channels are one contiguous range."""
+    lo = int(channels[0])
+    if bool((channels == torch.arange(lo, lo + len(channels), device=channels.device)).all()):
+        return x.narrow(dim, lo, len(channels))
+    return x.index_select(dim, channels)
 
 
 class FastLossy:
@@ -118,9 +128,9 @@ class FastLossy:
         out = driven.new_zeros((driven.shape[0], hw[0] * hw[1], layer.n_out), dtype=acc_dtype)
         digits = layer.digits(driven)  # [T, B, C, H, W]
         for grp in self.groups:
-            part = self._reads(grp, digits.index_select(2, grp.channels), hw)  # [B, H'W', G, n]
+            part = self._reads(grp, digits, hw)  # [B, H'W', G, n]
             if grp.mask is not None:
-                sums = layer.conv(driven.index_select(1, grp.channels).to(grp.sum_dtype), grp.mask, grp.members,
+                sums = layer.conv(_channels(driven, 1, grp.channels).to(grp.sum_dtype), grp.mask, grp.members,
                                   padded=True)
                 part += grp.sum_coef * sums.flatten(2).transpose(1, 2)[..., None]
             out.index_add_(2, grp.out_cols, part.flatten(2).to(acc_dtype))
@@ -141,33 +151,43 @@ class FastLossy:
             live = d.flatten(1).amax(1).nonzero().flatten()  # cycles with a nonzero digit
             if len(live) == 0:
                 continue
-            x = torch.empty((len(live) * b, *d.shape[2:]), dtype=grp.read_dtype, device=d.device,
+            x = torch.empty((len(live) * b, len(grp.channels), *d.shape[3:]), dtype=grp.read_dtype, device=d.device,
                             memory_format=torch.channels_last)
-            x.copy_(d[live].flatten(0, 1))
+            src = d if len(live) == T else d[live]
+            if grp.spans is None:
+                x.copy_(_channels(src, 2, grp.channels).flatten(0, 1))
+            else:  # one channel range per member: copy each into its slot (no gather)
+                slots = x.view(len(live), b, G, -1, *x.shape[2:])
+                for g, (lo, hi) in enumerate(grp.spans):
+                    slots[:, :, g].copy_(src[:, :, lo:hi])
             lanes = layer.conv(x, grp.weight, G, padded=True).permute(0, 2, 3, 1)  # contiguous channels-last
-            codes = self._codes(grp, lanes.reshape(len(live), b * pixels, G, grp.lanes))  # [T', b*HW, G, F*L]
-            summed = (w_t[live] @ codes.to(grp.sum_dtype).view(len(live), -1)).view(b * pixels, G, reads_per)
-            out[b0:b0 + b] = torch.einsum("xgr,grn->xgn", summed, grp.combine).view(b, pixels, G, n)
+            codes = self._codes(grp, lanes.reshape(len(live), b * pixels * G * grp.lanes))  # [T', F, b*HW*G*L]
+            summed = (w_t[live] @ codes.to(grp.sum_dtype).view(len(live), -1)).view(grp.fields, b * pixels, G,
+                                                                                     grp.lanes)
+            out[b0:b0 + b] = torch.einsum("fxgl,gfln->xgn", summed, grp.combine).view(b, pixels, G, n)
         return out
 
     def _codes(self, grp: BlockGroup, lanes: torch.Tensor) -> torch.Tensor:
-        """ADC codes ``[..., G, fields*lanes]`` of packed lanes ``[..., G, lanes]`` (field-major), in place where possible."""
+        """ADC codes ``[T', fields, rest]`` of packed lanes ``[T', rest]``, field by field, in place where possible."""
+        t, rest = lanes.shape
         if grp.fields == 1:
-            codes = lanes
+            codes = lanes.view(t, 1, rest)
         else:  # lane = I_0 + 2**f I_1 + ...; peel the fields off from the top, each exactly
-            codes = torch.empty((*lanes.shape[:-1], grp.fields, grp.lanes), dtype=lanes.dtype, device=lanes.device)
-            rest = lanes
+            codes = torch.empty((t, grp.fields, rest), dtype=lanes.dtype, device=lanes.device)
+            remaining = lanes
             for f in range(grp.fields - 1, 0, -1):
-                field = codes[..., f, :]
-                torch.floor(torch.mul(rest, 2.0 ** -(grp.field_bits * f), out=field), out=field)
-                rest = torch.add(rest, field, alpha=-(2.0 ** (grp.field_bits * f)), out=codes[..., 0, :])
-            codes = codes.flatten(-2)
+                unit, field = 2.0 ** (grp.field_bits * f), codes[:, f]
+                torch.mul(remaining, 1.0 / unit, out=field).floor_()
+                remaining = torch.add(remaining, field, alpha=-unit, out=codes[:, 0])
         if grp.step is None:
-            codes = codes.mul_(grp.inv_step)
+            codes = codes.view(t, grp.fields, -1, grp.members, grp.lanes).mul_(grp.inv_step).view(t, grp.fields, rest)
         elif grp.step:
             codes = codes.mul_(2.0 ** -grp.step)
         codes = codes.round_() if self.rounding == "nearest-even" else codes.floor_()
-        return codes if grp.top is None else torch.minimum(codes, grp.top, out=codes)
+        if grp.top is not None:
+            view = codes.view(t, grp.fields, -1, grp.members, grp.lanes)
+            torch.minimum(view, grp.top, out=view)
+        return codes
 
 
 def group_blocks(layer, blocks: list[Block]) -> FastLossy:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 
-import torch.fx as fx
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 from ..frontend.trace import is_crossbar_module
 

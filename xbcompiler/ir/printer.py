@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-import torch.fx as fx
+from torch import fx
 
 from ..frontend import ops
 from .program import XbarProgram

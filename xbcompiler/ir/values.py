@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.fx as fx
+from torch import fx
 
 from ..diagnostics import CompileError
 

@@ -24,7 +24,6 @@ from .plan_groups import GRAINS
 def prune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="FILE.py:FACTORY", help="Python file and the function in it returning the model")
     p.add_argument("--target", required=True, metavar="NAME|PATH", help="built-in target name or .toml file")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a target key")
     p.add_argument("--data", default="digits", metavar="digits|FILE.npz",
                    help="scikit-learn's digits, or arrays x_train, y_train, x_test, y_test (default digits)")
     p.add_argument("--train-epochs", type=int, default=0, metavar="N",
@@ -37,11 +36,13 @@ def prune_arguments(p: argparse.ArgumentParser) -> None:
                    help="group sparsity of every pruned layer; default: the network-level search chooses")
     p.add_argument("--method", default="lgd", choices=["lgd", "zerorize"], help="joint pruning run (default lgd)")
     p.add_argument("--no-rpp", dest="rpp", action="store_false", help="deterministic projection (IHT ablation)")
-    p.add_argument("--relax-epochs", type=int, default=0, metavar="N",
-                   help="epochs of relaxed projection in the joint run (default 0: project once)")
+    p.add_argument("--relax-epochs", type=int, default=5, metavar="N",
+                   help="epochs of relaxed projection in the joint run, before --epochs (default 5; 0: project once)")
     p.add_argument("--epochs", type=int, default=10, metavar="N", help="joint fine-tuning epochs (default 10)")
     p.add_argument("--step-epochs", type=int, default=1, metavar="N", help="search: epochs per step (default 1)")
-    p.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
+    p.add_argument("--lr", type=float, default=0.01, help="initial learning rate, cosine-annealed (default 0.01)")
+    p.add_argument("--distill", type=float, default=0.5, metavar="W",
+                   help="weight of distillation from the dense model in [0, 1] (default 0.5; 0: labels only)")
     p.add_argument("--step", type=float, default=0.1, help="search: ratio step (default 0.1)")
     p.add_argument("--max-drop", type=float, default=0.5, help="search: accuracy drop in points (default 0.5)")
     p.add_argument("--max-ratio", type=float, default=0.9, help="search: per-layer ratio limit (default 0.9)")
@@ -76,6 +77,29 @@ def load_data(spec: str, seed: int):
             torch.from_numpy(x_te.astype(np.float32)), torch.from_numpy(y_te.astype(np.int64)))
 
 
+#: flag -> (attribute, lowest, highest, lowest included): the numeric flags' valid ranges.
+RANGES = {
+    "--sparsity": ("sparsity", 0.0, 1.0, True), "--max-ratio": ("max_ratio", 0.0, 1.0, False),
+    "--step": ("step", 0.0, 1.0, False), "--max-drop": ("max_drop", 0.0, 100.0, True),
+    "--distill": ("distill", 0.0, 1.0, True),
+    "--lr": ("lr", 0.0, float("inf"), False), "--epochs": ("epochs", 0, float("inf"), True),
+    "--train-epochs": ("train_epochs", 0, float("inf"), True), "--step-epochs": ("step_epochs", 0, float("inf"), True),
+    "--relax-epochs": ("relax_epochs", 0, float("inf"), True),
+    "--crossbar-threshold": ("crossbar_threshold", 0, float("inf"), True),
+}
+
+
+def check_ranges(args: argparse.Namespace) -> None:
+    """XB003 for a numeric flag outside its range (``--sparsity 1`` would keep nothing, ...)."""
+    for flag, (attr, lo, hi, lo_ok) in RANGES.items():
+        value = getattr(args, attr)
+        if value is None:
+            continue
+        if not (lo <= value if lo_ok else lo < value) or value > hi or (attr == "sparsity" and value >= 1.0):
+            bounds = f"{'[' if lo_ok else '('}{lo}, {hi}{')' if attr == 'sparsity' else ']'}"
+            raise CompileError("XB003", f"bad {flag} {value}: expected a value in {bounds}")
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     import xbcompiler as xb
 
@@ -83,11 +107,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from ..datasets import Split, accuracy, train_classifier
     from .report import write_pareto
 
+    check_ranges(args)
     if args.pipeline not in GRAINS[args.grain]:
         raise CompileError("XB003", f"--grain {args.grain} needs --pipeline {' or '.join(GRAINS[args.grain])}",
                            hint="column and crossbar grains are semi-folded groups; kernel and tile fully-folded")
     model, _ = load_model(args.model)
-    target = xb.load_target(args.target, parse_overrides(args.set) or None)
+    target = xb.load_target(args.target, parse_overrides(args.overrides) or None)
     x_train, y_train, x_test, y_test = load_data(args.data, args.seed)
     train, val = holdout(x_train, y_train, 0.2, args.seed)
     if args.train_epochs:
@@ -97,8 +122,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     dense = xb.compile(model, example, target, args.pipeline)
     settings = PruneSettings(pipeline=args.pipeline, grain=args.grain, sparsity=args.sparsity, method=args.method,
                              rpp=args.rpp, relax_epochs=args.relax_epochs, epochs=args.epochs,
-                             step_epochs=args.step_epochs, lr=args.lr, step=args.step, max_drop=args.max_drop,
-                             max_ratio=args.max_ratio, crossbar_threshold=args.crossbar_threshold,
+                             step_epochs=args.step_epochs, lr=args.lr, distill=args.distill, step=args.step,
+                             max_drop=args.max_drop, max_ratio=args.max_ratio, crossbar_threshold=args.crossbar_threshold,
                              reorder=args.reorder, reorder_solver=args.solver, seed=args.seed,
                              progress=not args.quiet)
     float_accuracy = accuracy_of(model, x_test, y_test)

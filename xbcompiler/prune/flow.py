@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .groups import crossbar_curve
 from .lgd import prune_lgd
@@ -49,8 +50,8 @@ class PruneSettings:
     """Relaxant probabilistic projection; False is the deterministic ablation (IHT)."""
     lambda0: float = 0.5
     """Initial keep-probability scale of RPP."""
-    relax_epochs: int = 0
-    """Epochs of relaxed projection in the joint run (0: project once, then fine-tune)."""
+    relax_epochs: int = 5
+    """Epochs of relaxed projection in the joint run before the ``epochs`` of fine-tuning (0: project once)."""
     epochs: int = 10
     """Epochs of the joint run after the search (fine-tuning with frozen masks)."""
     step_epochs: int = 1
@@ -77,6 +78,10 @@ class PruneSettings:
     """``heuristic`` or ``ortools``."""
     reorder_time_limit_s: float = 5.0
     """Time limit of each reorder solve."""
+    distill: float = 0.5
+    """Weight of knowledge distillation from the dense model in every pruning run (0: plain cross-entropy)."""
+    temperature: float = 4.0
+    """Softmax temperature of the distillation."""
     batch_size: int = 64
     seed: int = 0
     progress: bool = True
@@ -157,13 +162,21 @@ class _Pruner:
         self.curves = {}
         self.runs = 0
         self.history: list[dict] = []
+        self.teacher = copy.deepcopy(model).eval() if s.distill > 0 else None
 
     def evaluate(self) -> float:
         return accuracy_of(self.model, *self.val)
 
     def loader(self) -> list:
+        """One shuffled epoch; with distillation the labels are ``(y, teacher logits)`` pairs."""
         self.runs += 1
-        return epoch_batches(*self.train, self.s.batch_size, self.s.seed * 1009 + self.runs)
+        batches = epoch_batches(*self.train, self.s.batch_size, self.s.seed * 1009 + self.runs)
+        return batches if self.teacher is None else with_teacher(batches, self.teacher)
+
+    def loss(self, logits: torch.Tensor, target) -> torch.Tensor:
+        if self.teacher is None:
+            return F.cross_entropy(logits, target)
+        return distillation_loss(logits, *target, self.s.distill, self.s.temperature)
 
     def curve(self, layer: str):
         if layer not in self.curves:
@@ -193,7 +206,8 @@ class _Pruner:
         sparsity = {self.groups[layer].param: r for layer, r in ratios.items()}
         loader = self.loader()
         s = self.s
-        common = {"lr": s.lr, "evaluate": lambda m: accuracy_of(m, *self.val), "progress": s.progress and title}
+        common = {"lr": s.lr, "evaluate": lambda m: accuracy_of(m, *self.val), "progress": s.progress and title,
+                  "loss_fn": self.loss}
         if s.method == "zerorize":
             result = prune_zerorize(self.model, sets, sparsity, loader, epochs=max(1, epochs + relax_epochs),
                                     ramp_epochs=relax_epochs, **common)
@@ -258,6 +272,21 @@ def prune_classifier(model: torch.nn.Module, target, train: tuple[torch.Tensor, 
     if log is not None:
         log(outcome.table())
     return outcome
+
+
+def with_teacher(batches: list, teacher: torch.nn.Module) -> list:
+    """``(x, (y, teacher(x)))`` for every batch, for :func:`distillation_loss` (teacher in eval mode)."""
+    teacher.eval()
+    with torch.no_grad():
+        return [(x, (y, teacher(x))) for x, y in batches]
+
+
+def distillation_loss(logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor, weight: float,
+                      temperature: float) -> torch.Tensor:
+    """``(1 - weight) * CE(logits, labels) + weight * T^2 * KL(teacher_T || student_T)`` (Hinton et al. 2015)."""
+    soft = F.kl_div(F.log_softmax(logits / temperature, -1), F.log_softmax(teacher / temperature, -1),
+                    log_target=True, reduction="batchmean")
+    return (1.0 - weight) * F.cross_entropy(logits, labels) + weight * temperature ** 2 * soft
 
 
 def holdout(x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int = 0):

@@ -86,6 +86,7 @@ class LGDPruner(MaskedParams):
             with torch.no_grad():
                 for w, d in zip(self.params, dense):
                     w.copy_(d)
+            self._quiet_dead_channels()
 
     def step(self) -> None:
         """Call after each optimizer step: project every ``tau`` iterations, freeze at ``t_relax``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -50,13 +51,19 @@ def run_schedule(model: torch.nn.Module, schedule: Schedule, group_sets: list[Gr
                  epochs: int, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
                  loss_fn: Callable = F.cross_entropy,
                  evaluate: Callable[[torch.nn.Module], float] | None = None,
-                 progress: bool = True, title: str = "prune") -> PruneResult:
+                 progress: bool = True, title: str = "prune", cosine: bool = True,
+                 keep_best: bool = True) -> PruneResult:
     """SGD over ``loader`` (batches ``(x, y)``) for ``epochs`` epochs under ``schedule``; exact masks at
     the end.
 
-    ``evaluate(model)`` (accuracy, any unit) runs once per epoch in eval mode, in sparse space.
+    ``evaluate(model)`` (accuracy, any unit, higher is better) runs once per epoch in eval mode, in sparse
+    space. ``cosine`` anneals the learning rate from ``lr`` to 0 over all iterations. ``keep_best``
+    (with ``evaluate``) restores, at the end, the weights of the best-scoring epoch among those with
+    frozen masks (the masks, so the sparsity, are the same in all of them).
     """
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    annealing = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, epochs * len(loader))) if cosine else None
+    best: tuple[float, dict] | None = None
     history = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[info]}"))
@@ -73,6 +80,8 @@ def run_schedule(model: torch.nn.Module, schedule: Schedule, group_sets: list[Gr
                     loss = loss_fn(model(x), y)
                     loss.backward()
                 optimizer.step()
+                if annealing is not None:
+                    annealing.step()
                 schedule.step()
                 total, batches = total + loss.item(), batches + 1
                 bar.advance(task)
@@ -83,6 +92,11 @@ def run_schedule(model: torch.nn.Module, schedule: Schedule, group_sets: list[Gr
             acc = "" if accuracy is None else f" acc {accuracy:.4g}"
             info = f"ep {epoch} {phase} loss {row['loss']:.4g}{acc} sparsity {row['sparsity']:.3f}"
             bar.update(task, info=info)
+            if keep_best and accuracy is not None and schedule.frozen and phase == "finetune" and (
+                    best is None or accuracy >= best[0]):
+                best = (accuracy, copy.deepcopy(model.state_dict()))
+    if best is not None and epochs and history[-1]["accuracy"] < best[0]:
+        model.load_state_dict(best[1])
     schedule.finish()
     keep = schedule.keep()
     masks = {gs.param: gs.mask(keep[gs.param]) for gs in group_sets}
@@ -117,6 +131,18 @@ class MaskedParams:
     def _set_keep(self, keep: list[torch.Tensor]) -> None:
         self._keep = keep
         self._masks = [gs.mask(k).to(w) for gs, w, k in zip(self.group_sets, self.params, keep)]
+
+    def _quiet_dead_channels(self) -> None:
+        """Zero the gradient of every output channel whose weights are all masked.
+
+        Such a channel computes a constant, so a BatchNorm after it sees zero variance and scales the
+        channel's gradient by ``1 / sqrt(eps)``: the straight-through update would throw its masked
+        weights far off in one step (measured: group norms 20x the kept ones after one epoch).
+        """
+        with torch.no_grad():
+            for w, m in zip(self.params, self._masks):
+                if w.grad is not None:
+                    w.grad[m.reshape(len(m), -1).sum(1) == 0] = 0
 
     def _apply_masks(self) -> None:
         with torch.no_grad():

@@ -10,7 +10,7 @@ the fine-tuning epochs. Unlike LGD/RPP there is no probabilistic keep, and zeroe
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from contextlib import nullcontext
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -45,9 +45,11 @@ class ZerorizeRecover(MaskedParams):
         elif epoch % self.every == 0:
             self._zerorize(epoch)
 
+    @contextmanager
     def sparse(self):
-        """Nothing to swap: zeroed groups are really zero."""
-        return nullcontext()
+        """Nothing to swap (zeroed groups are really zero); the gradients of dead channels are dropped."""
+        yield
+        self._quiet_dead_channels()
 
     def step(self) -> None:
         if self.frozen:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-import torch.fx as fx
+from torch import fx
 
 #: Values sampled per tensor and batch for a percentile below 100.
 SAMPLE = 1 << 20

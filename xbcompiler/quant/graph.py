@@ -14,7 +14,7 @@ import numbers
 from dataclasses import dataclass
 
 import torch
-import torch.fx as fx
+from torch import fx
 
 from ..frontend import ops
 from .ops import requantize

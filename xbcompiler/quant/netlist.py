@@ -234,6 +234,8 @@ def _calibrate_compensation(netlist: Netlist, batches: list[tuple]) -> None:
     arrays = netlist.arrays
     lossy = {layer["name"]: layer for layer in netlist.doc["layers"]
              if "quant" in layer and (arrays[layer["arrays"]["adc_step"]["key"]] > 0).any()}
+    if not lossy:
+        return
     sums: dict[str, list] = {}
     for found in _kernels_and_inputs(netlist, batches):
         for name in lossy:

@@ -175,3 +175,17 @@ def block_mvm(xq: torch.Tensor, wq: torch.Tensor, enc: Encoding, *, flips: torch
     y = (cycle_w * plane_w[None, :, None, None] * values).sum((0, 1))
     x_sum = (xq + enc.input_offset) @ occ
     return y - enc.weight_offset * x_sum - enc.input_offset * (wq * occ).sum(0)
+
+
+def shift_add_folded(values: list[int], amounts: list[int], constant: int, n: int) -> int:
+    """The output shift ``n`` folded into the shift-and-add (docs/quantization.md).
+
+    Reads with shift amount ``a >= n`` are shifted by ``a - n`` straight into the result; the others
+    and the constant go into a low accumulator shifted right by ``n`` once. Equal to
+    ``floor((sum 2**a * v + constant) / 2**n)`` because ``floor((A * 2**n + B) / 2**n) = A + floor(B / 2**n)``.
+    """
+    if n <= 0:
+        return sum(v << (a - n) for v, a in zip(values, amounts)) + (constant << -n)
+    high = sum(v << (a - n) for v, a in zip(values, amounts) if a >= n)
+    low = sum(v << a for v, a in zip(values, amounts) if a < n) + constant
+    return high + (low >> n)
