@@ -12,8 +12,8 @@ plane), every read through the ADC. The default ``fast`` path (:mod:`.integer_fa
 to it by the tests; its only shortcut here is that columns whose every read fits the ADC without
 loss (step 0 and a worst-case sum at most the ADC's top code, both from the netlist) need no ADC: all
 their reads add up to the exact product, so all lossless columns of a layer run as one convolution
-of ``Xq`` with ``Wq``. Integers are held in float32 wherever every sum provably stays below 2**24,
-else in float64.
+of ``Xq`` with ``Wq`` (:mod:`.integer_exact`: float32, radix-256 digits in float32, or float64).
+Integers are held in float32 wherever every sum provably stays below 2**24, else in float64.
 """
 
 from __future__ import annotations
@@ -30,10 +30,8 @@ from ..quant.netlist import row_ranges
 from ..quant.scheme import int_range
 from ..quant.slicing import Encoding, weight_levels
 from .ideal import RowBlock, read_row_blocks
+from .integer_exact import EXACT32, ExactProduct
 from .runtime import register_kernel
-
-#: Integers up to this are exact in float32.
-EXACT32 = 1 << 24
 
 
 def layer_encoding(layer: dict) -> Encoding:
@@ -111,7 +109,10 @@ class IntegerLayer:
             exact[b.group][b.rows] += np.where(np.isin(np.arange(self.n_g), cols), 0, b.weight.astype(np.int64))
             if len(cols):
                 self.blocks.append(self._block(b, levels, cols, steps[i], bits[i], flip))
-        self.exact = self._exact_conv(exact) if exact.any() else None
+        self.exact = None
+        if exact.any():
+            w, colsum = self._exact_conv(exact)
+            self.exact = ExactProduct.build(w, self.groups, max(abs(lo), hi), device), colsum
         self.acc_dtype = exact_dtype(self._bound())
         if path == "fast":
             from .integer_fast import group_blocks
@@ -164,14 +165,12 @@ class IntegerLayer:
                      torch.from_numpy((np.left_shift(1, bits[cols].astype(np.int64)) - 1).astype(np.float64)).to(dev),
                      coef.to(dev), (sum_coef - enc.weight_offset).to(dev), int(stored.sum(1).max(initial=0)) * enc.max_digit)
 
-    def _exact_conv(self, exact: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.dtype]:
-        """The lossless columns as one (grouped) conv: weight, ``input_offset * column sums``, exact dtype."""
+    def _exact_conv(self, exact: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        """The lossless columns as one (grouped) conv: integer weight, ``input_offset * column sums``."""
         kh, kw = self.kernel
         w = exact.reshape(self.groups, self.c_g, kh, kw, self.n_g).transpose(0, 4, 1, 2, 3)
-        w = w.reshape(self.n_out, self.c_g, kh, kw)
-        dtype = exact_dtype(int(np.abs(w).reshape(self.n_out, -1).sum(1).max()) * self.driven_max)
         colsum = torch.from_numpy((exact.sum(1).reshape(-1) * self.enc.input_offset).astype(np.float64))
-        return torch.from_numpy(w.astype(np.float64)).to(self.device, dtype), colsum.to(self.device).view(1, -1, 1, 1), dtype
+        return w.reshape(self.n_out, self.c_g, kh, kw), colsum.to(self.device).view(1, -1, 1, 1)
 
     def _bound(self) -> float:
         """A bound on every partial sum of the layer's accumulator (for choosing its dtype).
@@ -228,8 +227,8 @@ class IntegerLayer:
         """
         acc = None
         if self.exact is not None:
-            w, colsum, dtype = self.exact
-            acc = self.conv(xq.to(dtype), w, self.groups).to(self.acc_dtype)
+            product, colsum = self.exact
+            acc = product(xq, self.conv).to(self.acc_dtype)
             if self.enc.input_offset:
                 acc += colsum.to(self.acc_dtype)
         if self.blocks:
@@ -245,8 +244,8 @@ class IntegerLayer:
         full = np.zeros((self.groups, self.c_g * self.kernel[0] * self.kernel[1], self.n_g), dtype=np.int64)
         for b in self.row_blocks:
             full[b.group][b.rows] += b.weight.astype(np.int64)
-        w, colsum, _ = self._exact_conv(full)
-        return self.conv(xq.double(), w.double(), self.groups) + colsum
+        w, colsum = self._exact_conv(full)
+        return self.conv(xq.double(), torch.from_numpy(w.astype(np.float64)).to(self.device), self.groups) + colsum
 
     def integer(self, xq: torch.Tensor) -> torch.Tensor:
         """Output integers of input integers ``xq`` (4-D, as :meth:`as4d` shapes them)."""
