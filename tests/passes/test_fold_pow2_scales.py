@@ -7,9 +7,7 @@ batches in the context; golden dump of a small residual net (graph plus each lay
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -26,6 +24,7 @@ if str(ROOT) not in sys.path:
 import xbcompiler as xb
 from passes.fold_pow2_scales import FoldPow2ScalesPass
 from tests.models import MODELS
+from tests.passes.harness import check_golden
 from xbcompiler.diagnostics import CompileError, XBWarning
 from xbcompiler.frontend.trace import trace
 from xbcompiler.ir.printer import print_ir
@@ -36,8 +35,6 @@ from xbcompiler.quant.layer import QuantIm2colLayer
 from xbcompiler.quant.ops import requantize
 from xbcompiler.target import load_target
 
-GOLDEN = Path(__file__).parent / "golden"
-UPDATE_GOLDEN = os.environ.get("XB_UPDATE_GOLDEN") == "1"
 BITS8 = {"precision.weight_bits": 8, "precision.input_bits": 8}
 
 
@@ -211,13 +208,4 @@ def golden_text() -> str:
 
 
 def test_golden():
-    path = GOLDEN / "residual-fold-pow2-scales.txt"
-    text = golden_text()
-    if UPDATE_GOLDEN:
-        path.write_text(text, encoding="utf-8")
-        return
-    assert path.exists(), f"{path} is missing; create it with XB_UPDATE_GOLDEN=1"
-    expected = path.read_text(encoding="utf-8")
-    if text != expected:
-        diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True), str(path), "now", n=2))
-        pytest.fail(f"{path.name} differs from the golden dump (XB_UPDATE_GOLDEN=1 regenerates it):\n{diff}")
+    check_golden("residual-fold-pow2-scales", golden_text())
