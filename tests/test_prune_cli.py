@@ -57,3 +57,17 @@ def test_xbc_prune_refuses_values_out_of_range(tmp_path, capsys, flag, value):
     err = capsys.readouterr().err
     assert status == 2 and "XB003" in err and flag in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_study_example_runs_with_a_tiny_budget(tmp_path):
+    out = tmp_path / "study"
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "prune_study.py"), "--out", str(out), "--models",
+                           "vgg", "--seeds", "0", "--sparsities", "0.8", "--epochs", "1", "--finetune-epochs", "1",
+                           "--time-limit", "1"], capture_output=True, text=True, timeout=600, check=False, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((out / "study.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["crossbar", "column", "column+reorder"]
+    assert len({r["crossbars"] for r in rows}) == 1 and rows[0]["crossbars"] < rows[0]["dense"]
+    assert all(r["netlist_crossbars"] == r["crossbars"] for r in rows)  # the pruned netlists' own count
+    assert rows[0]["kept_importance"] <= rows[1]["kept_importance"]  # column keeps at least crossbar's energy
+    assert (out / "study.md").is_file() and (out / "pareto.png").is_file()
