@@ -71,3 +71,18 @@ def test_study_example_runs_with_a_tiny_budget(tmp_path):
     assert all(r["netlist_crossbars"] == r["crossbars"] for r in rows)  # the pruned netlists' own count
     assert rows[0]["kept_importance"] <= rows[1]["kept_importance"]  # column keeps at least crossbar's energy
     assert (out / "study.md").is_file() and (out / "pareto.png").is_file()
+
+
+def test_xbc_prune_refuses_unreadable_or_inconsistent_data(tmp_path, capsys):
+    import numpy as np
+
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_text("not an archive")
+    ragged = tmp_path / "ragged.npz"
+    np.savez(ragged, x_train=np.zeros((10, 1, 8, 8)), y_train=np.arange(9), x_test=np.zeros((4, 1, 8, 8)),
+             y_test=np.zeros(4, dtype=np.int64))
+    for data in (garbage, ragged):
+        out = tmp_path / f"out-{data.stem}"
+        status = main(["prune", f"{MODELS}:digits_cnn", *T64, "--data", str(data), "-o", str(out), "--quiet"])
+        err = capsys.readouterr().err
+        assert status == 2 and "XB003" in err and data.name in err and not out.exists()

@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import zipfile
 from pathlib import Path
 
 from ..diagnostics import CompileError
@@ -68,11 +69,18 @@ def load_data(spec: str, seed: int):
     path = Path(spec)
     if not path.is_file():
         raise CompileError("XB001", f"data file {path} not found", hint="use --data digits or an .npz file")
-    with np.load(path, allow_pickle=False) as npz:
-        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in npz.files]
-        if missing:
-            raise CompileError("XB003", f"{path} lacks arrays {missing}")
-        x_tr, y_tr, x_te, y_te = (npz[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in npz.files]
+            if missing:
+                raise CompileError("XB003", f"{path} lacks arrays {missing}")
+            x_tr, y_tr, x_te, y_te = (npz[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise CompileError("XB003", f"cannot read {path} as an .npz of arrays: {exc}") from None
+    for x, y, split in ((x_tr, y_tr, "train"), (x_te, y_te, "test")):
+        if len(x) != len(y) or not len(x) or y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise CompileError("XB003", f"{path}: x_{split} and y_{split} must be as many samples (at least one) "
+                                        f"and y_{split} one integer label each (got {x.shape}, {y.shape} {y.dtype})")
     return (torch.from_numpy(x_tr.astype(np.float32)), torch.from_numpy(y_tr.astype(np.int64)),
             torch.from_numpy(x_te.astype(np.float32)), torch.from_numpy(y_te.astype(np.int64)))
 
