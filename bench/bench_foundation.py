@@ -10,7 +10,7 @@ import argparse
 import time
 
 import torch
-from common import paired_ratio, report
+from common import emulator_over_torch, report
 
 import xbcompiler as xb
 from tests.models import IMAGENET_MODELS, MODELS
@@ -36,18 +36,7 @@ def bench_emulator(device: str, repeat: int) -> None:
     compiled = xb.compile(model.cpu(), (x[:1].cpu(),), "isaac-like", pipeline="fully-folded")
     model.to(device)
     emulator = emulator_for(compiled.netlist, "ideal", torch.device(device))
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-    def run_emulator():
-        emulator(x)
-        sync()
-
-    def run_torch():
-        with torch.no_grad():
-            model(x)
-        sync()
-
-    ratio, t_emu, t_torch = paired_ratio(run_emulator, run_torch, repeat)
+    ratio, t_emu, t_torch = emulator_over_torch(emulator, model, x, device, repeat)
     report(f"emulator_ideal_over_torch_resnet20_b64_{device}", ratio=ratio, goal=2.0, emulator_s=t_emu,
            torch_s=t_torch, threads=torch.get_num_threads())
 

@@ -14,7 +14,7 @@ import argparse
 import warnings
 
 import torch
-from common import paired_ratio, report
+from common import emulator_over_torch, report
 
 import xbcompiler as xb
 from tests.models import MODELS
@@ -39,18 +39,7 @@ def bench(case: str, device: str, repeat: int, pipeline: str) -> None:
         compiled = xb.compile(model, (x[:1],), "isaac-like", pipeline, overrides=overrides, calibration=calibration)
     model, x = model.to(device), x.to(device)
     emulator = emulator_for(compiled.netlist, "integer", torch.device(device))
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-    def run_emulator():
-        emulator(x)
-        sync()
-
-    def run_torch():
-        with torch.no_grad():
-            model(x)
-        sync()
-
-    ratio, t_emu, t_torch = paired_ratio(run_emulator, run_torch, repeat)
+    ratio, t_emu, t_torch = emulator_over_torch(emulator, model, x, device, repeat)
     lossy = sum(int((compiled.netlist.arrays[layer["arrays"]["adc_step"]["key"]] > 0).any())
                 for layer in compiled.netlist.layers)
     report(f"integer_over_torch_resnet20_b64_{case}_{device}", ratio=ratio, goal=goal, emulator_s=t_emu,

@@ -41,6 +41,24 @@ def paired_ratio(fn_a, fn_b, repeat: int = 9) -> tuple[float, float, float]:
     return statistics.median(ratios), statistics.median(ta), statistics.median(tb)
 
 
+def emulator_over_torch(emulator, model, x, device: str, repeat: int) -> tuple[float, float, float]:
+    """:func:`paired_ratio` of ``emulator(x)`` against ``model(x)`` (no grad), synchronising CUDA."""
+    import torch
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def run_emulator():
+        emulator(x)
+        sync()
+
+    def run_torch():
+        with torch.no_grad():
+            model(x)
+        sync()
+
+    return paired_ratio(run_emulator, run_torch, repeat)
+
+
 def report(name: str, **values) -> None:
     """Print one benchmark result as a readable line and a JSON line."""
     text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())

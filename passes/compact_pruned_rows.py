@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from xbcompiler.ir.program import XbarProgram
 from xbcompiler.pipeline import Pass, PassContext
-from xbcompiler.prune.layout import compact
+from xbcompiler.prune.layout import compact, relayout
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,4 @@ class CompactPrunedRowsPass(Pass):
     invalidates: ClassVar[frozenset[str]] = frozenset({"placed"})
 
     def run(self, program: XbarProgram, ctx: PassContext) -> XbarProgram:
-        before = len(program.crossbars)
-        program, layers = compact(program, ctx.target)
-        ctx.report[self.name] = {"crossbars_before": before, "crossbars": len(program.crossbars), "layers": layers}
-        return program
+        return relayout(self.name, compact, program, ctx)

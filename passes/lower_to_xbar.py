@@ -17,12 +17,6 @@ from xbcompiler.ir.values import encode
 from xbcompiler.pipeline import Pass, PassContext
 
 
-def _host_target(node: fx.Node) -> str | None:
-    if node.op == "call_method":
-        return ops.method_name(node.target)
-    return ops.host_name(node.target)
-
-
 @dataclass(frozen=True)
 class LowerToXbarPass(Pass):
     """Every :class:`Im2colLayer` becomes a crossbar layer, every other op a host op, every attribute a constant."""
@@ -54,7 +48,7 @@ class LowerToXbarPass(Pass):
                 matrices[layer.matrix.name] = layer.matrix
                 nodes.append(ProgramNode(node.name, "xbar", layer.matrix.name, tuple(args[:1])))
             elif node.op in ("call_function", "call_method"):
-                target = _host_target(node)
+                target = ops.node_name(node)
                 if target is None:
                     raise _unsupported(node, f"operator {node.target} is not supported")
                 nodes.append(ProgramNode(node.name, "host", target, tuple(args), kwargs))

@@ -37,7 +37,7 @@ def coverage(gm: fx.GraphModule) -> list[CoverageRow]:
         elif _folds(gm, node):
             rows.append(CoverageRow(node.name, "batch_norm", "folded", "folded into the preceding crossbar layer"))
         else:
-            name = ops.method_name(node.target) if node.op == "call_method" else ops.host_name(node.target)
+            name = ops.node_name(node)
             category = ops.HOST_OPS[name].category if name in ops.HOST_OPS else "?"
             rows.append(CoverageRow(node.name, name or str(node.target), "host", f"allow-listed {category} op"))
     for name, target, reason in gm.meta.get("xb.removed", []):

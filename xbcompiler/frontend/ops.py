@@ -94,6 +94,15 @@ def method_name(method: str) -> str | None:
     return name if name in HOST_OPS else None
 
 
+def node_name(node) -> str | None:
+    """Qualified allow-list name of an fx ``call_method`` / ``call_function`` node, or None."""
+    if node.op == "call_method":
+        return method_name(node.target)
+    if node.op == "call_function":
+        return host_name(node.target)
+    return None
+
+
 def _bn(mod: nn.BatchNorm1d, p: str):
     return F.batch_norm, ("x", f"{p}.running_mean", f"{p}.running_var", f"{p}.weight" if mod.affine else None,
                           f"{p}.bias" if mod.affine else None, False, 0.0, mod.eps), {}

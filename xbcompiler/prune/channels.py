@@ -139,14 +139,6 @@ class ChannelSpaces:
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
-def _name(node: fx.Node) -> str | None:
-    if node.op == "call_method":
-        return ops.method_name(node.target)
-    if node.op == "call_function":
-        return ops.host_name(node.target)
-    return None
-
-
 def _shape(node) -> tuple[int, ...] | None:
     meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
     return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
@@ -182,7 +174,7 @@ def channel_spaces(gm: fx.GraphModule) -> ChannelSpaces:
         elif node.op == "call_module":
             _module(gm, node, seg, cs, fresh)
         else:
-            _function(node, _name(node), ins, seg, cs, fresh, users_of_attr)
+            _function(node, ops.node_name(node), ins, seg, cs, fresh, users_of_attr)
     return cs
 
 

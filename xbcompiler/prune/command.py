@@ -85,26 +85,28 @@ def load_data(spec: str, seed: int):
             torch.from_numpy(x_te.astype(np.float32)), torch.from_numpy(y_te.astype(np.int64)))
 
 
-#: flag -> (attribute, lowest, highest, lowest included): the numeric flags' valid ranges.
+INF = float("inf")
+#: flag -> (attribute, lowest, highest, lowest allowed, highest allowed): the numeric flags' ranges.
 RANGES = {
-    "--sparsity": ("sparsity", 0.0, 1.0, True), "--max-ratio": ("max_ratio", 0.0, 1.0, False),
-    "--step": ("step", 0.0, 1.0, False), "--max-drop": ("max_drop", 0.0, 100.0, True),
-    "--distill": ("distill", 0.0, 1.0, True),
-    "--lr": ("lr", 0.0, float("inf"), False), "--epochs": ("epochs", 0, float("inf"), True),
-    "--train-epochs": ("train_epochs", 0, float("inf"), True), "--step-epochs": ("step_epochs", 0, float("inf"), True),
-    "--relax-epochs": ("relax_epochs", 0, float("inf"), True),
-    "--crossbar-threshold": ("crossbar_threshold", 0, float("inf"), True),
+    "--sparsity": ("sparsity", 0.0, 1.0, True, False), "--max-ratio": ("max_ratio", 0.0, 1.0, False, True),
+    "--step": ("step", 0.0, 1.0, False, True), "--max-drop": ("max_drop", 0.0, 100.0, True, True),
+    "--distill": ("distill", 0.0, 1.0, True, True), "--lr": ("lr", 0.0, INF, False, False),
+    "--epochs": ("epochs", 0, INF, True, False), "--train-epochs": ("train_epochs", 0, INF, True, False),
+    "--step-epochs": ("step_epochs", 0, INF, True, False), "--relax-epochs": ("relax_epochs", 0, INF, True, False),
+    "--crossbar-threshold": ("crossbar_threshold", 0, INF, True, False),
 }
 
 
 def check_ranges(args: argparse.Namespace) -> None:
     """XB003 for a numeric flag outside its range (``--sparsity 1`` would keep nothing, ...)."""
-    for flag, (attr, lo, hi, lo_ok) in RANGES.items():
+    for flag, (attr, lo, hi, lo_ok, hi_ok) in RANGES.items():
         value = getattr(args, attr)
         if value is None:
             continue
-        if not (lo <= value if lo_ok else lo < value) or value > hi or (attr == "sparsity" and value >= 1.0):
-            bounds = f"{'[' if lo_ok else '('}{lo}, {hi}{')' if attr == 'sparsity' else ']'}"
+        above = lo <= value if lo_ok else lo < value
+        below = value <= hi if hi_ok else value < hi
+        if not (above and below):
+            bounds = f"{'[' if lo_ok else '('}{lo}, {hi}{']' if hi_ok else ')'}"
             raise CompileError("XB003", f"bad {flag} {value}: expected a value in {bounds}")
 
 

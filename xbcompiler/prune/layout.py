@@ -202,3 +202,11 @@ def _rewrite(program: XbarProgram, target, eligible, rewrite_layer) -> tuple[Xba
     program = program.replace(crossbars=tuple(crossbars), blocks=tuple(blocks), slices=tuple(slices), plans=plans,
                               placed=False)
     return program, report
+
+
+def relayout(pass_name: str, pack, program: XbarProgram, ctx) -> XbarProgram:
+    """Run ``pack(program, target) -> (program, layer report)`` for a pass; report crossbars before/after."""
+    before = len(program.crossbars)
+    program, layers = pack(program, ctx.target)
+    ctx.report[pass_name] = {"crossbars_before": before, "crossbars": len(program.crossbars), "layers": layers}
+    return program

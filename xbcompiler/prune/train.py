@@ -92,10 +92,9 @@ def run_schedule(model: torch.nn.Module, schedule: Schedule, group_sets: list[Gr
             acc = "" if accuracy is None else f" acc {accuracy:.4g}"
             info = f"ep {epoch} {phase} loss {row['loss']:.4g}{acc} sparsity {row['sparsity']:.3f}"
             bar.update(task, info=info)
-            if keep_best and accuracy is not None and schedule.frozen and phase == "finetune" and (
-                    best is None or accuracy >= best[0]):
+            if keep_best and phase == "finetune" and accuracy is not None and (best is None or accuracy >= best[0]):
                 best = (accuracy, copy.deepcopy(model.state_dict()))
-    if best is not None and epochs and history[-1]["accuracy"] < best[0]:
+    if best is not None and history[-1]["accuracy"] < best[0]:
         model.load_state_dict(best[1])
     schedule.finish()
     keep = schedule.keep()

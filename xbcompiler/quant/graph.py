@@ -70,14 +70,6 @@ FLOAT_REASONS = {
 }
 
 
-def _name(node: fx.Node) -> str | None:
-    if node.op == "call_method":
-        return ops.method_name(node.target)
-    if node.op == "call_function":
-        return ops.host_name(node.target)
-    return None
-
-
 def _log2_exact(value) -> int | None:
     """``log2(value)`` when ``value`` is a positive power of two, else None."""
     if not isinstance(value, numbers.Real) or isinstance(value, bool) or value <= 0:
@@ -112,7 +104,7 @@ def propagate(gm: fx.GraphModule, layer_types: dict[str, QType], insert: bool = 
         if node.name in layer_types:
             types[node.name] = layer_types[node.name]
             continue
-        name = _name(node)
+        name = ops.node_name(node)
         if name is None or name in SHAPE_ONLY:
             continue
         q = _rule(gm, node, name, types, result, insert)
