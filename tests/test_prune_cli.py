@@ -86,3 +86,17 @@ def test_xbc_prune_refuses_unreadable_or_inconsistent_data(tmp_path, capsys):
         status = main(["prune", f"{MODELS}:digits_cnn", *T64, "--data", str(data), "-o", str(out), "--quiet"])
         err = capsys.readouterr().err
         assert status == 2 and "XB003" in err and data.name in err and not out.exists()
+
+
+@pytest.mark.parametrize("model", ["vgg", "resnet"])
+def test_example_meets_the_pruning_goal(tmp_path, model):
+    """The full experiment (seed 0, default budget): >= 60 % fewer compute crossbars, <= 1 point lost."""
+    out = tmp_path / model
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "prune_digits.py"), "--out", str(out), "--model",
+                           model, "--quiet"], capture_output=True, text=True, timeout=900, check=False, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["pruned_crossbars"] == xb.load_netlist(out).summary["crossbars"]
+    assert result["pruned_crossbars"] <= 0.4 * result["dense_crossbars"]
+    assert result["float_accuracy"] - result["pruned_accuracy"] <= 1.0
+    assert result["verify_ideal_ok"] and result["verify_integer_ok"] and result["integer_mismatches"] == 0
