@@ -100,3 +100,11 @@ def test_example_meets_the_pruning_goal(tmp_path, model):
     assert result["pruned_crossbars"] <= 0.4 * result["dense_crossbars"]
     assert result["float_accuracy"] - result["pruned_accuracy"] <= 1.0
     assert result["verify_ideal_ok"] and result["verify_integer_ok"] and result["integer_mismatches"] == 0
+
+
+def test_xbc_prune_without_matplotlib_stops_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    out = tmp_path / "x"
+    status = main(["prune", f"{MODELS}:digits_cnn", *T64, "--train-epochs", "50", "-o", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 2 and "XB005" in err and "xbcompiler[plot]" in err and not out.exists()

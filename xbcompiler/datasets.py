@@ -30,7 +30,7 @@ def digits(seed: int = 0, test_fraction: float = 0.25) -> Split:
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
     except ImportError:
-        raise CompileError("XB002", "the digits data set needs scikit-learn", hint="pip install 'xbcompiler[data]'") from None
+        raise CompileError("XB005", "the digits data set needs scikit-learn", hint="pip install 'xbcompiler[data]'") from None
     data = load_digits()
     x = (data.images / 16.0).astype(np.float32)[:, None]
     xtr, xte, ytr, yte = train_test_split(x, data.target, test_size=test_fraction, random_state=seed,

@@ -22,6 +22,7 @@ CODES: dict[str, str] = {
     "XB002": "model file or factory failed",
     "XB003": "bad command-line value",
     "XB004": "output directory cannot be written",
+    "XB005": "optional dependency not installed",
     "XB101": "model cannot be traced",
     "XB102": "data-dependent control flow",
     "XB103": "operator not supported",

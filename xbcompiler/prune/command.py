@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 
 from ..diagnostics import CompileError
+from ..report.plots import pyplot
 from .flow import PRUNED_PIPELINES, PruneSettings, accuracy_of, holdout, prune_classifier
 from .plan_groups import GRAINS
 
@@ -118,6 +119,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from .report import write_pareto
 
     check_ranges(args)
+    pyplot()  # before any training: the run ends with pareto.png
     if args.pipeline not in GRAINS[args.grain]:
         raise CompileError("XB003", f"--grain {args.grain} needs --pipeline {' or '.join(GRAINS[args.grain])}",
                            hint="column and crossbar grains are semi-folded groups; kernel and tile fully-folded")

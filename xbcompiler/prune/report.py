@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..report.plots import pyplot
+
 
 def crossbar_table(columns: dict[str, dict[str, int]], dense: dict[str, int], accuracy: dict[str, float] | None = None,
                    ) -> str:
@@ -35,10 +37,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 def write_pareto(path: str | Path, series: dict[str, list[tuple[float, float]]], *, title: str = "",
                  dense: tuple[float, float] | None = None) -> Path:
     """PNG of accuracy (percent) against compute crossbars, one marker set per series, each with its front."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for (label, points), marker in zip(series.items(), "osd^vx+*"):

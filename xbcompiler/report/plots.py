@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..diagnostics import CompileError
+
 
 def occupancy(crossbar: dict, layer: dict) -> float:
     """Fraction of a crossbar's logical cells that hold a weight."""
@@ -32,12 +34,21 @@ def occupancy_grid(doc: dict) -> np.ndarray:
     return grid
 
 
-def write_plots(netlist, directory: str | Path) -> list[Path]:
-    """``occupancy.png`` (heatmap: tile x slot) and ``layers.png`` (crossbars and phases per layer)."""
-    import matplotlib
-
+def pyplot():
+    """``matplotlib.pyplot`` on the file-only Agg backend; XB005 when matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise CompileError("XB005", "plots need matplotlib", hint="pip install 'xbcompiler[plot]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_plots(netlist, directory: str | Path) -> list[Path]:
+    """``occupancy.png`` (heatmap: tile x slot) and ``layers.png`` (crossbars and phases per layer)."""
+    plt = pyplot()
 
     out = Path(directory)
     doc = netlist.doc
