@@ -40,7 +40,7 @@ def bench(case: str, device: str, repeat: int, pipeline: str) -> None:
     model, x = model.to(device), x.to(device)
     emulator = emulator_for(compiled.netlist, "integer", torch.device(device))
     ratio, t_emu, t_torch = emulator_over_torch(emulator, model, x, device, repeat)
-    lossy = sum(int((compiled.netlist.arrays[layer["arrays"]["adc_step"]["key"]] > 0).any())
+    lossy = sum(int((compiled.netlist.array(layer, "adc_step") > 0).any())
                 for layer in compiled.netlist.layers)
     report(f"integer_over_torch_resnet20_b64_{case}_{device}", ratio=ratio, goal=goal, emulator_s=t_emu,
            torch_s=t_torch, lossy_layers=lossy, layers=len(compiled.netlist.layers), pipeline=pipeline,

@@ -64,3 +64,29 @@ def report(name: str, **values) -> None:
     text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
     print(f"{name}: {text}")
     print(json.dumps({"bench": name, **values}))
+
+
+def paired_rounds(fns: dict, repeat: int = 9, sync=None) -> dict[str, list[float]]:
+    """Wall times of every function in ``fns`` (name -> callable), by name, over ``repeat`` rounds.
+
+    One warm-up round first; each round then runs every function once in turn, so machine drift hits
+    them all alike. ``sync`` (e.g. ``torch.cuda.synchronize``) runs after each call, inside its time.
+    Compare two of them with :func:`round_ratio`.
+    """
+    sync = sync or (lambda: None)
+    for fn in fns.values():
+        fn()
+        sync()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def round_ratio(times: dict[str, list[float]], a: str, b: str) -> float:
+    """Median over the rounds of :func:`paired_rounds` of ``a``'s time / ``b``'s time in the same round."""
+    return statistics.median(ta / tb for ta, tb in zip(times[a], times[b]))

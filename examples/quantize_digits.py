@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
             warnings.simplefilter("ignore", xb.XBWarning)
             compiled = xb.compile(model, (x_test[:1],), TARGET, overrides=overrides, calibration=calibration)
         acc = accuracy(xb.emulate(compiled.netlist, x_test, mode="integer"), y_test)
-        lossy = sum(int((compiled.netlist.arrays[layer["arrays"]["adc_step"]["key"]] > 0).any())
+        lossy = sum(int((compiled.netlist.array(layer, "adc_step") > 0).any())
                     for layer in compiled.netlist.layers)
         rows.append({"config": name, "accuracy": round(acc, 2), "drop_pp": round(float_acc - acc, 2),
                      "lossy_layers": lossy, "crossbars": compiled.summary["crossbars"]})

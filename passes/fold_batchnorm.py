@@ -8,6 +8,7 @@ from typing import ClassVar
 import torch
 from torch import fx, nn
 
+from xbcompiler.ir import annotations as ann
 from xbcompiler.ir.patterns import BatchNormMatch, match_foldable_batchnorm
 from xbcompiler.pipeline import Pass, PassContext
 
@@ -63,6 +64,7 @@ class FoldBatchNormPass(Pass):
             if mod.bias is None:
                 mod.bias = nn.Parameter(torch.zeros(mod.weight.shape[0], dtype=mod.weight.dtype))
             mod.bias.copy_(new_bias.to(mod.bias.dtype))
-        m.layer.meta["xb.reference"] = bn.meta.get("xb.reference", bn.name)
+        earlier = ann.get(bn, ann.Reference, None)  # a BatchNorm that stands for another node passes it on
+        ann.set(m.layer, ann.Reference(earlier.node if earlier is not None else bn.name))
         bn.replace_all_uses_with(m.layer)
         gm.graph.erase_node(bn)

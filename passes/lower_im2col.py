@@ -11,6 +11,7 @@ from torch import fx
 
 from xbcompiler.diagnostics import CompileError, Location, source_of
 from xbcompiler.frontend.trace import is_crossbar_module
+from xbcompiler.ir import annotations as ann
 from xbcompiler.ir.matrix import Im2colLayer, LogicalMatrix, geometry_of, im2col_weight
 from xbcompiler.pipeline import Pass, PassContext
 
@@ -52,11 +53,13 @@ class LowerIm2colPass(Pass):
         in_shape = tuple(node.args[0].meta["tensor_meta"].shape[1:])
         out_shape = tuple(node.meta["tensor_meta"].shape[1:])
         bias = None if mod.bias is None else mod.bias.detach().to(torch.float32).cpu().numpy().copy()
-        kind = node.meta.get("xb.kind") or geo.kind
-        return LogicalMatrix(name=node.name, source=str(node.meta.get("xb.source", node.target)), kind=kind,
+        kind = ann.get(node, ann.LayerKind, None)
+        reference = ann.get(node, ann.Reference, None)
+        return LogicalMatrix(name=node.name, source=ann.get(node, ann.Source).module,
+                             kind=kind.kind if kind is not None else geo.kind,
                              geometry=geo, weight=np.ascontiguousarray(im2col_weight(mod, geo)), bias=bias,
                              input_shape=in_shape, output_shape=out_shape,
-                             reference=node.meta.get("xb.reference", node.name))
+                             reference=reference.node if reference is not None else node.name)
 
     @staticmethod
     def _check_shape(m: LogicalMatrix) -> tuple[int, ...]:

@@ -39,38 +39,42 @@ def replay_schedule(netlist, name: str, x: torch.Tensor) -> np.ndarray:
 
     Phase ``y`` (or a row copy's ``out_row``) drives the row ``((c - c_lo) * n_dy + dy - dy_lo) * w_i
     + x_in`` of a block with ``X[c, y * s_h - p_h + dy * d_h, in_cols[0] + x_in]`` (zero outside the
-    map); column ``(o - o_lo) * w_o + x_out`` adds into output pixel ``(o, y, pixels[0] + x_out)``.
-    Conv layers only; ``x`` is ``[C, H, W]`` (``[C, W]`` for Conv1d).
+    map); column ``(o - o_lo) * w_o + x_out`` adds into output pixel ``(o, y, pixels[0] + x_out)``, with
+    ``in_cols[0] = slice * w_o * s_w - p_w`` and ``pixels = [slice * w_o, min(W_out, slice * w_o + w_o))``
+    (``w_o``, ``w_i`` are the layer's). Each crossbar's cells are derived from its own placement records
+    (``netlist.crossbar_cells``). Conv layers only; ``x`` is ``[C, H, W]`` (``[C, W]`` for Conv1d).
     """
     layer = netlist.layer(name)
-    geo, sched = layer["geometry"], layer["schedule"]
-    x = x.numpy() if geo["kind"] == "conv2d" else x.numpy()[:, None]
-    c_g = geo["in_channels"] // layer["groups"]
-    o_g = geo["out_channels"] // layer["groups"]
-    h_out, w_out = (layer["output_shape"][1:] if geo["kind"] == "conv2d" else (1, layer["output_shape"][1]))
-    y_out = np.zeros((geo["out_channels"], h_out, w_out))
-    cells = netlist.arrays[layer["arrays"]["cells"]["key"]]
-    first = layer["first_crossbar"]
-    rows_rule = sched["rows"]
-    for xbar in netlist.doc["crossbars"][first:first + layer["crossbars"]]:
-        plane = cells[xbar["cells_index"]].astype(np.float64)
-        out_rows = range(h_out) if sched["order"] == "row" else [xbar["blocks"][0]["out_row"]]
+    geo, sched = layer.geometry, layer.schedule
+    x = x.numpy() if geo.kind == "conv2d" else x.numpy()[:, None]
+    c_g = geo.in_channels // layer.groups
+    o_g = geo.out_channels // layer.groups
+    h_out, w_out = (layer.output_shape[1:] if geo.kind == "conv2d" else (1, layer.output_shape[1]))
+    y_out = np.zeros((geo.out_channels, h_out, w_out))
+    rows_rule = sched.rows
+    w_o, w_i = layer.w_o, layer.w_i
+    s_w, p_w = geo.stride[1], geo.padding[1]
+    for xbar in netlist.layer_crossbars(layer):
+        plane = netlist.crossbar_cells(xbar.id).astype(np.float64)
+        out_rows = range(h_out) if sched.order == "row" else [xbar.blocks[0].out_row]
         for y in out_rows:
             v = np.zeros(plane.shape[0])
-            for b in xbar["blocks"]:
-                n_dy = b["kernel_rows"][1] - b["kernel_rows"][0]
-                for c in range(*b["channels"]):
-                    for dy in range(*b["kernel_rows"]):
-                        row = y * rows_rule["stride"] - rows_rule["padding"] + dy * rows_rule["dilation"]
-                        for x_in in range(b["w_i"]):
-                            col = b["in_cols"][0] + x_in
+            for b in xbar.blocks:
+                n_dy = b.kernel_rows[1] - b.kernel_rows[0]
+                in_col0 = b.slice * w_o * s_w - p_w
+                for c in range(*b.channels):
+                    for dy in range(*b.kernel_rows):
+                        row = y * rows_rule.stride - rows_rule.padding + dy * rows_rule.dilation
+                        for x_in in range(w_i):
+                            col = in_col0 + x_in
                             inside = 0 <= row < x.shape[1] and 0 <= col < x.shape[2]
-                            r = b["at"][0] + ((c - b["channels"][0]) * n_dy + dy - b["kernel_rows"][0]) * b["w_i"] + x_in
-                            v[r] = x[b["group"] * c_g + c, row, col] if inside else 0.0
+                            r = b.at[0] + ((c - b.channels[0]) * n_dy + dy - b.kernel_rows[0]) * w_i + x_in
+                            v[r] = x[b.group * c_g + c, row, col] if inside else 0.0
             out = v @ plane
-            for b in xbar["blocks"]:
-                for o in range(*b["out_channels"]):
-                    for px in range(*b["pixels"]):
-                        x_out = px - b["pixels"][0]
-                        y_out[b["group"] * o_g + o, y, px] += out[b["at"][1] + (o - b["out_channels"][0]) * b["w_o"] + x_out]
-    return y_out if geo["kind"] == "conv2d" else y_out[:, 0]
+            for b in xbar.blocks:
+                px0 = b.slice * w_o
+                for o in range(*b.out_channels):
+                    for px in range(px0, min(w_out, px0 + w_o)):
+                        x_out = px - px0
+                        y_out[b.group * o_g + o, y, px] += out[b.at[1] + (o - b.out_channels[0]) * w_o + x_out]
+    return y_out if geo.kind == "conv2d" else y_out[:, 0]

@@ -155,6 +155,37 @@ def test_instruments_and_dump_ir(tmp_path, capsys):
     assert "01-fold-batchnorm-before.txt" in names and "05-place-tiles-after.txt" in names
 
 
+def test_instrument_adds_to_the_default_verify_each():
+    from xbcompiler.cli.compile import instruments_for
+
+    def names(items, dump_dir=None):
+        return [type(i).name for i in instruments_for(items, dump_dir)]
+
+    assert instruments_for([], None) is None  # the driver's default: verify-each
+    assert names(["timing"]) == ["verify-each", "timing"]
+    assert names(["numeric-check,verify-each", "timing"]) == ["numeric-check", "verify-each", "timing"]
+    assert names(["timing"], "dumps") == ["verify-each", "timing", "dump-ir"]
+    assert names([], "dumps") == ["verify-each", "dump-ir"]
+
+
+def test_instrument_keeps_verify_each_on(tmp_path, capsys, monkeypatch):
+    from xbcompiler.pipeline import VerifyEach
+
+    verified = []
+    after = VerifyEach.after
+
+    def counting(self, pass_, ir, ctx, index):
+        verified.append(pass_.name)
+        return after(self, pass_, ir, ctx, index)
+
+    monkeypatch.setattr(VerifyEach, "after", counting)
+    status, stdout, err = run(capsys, "compile", SMALL, *SHAPE, "--target", "tiny", "--instrument", "timing",
+                              "-o", tmp_path / "o")
+    assert status == 0, err
+    assert "timings:" in stdout
+    assert "place-tiles" in verified and len(verified) == len(set(verified))  # every pass verified, once
+
+
 def test_input_shape_defaults_to_the_files_input_shape_and_several_inputs(tmp_path, capsys):
     status, _, err = run(capsys, "compile", SMALL, "--target", "tiny", "-o", tmp_path / "a")
     assert status == 0, err
@@ -296,7 +327,7 @@ def test_internal_error_exits_70(monkeypatch, capsys):
     def broken(args):
         raise ZeroDivisionError("oops")
 
-    monkeypatch.setattr(cli, "cmd_targets", broken)
+    monkeypatch.setattr(cli.targets, "run", broken)
     status, _, err = run(capsys, "targets")
     assert status == cli.EXIT_INTERNAL == 70
     assert "internal error" in err and "--debug" in err and "Traceback" not in err
@@ -461,8 +492,41 @@ def test_console_script(tmp_path):
     assert proc.returncode == 0 and xbcompiler.__version__ in proc.stdout
 
 
+def test_python_dash_m(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "xbcompiler.cli", "--version"], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0 and xbcompiler.__version__ in proc.stdout
+
+
+def test_no_library_module_imports_the_cli():
+    """The command line sits on top: prune/, report/ and the rest of the package never import xbcompiler.cli."""
+    import ast
+
+    root = Path(xbcompiler.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        if parts[1] == "cli":
+            continue
+        package = parts[:-1]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join([*package[:len(package) - node.level + 1], *([node.module] if node.module else [])]) \
+                    if node.level else node.module or ""
+                names = [base, *(f"{base}.{a.name}" for a in node.names)]
+            else:
+                continue
+            found += [f"{path.relative_to(root.parent)}:{node.lineno}" for n in names
+                      if n == "xbcompiler.cli" or n.startswith("xbcompiler.cli.")]
+    assert found == []
+
+
 def test_every_code_the_cli_uses_is_registered():
     import re
 
-    text = Path(cli.__file__).read_text()
+    files = sorted(Path(cli.__file__).parent.glob("*.py"))  # the cli package: every command module
+    assert len(files) >= len(cli.COMMANDS)
+    text = "".join(f.read_text() for f in files)
     assert set(re.findall(r'"(XB\d{3})"', text)) <= set(CODES)

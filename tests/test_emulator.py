@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -11,6 +12,8 @@ from torch import nn
 import xbcompiler as xb
 from tests.conftest import compile_quiet, zoo_compile
 from tests.models import MODELS
+from xbcompiler.emulator.literal import derived_cells, read_back
+from xbcompiler.netlist.placement import block_cells
 
 TOL = 1e-5
 #: tiny, plus an odd-sized variant: 24 rows, 20 physical columns = 5 logical columns (m_c = 4)
@@ -33,35 +36,35 @@ def seeded(module_factory, seed=0):
 # (id, module factory, input shape, check) -- `check(netlist)` asserts the case exercises what it claims
 LAYERS = [
     ("grouped-several-row-blocks", lambda: nn.Conv2d(64, 32, 3, padding=1, groups=2), (2, 64, 7, 9),
-     lambda nl, t: nl.layers[0]["matrix_rows"] > t.crossbar.rows and nl.layers[0]["groups"] == 2),
+     lambda nl, t: nl.layers[0].matrix_rows > t.crossbar.rows and nl.layers[0].groups == 2),
     ("grouped-blocks-straddle-channels", lambda: nn.Conv2d(10, 6, 3, groups=2), (2, 10, 6, 5),
-     lambda nl, t: nl.layers[0]["matrix_rows"] == 45),
+     lambda nl, t: nl.layers[0].matrix_rows == 45),
     ("grouped-1x1", lambda: nn.Conv2d(24, 24, 1, groups=3, bias=False), (1, 24, 5, 5),
-     lambda nl, t: nl.layers[0]["groups"] == 3),
+     lambda nl, t: nl.layers[0].groups == 3),
     ("depthwise", lambda: nn.Conv2d(12, 12, 3, padding=1, groups=12), (2, 12, 8, 8),
-     lambda nl, t: nl.layers[0]["groups"] == 12 and nl.layers[0]["matrix_rows"] == 9),
+     lambda nl, t: nl.layers[0].groups == 12 and nl.layers[0].matrix_rows == 9),
     ("depthwise-multiplier-stride2", lambda: nn.Conv2d(8, 16, 3, stride=2, padding=1, groups=8), (2, 8, 9, 7),
-     lambda nl, t: nl.layers[0]["matrix_cols"] == 16),
+     lambda nl, t: nl.layers[0].matrix_cols == 16),
     ("dilation", lambda: nn.Conv2d(4, 6, 3, padding=2, dilation=2), (2, 4, 9, 9),
-     lambda nl, t: nl.layers[0]["geometry"]["dilation"] == [2, 2]),
+     lambda nl, t: nl.layers[0].geometry.dilation == (2, 2)),
     ("dilation-asymmetric", lambda: nn.Conv2d(3, 5, (3, 2), padding=(1, 0), dilation=(2, 3)), (2, 3, 8, 11),
-     lambda nl, t: nl.layers[0]["geometry"]["dilation"] == [2, 3]),
+     lambda nl, t: nl.layers[0].geometry.dilation == (2, 3)),
     ("stride2-odd-width", lambda: nn.Conv2d(3, 8, 3, stride=2, padding=1), (2, 3, 9, 11),
-     lambda nl, t: nl.layers[0]["output_shape"] == [8, 5, 6]),
+     lambda nl, t: nl.layers[0].output_shape == [8, 5, 6]),
     ("odd-kernel-stride", lambda: nn.Conv2d(3, 5, (3, 5), stride=(2, 1), padding=(1, 2), bias=False),
-     (2, 3, 7, 13), lambda nl, t: nl.layers[0]["geometry"]["kernel"] == [3, 5]),
+     (2, 3, 7, 13), lambda nl, t: nl.layers[0].geometry.kernel == (3, 5)),
     ("wide-dense", lambda: nn.Conv2d(20, 70, 3, padding=1), (1, 20, 5, 5),
-     lambda nl, t: nl.layers[0]["crossbars"] > 1),
+     lambda nl, t: nl.layers[0].crossbars > 1),
     ("conv1d", lambda: nn.Conv1d(6, 10, 5, stride=2, padding=2), (2, 6, 33),
-     lambda nl, t: nl.layers[0]["kind"] == "conv1d" and nl.layers[0]["geometry"]["kernel"] == [1, 5]),
+     lambda nl, t: nl.layers[0].kind == "conv1d" and nl.layers[0].geometry.kernel == (1, 5)),
     ("conv1d-grouped-dilated", lambda: nn.Conv1d(12, 8, 3, padding=3, dilation=3, groups=4), (2, 12, 21),
-     lambda nl, t: nl.layers[0]["groups"] == 4),
+     lambda nl, t: nl.layers[0].groups == 4),
     ("linear-3d-input", lambda: nn.Linear(40, 20), (2, 7, 40),
-     lambda nl, t: nl.layers[0]["cycles"] == 7),
+     lambda nl, t: nl.layers[0].cycles == 7),
     ("linear-4d-input-no-bias", lambda: nn.Linear(33, 9, bias=False), (2, 3, 5, 33),
-     lambda nl, t: "bias" not in nl.layers[0]["arrays"]),
+     lambda nl, t: nl.layers[0].arrays.bias is None),
     ("linear-tall", lambda: nn.Linear(300, 3), (4, 300),
-     lambda nl, t: nl.layers[0]["row_tiles"] > 1),
+     lambda nl, t: nl.layers[0].row_tiles > 1),
 ]
 
 
@@ -79,10 +82,15 @@ def test_single_layer(factory, shape, check, target, overrides):
     got = xb.emulate(netlist, x)
     assert got.shape == expected.shape and got.dtype == expected.dtype
     assert rel_error(expected, got) < TOL
-    # another batch size through the same (cached) emulator
+    # the crossbars themselves (cells derived from the placement records) compute the same
+    literal = xb.emulate(netlist, x, literal=True)
+    assert literal.shape == expected.shape and literal.dtype == expected.dtype
+    assert rel_error(expected, literal) < TOL
+    # another batch size through the same (cached) emulators
     x3 = torch.randn(3, *shape[1:])
     with torch.no_grad():
         assert rel_error(mod(x3), xb.emulate(netlist, x3)) < TOL
+        assert rel_error(mod(x3), xb.emulate(netlist, x3, literal=True)) < TOL
     report = xb.verify(netlist, mod, (x,))
     assert report.ok and report.max_rel < TOL, report.to_dict()
 
@@ -93,11 +101,19 @@ def test_grouped_conv_has_several_row_blocks_per_group():
     x = torch.randn(2, 64, 7, 9)
     netlist = compile_quiet(mod, (x,), "tiny", pipeline="fully-folded").netlist
     layer = netlist.layers[0]
-    blocks = {(s["group"], *s["rows"]) for c in netlist.doc["crossbars"] for s in c["slices"]}
+    blocks = {(s.group, *s.rows) for c in netlist.crossbars for s in c.slices}
     assert {g for g, *_ in blocks} == {0, 1}
-    assert len(blocks) == 2 * -(-layer["matrix_rows"] // 16)  # 2 groups x ceil(288 / 16) row blocks
+    assert len(blocks) == 2 * -(-layer.matrix_rows // 16)  # 2 groups x ceil(288 / 16) row blocks
+    # the row blocks read back from the derived cells are those blocks, and together hold the matrix
+    read = read_back(layer, netlist.layer_crossbars(layer), derived_cells(netlist, layer))
+    assert {(b.group, int(b.rows[0]), int(b.rows[-1]) + 1) for b in read} == blocks
+    summed = np.zeros_like(netlist.weight(layer))
+    for b in read:
+        summed[b.group][b.rows] += b.weight
+    np.testing.assert_array_equal(summed, netlist.weight(layer))
     with torch.no_grad():
         assert rel_error(mod(x), xb.emulate(netlist, x)) < TOL
+        assert rel_error(mod(x), xb.emulate(netlist, x, literal=True)) < TOL
 
 
 def test_float64_inputs_run_in_float64():
@@ -105,9 +121,11 @@ def test_float64_inputs_run_in_float64():
     x = torch.randn(2, 4, 5, 5)
     netlist = compile_quiet(mod, (x,), "tiny").netlist
     got = xb.emulate(netlist, x.double())
-    assert got.dtype == torch.float64
+    literal = xb.emulate(netlist, x.double(), literal=True)
+    assert got.dtype == literal.dtype == torch.float64
     with torch.no_grad():
         assert rel_error(mod.double()(x.double()), got) < 1e-12
+        assert rel_error(mod.double()(x.double()), literal) < 1e-12
 
 
 # --------------------------------------------------------------------------------------------- inputs
@@ -174,17 +192,35 @@ def test_verify_with_seeded_random_inputs(mlp_netlist):
     b = xb.verify(mlp_netlist, model, batch=3, seed=5)
     assert a.ok and a.max_rel < TOL
     assert a.to_dict() == b.to_dict()
-    assert [c.name for c in a.layers] == [layer["name"] for layer in mlp_netlist.layers]
+    assert [c.name for c in a.layers] == [layer.name for layer in mlp_netlist.layers]
 
 
 # ------------------------------------------------------------------------------------ localisation
 
 
 def corrupted(netlist: xb.Netlist, layer: str, local: int, delta: float = 1.0) -> xb.Netlist:
-    """A deep copy of ``netlist`` with ``delta`` added to every cell of the layer's ``local``-th crossbar."""
-    arrays = {k: v.copy() for k, v in netlist.arrays.items()}
-    arrays[netlist.layer(layer)["arrays"]["cells"]["key"]][local] += delta
-    return xb.Netlist(copy.deepcopy(netlist.doc), arrays)
+    """A copy of ``netlist`` with ``delta`` added to every weight the layer's ``local``-th crossbar holds.
+
+    The matrix is stored once (format 2): with one copy of each weight, changing the weights a
+    crossbar's placement records name changes that crossbar's cells and no other's.
+    """
+    record = netlist.layer(layer)
+    assert record.copies == 1
+    x = netlist.layer_crossbars(record)[local]
+    weight = netlist.weight(record)
+    held = np.zeros(weight.shape, dtype=bool)
+    for s in x.slices:
+        held[s.group, s.rows[0]:s.rows[1], s.cols[0]:s.cols[1]] = True
+    for b in x.blocks:
+        _, _, m_row, m_col = block_cells(record, b)
+        held[b.group][m_row, m_col] = True
+    assert held.any()
+    bad = xb.Netlist(netlist.doc, {**netlist.arrays, record.arrays.weight.key: weight + np.float32(delta) * held})
+    # the derived cells differ on that crossbar only
+    for y in netlist.layer_crossbars(record):
+        same = np.array_equal(bad.crossbar_cells(y.id), netlist.crossbar_cells(y.id))
+        assert same == (y.id != x.id), y.id
+    return bad
 
 
 class TwoLinear(nn.Module):
@@ -204,8 +240,8 @@ def test_first_mismatch_names_the_corrupted_crossbar(local):
     netlist = compile_quiet(model, (x,), "tiny").netlist
     assert xb.verify(netlist, model, (x,)).ok
     layer = netlist.layer("fc1")
-    assert layer["crossbars"] == 10
-    want = netlist.doc["crossbars"][layer["first_crossbar"] + local]["id"]
+    assert layer.crossbars == 10
+    want = netlist.crossbars[layer.first_crossbar + local].id
 
     bad = corrupted(netlist, "fc1", local)
     report = xb.verify(bad, model, (x,))
@@ -223,15 +259,15 @@ def test_first_mismatch_in_a_later_conv_layer():
     zc = zoo_compile("digits_cnn", "tiny")
     netlist, model, x = zc.compiled.netlist, zc.model, zc.x
     layer = netlist.layers[1]  # 16 -> 32 channels, 3x3: 144 rows = 9 row tiles x 8 column tiles
-    assert layer["row_tiles"] > 1 and layer["col_tiles"] > 1
+    assert layer.row_tiles > 1 and layer.col_tiles > 1
     local = 3  # row tile 0, column tile 3
-    xbar = netlist.doc["crossbars"][layer["first_crossbar"] + local]
-    assert xbar["slices"][0]["rows"][0] == 0
-    report = xb.verify(corrupted(netlist, layer["name"], local), model, (x,))
+    xbar = netlist.crossbars[layer.first_crossbar + local]
+    assert xbar.slices[0].rows[0] == 0
+    report = xb.verify(corrupted(netlist, layer.name, local), model, (x,))
     assert not report.ok
     assert [c.ok for c in report.layers[:1]] == [True]  # the layer before is fine
-    assert report.first_mismatch.name == layer["name"]
-    assert report.first_mismatch.first_mismatch == xbar["id"]
+    assert report.first_mismatch.name == layer.name
+    assert report.first_mismatch.first_mismatch == xbar.id
 
 
 def test_first_mismatch_in_a_lower_row_tile_names_a_crossbar_of_those_columns():
@@ -239,13 +275,13 @@ def test_first_mismatch_in_a_lower_row_tile_names_a_crossbar_of_those_columns():
     zc = zoo_compile("digits_cnn", "tiny")
     netlist, model, x = zc.compiled.netlist, zc.model, zc.x
     layer = netlist.layers[1]
-    first = layer["first_crossbar"]
-    local = 2 * layer["col_tiles"] + 5  # row tile 2, column tile 5
-    cols = netlist.doc["crossbars"][first + local]["slices"][0]["cols"]
-    report = xb.verify(corrupted(netlist, layer["name"], local), model, (x,))
+    first = layer.first_crossbar
+    local = 2 * layer.col_tiles + 5  # row tile 2, column tile 5
+    cols = netlist.crossbars[first + local].slices[0].cols
+    report = xb.verify(corrupted(netlist, layer.name, local), model, (x,))
     named = report.first_mismatch.first_mismatch
-    holder = next(c for c in netlist.doc["crossbars"] if c["id"] == named)
-    assert holder["layer"] == layer["name"] and holder["slices"][0]["cols"] == cols
+    holder = netlist.crossbar(named)
+    assert holder.layer == layer.name and holder.slices[0].cols == cols
 
 
 # -------------------------------------------------------------------------------------------- CUDA
@@ -268,6 +304,8 @@ def test_emulator_runs_on_cuda():
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == flags  # restored
     assert isinstance(got, torch.Tensor) and got.is_cuda
     assert rel_error(cpu, got) < CUDA_TOL
+    literal = xb.emulate(netlist, xc, literal=True)  # the crossbars themselves, on the device
+    assert literal.is_cuda and rel_error(cpu, literal) < CUDA_TOL
     with torch.no_grad():
         assert rel_error(model(x), got) < CUDA_TOL
     # the reference model on CUDA must not use TF32 either

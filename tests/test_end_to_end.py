@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import warnings
 
+import msgspec
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -74,7 +76,12 @@ def test_zoo_round_trip(name, target, tmp_path):
     assert training_flags(model) == zc.flags_before
 
     netlist = save_load(zc.compiled, tmp_path)
-    assert netlist.doc == zc.compiled.netlist.doc
+    # the loaded document is the compiled one plus the checksum of weights.npz; the arrays are equal
+    assert set(netlist.doc.blobs) == {"weights.npz"}
+    assert msgspec.structs.replace(netlist.doc, blobs=zc.compiled.netlist.doc.blobs) == zc.compiled.netlist.doc
+    assert set(netlist.arrays) == set(zc.compiled.netlist.arrays)
+    for key, array in zc.compiled.netlist.arrays.items():
+        assert netlist.arrays[key].dtype == array.dtype and np.array_equal(netlist.arrays[key], array), key
     report = xb.verify(netlist, model, (x,))
     assert report.ok, report.to_dict()
     assert report.layers and len(report.layers) == len(netlist.layers)
@@ -86,6 +93,8 @@ def test_zoo_round_trip(name, target, tmp_path):
         expected = model(x)
     got = xb.emulate(netlist, x)
     assert_same_structure(expected, got, tol)
+    # the crossbars themselves (cells derived from the placement records, literal execution) agree too
+    assert_same_structure(expected, xb.emulate(netlist, x, literal=True), tol)
     # the compiled model is callable like the model and gives the same outputs
     assert_same_structure(expected, zc.compiled(x), tol)
 
@@ -138,7 +147,7 @@ def test_batch_size_independent(name, target, tmp_path):
     x5 = torch.randn((5, *case.input_shape[1:]), generator=gen)
     c1 = compile_quiet(model, (x5[:1],), target)
     c3 = compile_quiet(model, (x5[:3],), target)
-    assert c1.netlist.doc["inputs"][0]["shape"] == list(case.input_shape[1:])
+    assert c1.netlist.doc.inputs[0].shape == list(case.input_shape[1:])
     got = xb.emulate(c1.netlist, x5)
     assert got.shape[0] == 5
     with torch.no_grad():
@@ -202,8 +211,8 @@ def test_several_inputs_tuple_and_dict_outputs(tmp_path):
     for target in TARGETS:
         compiled = compile_quiet(model, (img, vec), target)
         netlist = save_load(compiled, tmp_path / target)
-        assert [i["shape"] for i in netlist.doc["inputs"]] == [[3, 6, 7], [6]]
-        assert {layer["name"] for layer in netlist.layers} == {"conv", "fc_img", "fc_vec"}
+        assert [i.shape for i in netlist.doc.inputs] == [[3, 6, 7], [6]]
+        assert {layer.name for layer in netlist.layers} == {"conv", "fc_img", "fc_vec"}
         report = xb.verify(netlist, model, (img, vec))
         assert report.ok and report.max_rel < STRICT, report.to_dict()
         with torch.no_grad():
@@ -223,17 +232,17 @@ def test_several_inputs_tuple_and_dict_outputs(tmp_path):
 def test_functional_net_maps_functional_ops_onto_crossbars():
     zc = zoo_compile("functional_net", "prime-like")
     netlist = zc.compiled.netlist
-    kinds = [layer["kind"] for layer in netlist.layers]
+    kinds = [layer.kind for layer in netlist.layers]
     # F.conv2d x3, F.linear, x @ Parameter
     assert sorted(kinds) == ["conv2d", "conv2d", "conv2d", "linear", "matmul"]
-    host = {n["target"] for n in netlist.doc["nodes"] if n["op"] == "host"}
+    host = {n.target for n in netlist.doc.nodes if n.op == "host"}
     assert not host & HOST_WEIGHT_OPS, host
-    matmul = next(layer for layer in netlist.layers if layer["kind"] == "matmul")
-    assert (matmul["matrix_rows"], matmul["matrix_cols"]) == (32, 10)
-    grouped = [layer for layer in netlist.layers if layer["groups"] == 4]
-    assert len(grouped) == 1 and grouped[0]["geometry"]["stride"] == [2, 2]
+    matmul = next(layer for layer in netlist.layers if layer.kind == "matmul")
+    assert (matmul.matrix_rows, matmul.matrix_cols) == (32, 10)
+    grouped = [layer for layer in netlist.layers if layer.groups == 4]
+    assert len(grouped) == 1 and grouped[0].geometry.stride == (2, 2)
     # no parameter of the model is left as a host constant: all weights sit on crossbars
-    assert netlist.doc["constants"] == []
+    assert netlist.doc.constants == []
     report = xb.verify(netlist, zc.model, (zc.x,))
     assert report.ok and report.max_rel < STRICT
 
@@ -258,11 +267,11 @@ def test_parameter_on_the_left_of_matmul(target, tmp_path):
     compiled = compile_quiet(model, (x,), target)
     netlist = save_load(compiled, tmp_path)
     layers = netlist.layers
-    assert [layer["kind"] for layer in layers] == ["matmul", "matmul"]
+    assert [layer.kind for layer in layers] == ["matmul", "matmul"]
     # W [8, 6] is applied as x^T @ W^T: 6 rows, 8 columns on the crossbars
-    assert (layers[0]["matrix_rows"], layers[0]["matrix_cols"]) == (6, 8)
-    assert (layers[1]["matrix_rows"], layers[1]["matrix_cols"]) == (5, 3)
-    assert netlist.doc["constants"] == []
+    assert (layers[0].matrix_rows, layers[0].matrix_cols) == (6, 8)
+    assert (layers[1].matrix_rows, layers[1].matrix_cols) == (5, 3)
+    assert netlist.doc.constants == []
     report = xb.verify(netlist, model, (x,))
     assert report.ok and report.max_rel < STRICT, report.to_dict()
     x4 = torch.randn(4, 6, 5)

@@ -32,6 +32,7 @@ from xbcompiler.diagnostics import source_of
 from xbcompiler.frontend import ops
 from xbcompiler.frontend.coverage import coverage
 from xbcompiler.frontend.trace import is_crossbar_module, trace, user_stack
+from xbcompiler.ir import annotations as ann
 
 THIS_FILE = Path(__file__).name
 PLACEMENTS = {"crossbar", "host", "folded", "removed", "input", "output", "constant"}
@@ -94,6 +95,39 @@ def test_conv_and_linear_stay_leaves():
     host = [n for n in gm.graph.nodes if n.op == "call_function"]
     assert [ops.host_name(n.target) for n in host] == ["torch.nn.functional.relu"]
     assert all("tensor_meta" in n.meta for n in gm.graph.nodes if n.op != "output")
+
+
+def test_front_end_records_typed_annotations():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.act, self.drop = nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Dropout()
+
+        def forward(self, x):
+            return self.drop(self.act(self.conv(x)))
+
+    gm = trace(Net(), (torch.randn(1, 3, 8, 8),))
+    nodes = {n.name: n for n in gm.graph.nodes}
+    assert ann.get(nodes["conv"], ann.Source) == ann.Source("conv")
+    assert ann.get(nodes["conv"], ann.LayerKind, None) is None  # a plain Conv2d is of its module's kind
+    assert ann.get(nodes["act"], ann.FromModule) == ann.FromModule("act")
+    assert ann.get(gm, ann.Removed).nodes == (ann.RemovedNode("drop", "drop", "removed in inference"),)
+    assert not any(isinstance(k, str) and k.startswith("xb.") for n in gm.graph.nodes for k in n.meta)
+    with pytest.raises(TypeError):
+        ann.set(nodes["conv"], "conv")  # only Annotation instances
+
+
+def test_missing_required_annotation_is_xb202_naming_who_records_it():
+    gm = fx.symbolic_trace(nn.Sequential(nn.Linear(4, 2)))  # not through the front end
+    (layer,) = [n for n in gm.graph.nodes if n.op == "call_module"]
+    assert ann.get(layer, ann.Source, None) is None
+    with pytest.raises(CompileError) as err:
+        ann.get(layer, ann.Source)
+    assert err.value.code == "XB202" and err.value.location.node == layer.name
+    assert "Source" in err.value.message and "xbcompiler.frontend.trace" in err.value.message
+    with pytest.raises(CompileError) as err:
+        coverage(gm)
+    assert err.value.code == "XB202" and "Removed" in err.value.message
 
 
 def test_stack_traces_point_at_the_users_line():
@@ -383,7 +417,7 @@ def test_functional_forms_become_crossbar_modules():
     torch.testing.assert_close(conv.weight, model.w)
     conv1d = next(m for m in mods.values() if isinstance(m, nn.Conv1d))
     assert conv1d.groups == 2 and conv1d.in_channels == 4 and conv1d.bias is None
-    matmul = [n for n in gm.graph.nodes if n.meta.get("xb.kind") == "matmul"]
+    matmul = [n for n in gm.graph.nodes if ann.get(n, ann.LayerKind, None) == ann.LayerKind("matmul")]
     assert len(matmul) == 1
     torch.testing.assert_close(gm.get_submodule(matmul[0].target).weight, model.proj.t())
     # activation @ activation stays a host op

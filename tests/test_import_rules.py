@@ -63,9 +63,13 @@ def test_import_linter_would_catch_a_violation(tmp_path):
     for contract in config["contracts"]:  # strings and lists of strings: JSON spells them as TOML does
         lines += ["[[tool.importlinter.contracts]]"] + [f"{k} = {rename(json.dumps(v))}" for k, v in contract.items()]
     (tmp_path / "pyproject.toml").write_text("\n".join(lines) + "\n")
-    for pkg in ("xbcompiler", "passes", "targets"):
-        (tmp_path / rename(pkg)).mkdir()
-        (tmp_path / rename(pkg) / "__init__.py").write_text("")
+    named = {m.strip() for contract in config["contracts"]
+             for key in ("layers", "source_modules", "forbidden_modules")
+             for entry in contract.get(key, []) for m in re.split(r"[:|]", entry)}
+    for module in sorted({"xbcompiler", "passes", "targets", *named}):  # every module a contract names exists
+        folder = tmp_path.joinpath(*rename(module).split("."))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "__init__.py").write_text("")
     (tmp_path / "fake_xbcompiler" / "driver.py").write_text("from fake_passes import fold_batchnorm  # the violation\n")
     (tmp_path / "fake_passes" / "fold_batchnorm.py").write_text("import fake_xbcompiler\n")
     result = lint_imports(tmp_path, pythonpath=tmp_path)

@@ -75,7 +75,7 @@ def test_zoo_lossless_adc_is_bit_exact(name):
 def test_lossy_adc_equals_lsb_dropping_reference(name, config):
     target, overrides = LOSSY[config]
     compiled, model, x = compile_quant(name, target, overrides)
-    assert any((compiled.netlist.arrays[layer["arrays"]["adc_step"]["key"]] > 0).any()
+    assert any((compiled.netlist.array(layer, "adc_step") > 0).any()
                for layer in compiled.netlist.layers), "the configuration must drop LSBs somewhere"
     assert_bit_exact(xb.verify(compiled.netlist, model, x))
 
@@ -86,19 +86,16 @@ def test_fully_folded_and_fully_unfolded_too():
         assert_bit_exact(xb.verify(compiled.netlist, model, x))
 
 
-def _kernels(compiled, path: str) -> dict[str, IntegerLayer]:
-    doc, arrays = compiled.netlist.doc, compiled.netlist.arrays
-    out = {}
-    for layer in doc["layers"]:
-        first = layer["first_crossbar"]
-        out[layer["name"]] = IntegerLayer(layer, doc["crossbars"][first:first + layer["crossbars"]], arrays,
-                                          torch.device("cpu"), path=path)
-    return out
+def _kernels(compiled, path: str, literal: bool = False) -> dict[str, IntegerLayer]:
+    """Every layer's integer kernel; ``literal`` reads the row blocks back from the derived crossbar cells."""
+    netlist = compiled.netlist
+    return {layer.name: IntegerLayer(netlist, layer, torch.device("cpu"), path=path, literal=literal)
+            for layer in netlist.layers}
 
 
 def _layer_inputs(compiled, x) -> dict[str, torch.Tensor]:
     _, env = xb.emulator.emulator_for(compiled.netlist, "integer", x.device).run((x,), record=True)
-    return {n["target"]: env[n["args"][0]["ref"]] for n in compiled.netlist.doc["nodes"] if n["op"] == "xbar"}
+    return {n.target: env[n.args[0]["ref"]] for n in compiled.netlist.doc.nodes if n.op == "xbar"}
 
 
 @pytest.mark.parametrize("config", list(LOSSY))
@@ -108,7 +105,7 @@ def test_fast_path_equals_per_read_path(config, monkeypatch):
                                    batch=2)
     inputs = _layer_inputs(compiled, x)
     inputs = {k: torch.cat([v, torch.zeros_like(v[:1])]) for k, v in inputs.items()}  # an all-zero image
-    fast, slow = _kernels(compiled, "fast"), _kernels(compiled, "per-read")
+    fast, slow = _kernels(compiled, "fast"), _kernels(compiled, "per-read", literal=True)
     for chunk in (integer_mode.CHUNK_READS, 1):  # one image per chunk exercises the zero-plane skip
         monkeypatch.setattr(integer_mode, "CHUNK_READS", chunk)
         for name, kernel in fast.items():
@@ -124,7 +121,7 @@ def test_packed_reads_and_float64_reads_are_exact():
                                                            "precision.weight_bits": 16, "precision.input_bits": 16})
     for compiled in (small, big):
         inputs = _layer_inputs(compiled, torch.randn(3, 1, 8, 8))
-        fast, slow = _kernels(compiled, "fast"), _kernels(compiled, "per-read")
+        fast, slow = _kernels(compiled, "fast"), _kernels(compiled, "per-read", literal=True)
         assert any(g.fields > 1 for k in fast.values() for g in k.fast.groups) or compiled is big
         for name, kernel in fast.items():
             xq = kernel.quantize(inputs[name])
@@ -136,19 +133,28 @@ def test_quantised_netlist_fields(tmp_path):
     compiled.save(tmp_path)
     netlist = xb.load_netlist(tmp_path)  # schema, checksum and array shapes checked
     assert_bit_exact(xb.verify(netlist, model, x))
-    doc, arrays = netlist.doc, netlist.arrays
-    for layer in doc["layers"]:
-        q = layer["quant"]
-        assert arrays[layer["arrays"]["cells"]["key"]].dtype == np.int16
-        assert arrays[layer["arrays"]["bias"]["key"]].dtype == np.int64
-        assert len(q["shifts"]) == len(q["weight_exponents"])
-        assert q["shifts"][0] == q["output_exponent"] - q["input_exponent"] - q["weight_exponents"][0]
-        assert q["encoding"]["flip_columns"] and "flips" in layer["arrays"]
-        assert len(q["planes"]) == 8 and len(q["cycles"]) == 16  # 16-bit weights on 2-bit cells, 1-bit DAC
+    assert netlist.quantised
+    for layer in netlist.layers:
+        q = layer.quant
+        # the matrix is stored once as the integer weights Wq (16-bit weights: int16)
+        wq = netlist.weight(layer)
+        assert wq.dtype == np.int16 and layer.arrays.weight.dtype == "int16"
+        assert wq.shape == (layer.groups, layer.matrix_rows, layer.n_g)
+        assert int(np.abs(wq.astype(np.int64)).max()) <= (1 << (q.weight_bits - 1)) - 1
+        assert netlist.array(layer, "bias").dtype == np.int64
+        assert len(q.shifts) == len(q.weight_exponents)
+        assert q.shifts[0] == q.output_exponent - q.input_exponent - q.weight_exponents[0]
+        assert q.encoding.flip_columns and layer.arrays.flips is not None
+        assert len(q.planes) == 8 and len(q.cycles) == 16  # 16-bit weights on 2-bit cells, 1-bit DAC
         # ISAAC: column flipping makes the 8-bit ADC lossless for up to 128 rows
-        assert (arrays[layer["arrays"]["adc_step"]["key"]] == 0).all()
-    for x in doc["crossbars"]:
-        assert x["adc"]["lossless_bits"] <= 8 and x["adc"]["step_bits"] == 0
+        assert (netlist.array(layer, "adc_step") == 0).all()
+        # the derived cells are levels of 2-bit cells, one physical column per weight plane
+        x = netlist.layer_crossbars(layer)[0]
+        cells = netlist.crossbar_cells(x.id)
+        assert cells.shape == (x.rows, x.physical_cols) and x.physical_cols == x.cols * len(q.planes)
+        assert cells.min() >= 0 and cells.max() <= 3 and cells.any()
+    for x in netlist.crossbars:
+        assert x.adc.lossless_bits <= 8 and x.adc.step_bits == 0
 
 
 def test_floor_rounding_bias_is_compensated():
@@ -162,22 +168,22 @@ def test_floor_rounding_bias_is_compensated():
                                                                   "encoding.signed": "offset",
                                                                   "adc.compensate_bias": compensate})
         layer = compiled.netlist.layers[-2]
-        comp = compiled.netlist.arrays[layer["arrays"]["adc_compensation"]["key"]]
+        comp = compiled.netlist.array(layer, "adc_compensation")
         assert comp.any() == compensate
-        assert (layer["quant"]["adc_error"]["mean"] <= 0.5) == compensate
+        assert (layer.quant.adc_error.mean <= 0.5) == compensate
         exact, _, _ = compile_quant("vgg_digits", "tiny", {"adc.mode": "lossless", "encoding.signed": "offset"})
-        kernel, lossless = _kernels(compiled, "fast")[layer["name"]], _kernels(exact, "fast")[layer["name"]]
-        xq = kernel.quantize(torch.rand(64, *layer["input_shape"], generator=torch.Generator().manual_seed(0)) * 4)
+        kernel, lossless = _kernels(compiled, "fast")[layer.name], _kernels(exact, "fast")[layer.name]
+        xq = kernel.quantize(torch.rand(64, *layer.input_shape, generator=torch.Generator().manual_seed(0)) * 4)
         errors[compensate] = float((kernel.integer(kernel.as4d(xq)) - lossless.integer(lossless.as4d(xq))).mean())
     assert abs(errors[True]) < abs(errors[False])
 
 
 def test_output_truncation_and_calibrated_adc():
     compiled, _, _ = compile_quant("resnet_digits", *LOSSY["prime-truncated"])
-    assert any(layer["quant"]["truncate_bits"] > 0 for layer in compiled.netlist.layers)
+    assert any(layer.quant.truncate_bits > 0 for layer in compiled.netlist.layers)
     fixed, _, _ = compile_quant("resnet_digits", "prime-like", {"adc.mode": "fixed"})
     calibrated, _, _ = compile_quant("resnet_digits", "prime-like", {})
-    key = lambda n, layer: n.arrays[layer["arrays"]["adc_step"]["key"]]
+    key = lambda n, layer: n.array(layer, "adc_step")
     pairs = [(key(calibrated.netlist, a), key(fixed.netlist, b)) for a, b in
              zip(calibrated.netlist.layers, fixed.netlist.layers)]
     assert all((c <= f).all() for c, f in pairs) and any((c < f).any() for c, f in pairs)
@@ -197,12 +203,24 @@ def test_modes_refuse_the_wrong_netlist():
 
 def test_verify_finds_a_corrupted_cell():
     compiled, model, x = compile_quant("digits_cnn", "tiny", {"adc.mode": "lossless"}, pipeline="fully-folded")
-    layer = compiled.netlist.layers[1]
-    cells = compiled.netlist.arrays[layer["arrays"]["cells"]["key"]]
-    cells[0] = np.clip(3 - cells[0], -7, 7)  # one crossbar's weights replaced
-    report = xb.verify(compiled.netlist, model, x)
-    check = next(c for c in report.layers if c.name == layer["name"])
-    assert not report.ok and check.mismatches > 0 and check.first_mismatch is not None
+    netlist = compiled.netlist
+    assert xb.verify(netlist, model, x).ok
+    layer = netlist.layers[1]
+    assert layer.copies == 1
+    xbar = netlist.layer_crossbars(layer)[0]
+    # the matrix is stored once: replacing the weights crossbar 0's slices hold replaces that crossbar's cells
+    wq = netlist.weight(layer).copy()
+    for s in xbar.slices:
+        held = wq[s.group, s.rows[0]:s.rows[1], s.cols[0]:s.cols[1]]
+        wq[s.group, s.rows[0]:s.rows[1], s.cols[0]:s.cols[1]] = np.clip(3 - held, -7, 7)
+    assert xbar.slices and not np.array_equal(wq, netlist.weight(layer))
+    bad = xb.Netlist(netlist.doc, {**netlist.arrays, layer.arrays.weight.key: wq})
+    assert not np.array_equal(bad.crossbar_cells(xbar.id), netlist.crossbar_cells(xbar.id))
+    assert all(np.array_equal(bad.crossbar_cells(y.id), netlist.crossbar_cells(y.id))
+               for y in netlist.layer_crossbars(layer)[1:])
+    report = xb.verify(bad, model, x)
+    check = next(c for c in report.layers if c.name == layer.name)
+    assert not report.ok and check.mismatches > 0 and check.first_mismatch == xbar.id
 
 
 def test_cli_calibrate(tmp_path, capsys):

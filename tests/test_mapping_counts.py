@@ -25,6 +25,7 @@ from torch import nn
 import xbcompiler as xb
 from tests.conftest import TARGETS, compile_quiet, zoo_compile
 from tests.models import MODELS
+from xbcompiler.netlist.placement import used_extent
 
 # ------------------------------------------------------------------------------ independent formula
 
@@ -116,24 +117,24 @@ def test_zoo_layer_counts(name, target):
     sources = set()
     total = 0
     for layer in netlist.layers:
-        mod = modules.get(layer["source"])
+        mod = modules.get(layer.source)
         if mod is not None:  # a module of the user's model: shape from its weight
             groups, k_g, n_g = module_matrix_shape(mod)
         else:  # a functional op turned into a layer by the front end: shape from the geometry
-            assert layer["source"].startswith("xb_"), layer["source"]
-            g = layer["geometry"]
-            groups = layer["groups"]
-            k_g = g["in_channels"] // groups * g["kernel"][0] * g["kernel"][1]
-            n_g = g["out_channels"] // groups
-        sources.add(layer["source"])
-        assert (layer["groups"], layer["matrix_rows"], layer["matrix_cols"]) == (groups, k_g, n_g * groups)
+            assert layer.source.startswith("xb_"), layer.source
+            g = layer.geometry
+            groups = layer.groups
+            k_g = g.in_channels // groups * g.kernel[0] * g.kernel[1]
+            n_g = g.out_channels // groups
+        sources.add(layer.source)
+        assert (layer.groups, layer.matrix_rows, layer.matrix_cols) == (groups, k_g, n_g * groups)
         want = expected_crossbars(groups, k_g, n_g, rows, cols, m_c)
-        assert layer["crossbars"] == want, (layer["name"], groups, k_g, n_g)
-        assert layer["strategy"] == "fully-folded"
-        assert sum(1 for x in netlist.doc["crossbars"] if x["layer"] == layer["name"]) == want
+        assert layer.crossbars == want, (layer.name, groups, k_g, n_g)
+        assert layer.strategy == "fully-folded"
+        assert sum(1 for x in netlist.crossbars if x.layer == layer.name) == want
         total += want
     assert crossbar_modules <= sources, crossbar_modules - sources  # every Conv/Linear is on crossbars
-    assert netlist.summary["crossbars"] == total == len(netlist.doc["crossbars"])
+    assert netlist.summary["crossbars"] == total == len(netlist.crossbars)
     assert netlist.summary["layers"] == len(netlist.layers)
 
 
@@ -141,35 +142,46 @@ def test_zoo_layer_counts(name, target):
 
 
 def check_placement(netlist: xb.Netlist, layer_name: str, weight: np.ndarray) -> None:
-    """Every weight of ``weight`` [G, K_g, N_g] sits in exactly one cell; slices never overlap; no stray cells."""
+    """Every weight of ``weight`` [G, K_g, N_g] sits in exactly one cell; slices never overlap; no stray cells.
+
+    The matrix is stored once (``netlist.weight``); each crossbar's cells are derived from its slices
+    (``netlist.crossbar_cells``) and the matrix is rebuilt from those cells through the slices.
+    """
     layer = netlist.layer(layer_name)
-    target = netlist.doc["target"]
+    target = netlist.doc.target
     rows = target["crossbar"]["rows"]
-    logical = target["crossbar"]["cols"] // physical_cols_per_weight(
-        target["encoding"]["signed"], target["precision"]["weight_bits"], target["crossbar"]["cell_bits"])
-    cells = netlist.arrays[layer["arrays"]["cells"]["key"]]
-    first, n = layer["first_crossbar"], layer["crossbars"]
-    assert cells.shape == (n, rows, logical) and cells.dtype == np.float32
+    m_c = physical_cols_per_weight(target["encoding"]["signed"], target["precision"]["weight_bits"],
+                                   target["crossbar"]["cell_bits"])
+    logical = target["crossbar"]["cols"] // m_c
+    stored = netlist.weight(layer)
+    assert stored.shape == weight.shape and stored.dtype == np.float32
+    np.testing.assert_array_equal(stored, weight)
+    first, n = layer.first_crossbar, layer.crossbars
     rebuilt = np.zeros(weight.shape, dtype=np.float64)
     placed = np.zeros(weight.shape, dtype=np.int64)
-    xbars = netlist.doc["crossbars"][first:first + n]
-    assert [x["index"] for x in xbars] == list(range(first, first + n))
-    for local, x in enumerate(xbars):
-        assert x["layer"] == layer_name and x["rows"] == rows and x["cols"] == logical
-        assert x["physical_cols"] == x["cols"] * physical_cols_per_weight(
-            target["encoding"]["signed"], target["precision"]["weight_bits"], target["crossbar"]["cell_bits"])
+    xbars = netlist.layer_crossbars(layer)
+    assert len(xbars) == n
+    # the layer's crossbars are the run [first, first + n) of the crossbar list (a crossbar's index is its position)
+    assert [k for k, x in enumerate(netlist.crossbars) if x.layer == layer_name] == list(range(first, first + n))
+    for x in xbars:
+        assert x.layer == layer_name and x.rows == rows and x.cols == logical
+        assert x.physical_cols == x.cols * m_c
+        assert not x.blocks
+        cells = netlist.crossbar_cells(x.id)
+        assert cells.shape == (rows, logical) and cells.dtype == np.float32
         occupied = np.zeros((rows, logical), dtype=np.int64)
-        for s in x["slices"]:
-            (r0, r1), (c0, c1), (ar, ac) = s["rows"], s["cols"], s["at"]
+        for s in x.slices:
+            (r0, r1), (c0, c1), (ar, ac) = s.rows, s.cols, s.at
             h, w = r1 - r0, c1 - c0
             assert h > 0 and w > 0 and ar + h <= rows and ac + w <= logical, s
             occupied[ar:ar + h, ac:ac + w] += 1
-            rebuilt[s["group"], r0:r1, c0:c1] += cells[local, ar:ar + h, ac:ac + w]
-            placed[s["group"], r0:r1, c0:c1] += 1
-        assert occupied.max(initial=0) <= 1, f"slices overlap on {x['id']}"
-        assert not cells[local][occupied == 0].any(), f"cells outside any slice are programmed on {x['id']}"
-        assert x["rows_used"] == max((s["at"][0] + s["rows"][1] - s["rows"][0] for s in x["slices"]), default=0)
-        assert x["cols_used"] == max((s["at"][1] + s["cols"][1] - s["cols"][0] for s in x["slices"]), default=0)
+            rebuilt[s.group, r0:r1, c0:c1] += cells[ar:ar + h, ac:ac + w]
+            placed[s.group, r0:r1, c0:c1] += 1
+        assert occupied.max(initial=0) <= 1, f"slices overlap on {x.id}"
+        assert not cells[occupied == 0].any(), f"cells outside any slice are programmed on {x.id}"
+        assert used_extent(layer, x) == (
+            max((s.at[0] + s.rows[1] - s.rows[0] for s in x.slices), default=0),
+            max((s.at[1] + s.cols[1] - s.cols[0] for s in x.slices), default=0))
     assert (placed == 1).all(), "a weight is placed zero or several times"
     np.testing.assert_array_equal(rebuilt.astype(np.float32), weight)
 
@@ -186,12 +198,12 @@ def test_zoo_every_weight_placed_once(name, target):
     netlist, program = zc.compiled.netlist, zc.compiled.program
     modules = dict(zc.model.named_modules())
     for layer in netlist.layers:
-        mod = modules.get(layer["source"])
-        if mod is not None and layer["reference"] == layer["name"]:
+        mod = modules.get(layer.source)
+        if mod is not None and layer.reference == layer.name:
             weight = module_im2col(mod)
         else:
-            weight = program.matrices[layer["name"]].weight
-        check_placement(netlist, layer["name"], weight)
+            weight = program.matrices[layer.name].weight
+        check_placement(netlist, layer.name, weight)
 
 
 # ------------------------------------------------------------------------------------- property test
@@ -259,11 +271,11 @@ def test_random_layers_on_random_targets(layer, overrides):
     netlist = compiled.netlist
     assert len(netlist.layers) == 1
     layer_doc = netlist.layers[0]
-    assert layer_doc["crossbars"] == want == netlist.summary["crossbars"] == len(netlist.doc["crossbars"])
-    assert netlist.doc["target"]["crossbar"]["cols"] == cols
-    check_placement(netlist, layer_doc["name"], module_im2col(mod))
+    assert layer_doc.crossbars == want == netlist.summary["crossbars"] == len(netlist.crossbars)
+    assert netlist.doc.target["crossbar"]["cols"] == cols
+    check_placement(netlist, layer_doc.name, module_im2col(mod))
     if groups > 1 and k_g <= rows and n_g <= cols // m_c:
-        assert layer_doc["groups_per_crossbar"] == min(rows // k_g, (cols // m_c) // n_g)
+        assert layer_doc.groups_per_crossbar == min(rows // k_g, (cols // m_c) // n_g)
     # the emulated layer computes the module
     report = xb.verify(netlist, nn.Sequential(mod), (x,))
     assert report.ok, report.to_dict()

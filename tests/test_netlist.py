@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import jsonschema
+import msgspec
 import numpy as np
 import pytest
 import torch
@@ -20,7 +21,7 @@ import torch
 import xbcompiler as xb
 from tests.conftest import ROOT, zoo_compile
 from tests.models import MODELS
-from xbcompiler.emit.netlist import schema
+from xbcompiler.netlist import schema
 
 LAYER_KEYS = ("name", "source", "kind", "strategy", "matrix_rows", "matrix_cols", "groups", "crossbars", "cycles")
 SUMMARY_KEYS = ("crossbars", "tiles", "chips", "host_ops")
@@ -56,54 +57,72 @@ def test_saved_netlist_validates_against_schema(name, target, tmp_path):
     zc.compiled.save(tmp_path)
     doc = json.loads((tmp_path / "netlist.json").read_text())
     jsonschema.Draft202012Validator(schema()).validate(doc)
-    assert doc["format"] == "xbcompiler-netlist" and doc["version"] == 1
+    assert doc["format"] == "xbcompiler-netlist" and doc["version"] == 2
     assert doc["pipeline"] == zc.compiled.pipeline
     assert doc["target"] == zc.compiled.target.to_dict()
     assert doc["target_fingerprint"] == zc.compiled.target.fingerprint()
-    # the file is canonical JSON: sorted keys, one-space indent, trailing newline
-    text = (tmp_path / "netlist.json").read_text()
-    assert text == json.dumps(doc, sort_keys=True, indent=1) + "\n"
+    in_memory = json.loads(json.dumps(zc.compiled.netlist.to_builtins()))  # tuples as JSON arrays
+    assert {k: v for k, v in doc.items() if k != "blobs"} == {k: v for k, v in in_memory.items() if k != "blobs"}
+    assert set(doc["blobs"]) == {"weights.npz"}
+    # the file is canonical JSON: compact, sorted keys, a trailing newline; reading and writing it again
+    # gives the same bytes
+    raw = (tmp_path / "netlist.json").read_bytes()
+    assert raw == xb.load_netlist(tmp_path).json_bytes()
+    assert raw == msgspec.json.encode(doc, order="sorted") + b"\n"
+    assert raw.endswith(b"}\n") and raw.count(b"\n") == 1 and list(doc) == sorted(doc)
 
 
 @pytest.mark.parametrize("name,target", CASES)
 def test_layers_summary_and_crossbars(name, target):
     zc = zoo_compile(name, target)
-    doc, tgt = zc.compiled.netlist.doc, zc.compiled.target
-    for layer in doc["layers"]:
+    netlist, tgt = zc.compiled.netlist, zc.compiled.target
+    doc, plain = netlist.doc, netlist.to_builtins()  # typed records, and netlist.json as plain JSON
+    for layer, written in zip(doc.layers, plain["layers"]):
         for key in LAYER_KEYS:
-            assert key in layer, (layer.get("name"), key)
-        assert layer["strategy"] == "fully-folded"
-        assert layer["kind"] in ("conv1d", "conv2d", "linear", "matmul")
-        assert layer["matrix_cols"] % layer["groups"] == 0
-        assert layer["cycles"] >= 1
-        cells = layer["arrays"]["cells"]
-        assert cells["key"] == f"layers/{layer['name']}/cells" and cells["dtype"] == "float32"
-        assert cells["shape"] == [layer["crossbars"], tgt.crossbar.rows, tgt.logical_cols]
-    summary = doc["summary"]
+            assert key in written, (layer.name, key)
+        assert layer.strategy == "fully-folded"
+        assert layer.kind in ("conv1d", "conv2d", "linear", "matmul")
+        assert layer.matrix_cols % layer.groups == 0
+        assert layer.cycles >= 1
+        # the matrix is stored once, [groups, K_g, N_g]; no per-crossbar cells array
+        weight = layer.arrays.weight
+        assert weight.key == f"layers/{layer.name}/weight" and weight.dtype == "float32"
+        assert weight.shape == [layer.groups, layer.matrix_rows, layer.n_g]
+        assert netlist.weight(layer).shape == tuple(weight.shape) and netlist.weight(layer).dtype == np.float32
+        assert "cells" not in written["arrays"] and f"layers/{layer.name}/cells" not in netlist.arrays
+        # every crossbar of the layer is a whole target crossbar; its derived cells have that shape
+        xbars = netlist.layer_crossbars(layer)
+        assert all((x.rows, x.cols) == (tgt.crossbar.rows, tgt.logical_cols) for x in xbars)
+        if xbars:
+            cells = netlist.crossbar_cells(xbars[0].id)
+            assert cells.shape == (tgt.crossbar.rows, tgt.logical_cols) and cells.dtype == np.float32
+    summary = netlist.summary
     for key in SUMMARY_KEYS:
         assert key in summary
-    assert summary["crossbars"] == sum(layer["crossbars"] for layer in doc["layers"]) == len(doc["crossbars"])
-    assert summary["tiles"] == len({x["tile"] for x in doc["crossbars"]})
-    assert summary["chips"] == max(x["chip"] for x in doc["crossbars"]) + 1
-    assert summary["host_ops"] == sum(1 for n in doc["nodes"] if n["op"] == "host")
-    assert summary["layers"] == len(doc["layers"]) == sum(1 for n in doc["nodes"] if n["op"] == "xbar")
+    assert summary["crossbars"] == sum(layer.crossbars for layer in doc.layers) == len(doc.crossbars)
+    assert summary["tiles"] == len({x.tile for x in doc.crossbars})
+    assert summary["chips"] == max(x.chip for x in doc.crossbars) + 1
+    assert summary["host_ops"] == sum(1 for n in doc.nodes if n.op == "host")
+    assert summary["layers"] == len(doc.layers) == sum(1 for n in doc.nodes if n.op == "xbar")
 
     ids = set()
     per_tile = tgt.hierarchy.crossbars_per_tile
-    for i, x in enumerate(doc["crossbars"]):
-        m = re.fullmatch(r"t(\d+)\.x(\d+)", x["id"])
-        assert m, x["id"]
-        assert (int(m[1]), int(m[2])) == (x["tile"], x["slot"])
-        assert x["index"] == i and x["slot"] < per_tile
-        assert x["tile"] * per_tile + x["slot"] == i  # tiles filled in crossbar order
-        assert x["chip"] == x["tile"] // tgt.hierarchy.tiles
-        assert x["physical_cols"] == x["cols"] * tgt.m_c <= tgt.crossbar.cols
-        ids.add(x["id"])
-    assert len(ids) == len(doc["crossbars"])
+    for i, x in enumerate(doc.crossbars):  # a crossbar's index is its position in the list
+        m = re.fullmatch(r"t(\d+)\.x(\d+)", x.id)
+        assert m, x.id
+        assert (int(m[1]), int(m[2])) == (x.tile, x.slot)
+        assert x.slot < per_tile
+        assert x.tile * per_tile + x.slot == i  # tiles filled in crossbar order
+        assert x.chip == x.tile // tgt.hierarchy.tiles
+        assert x.physical_cols == x.cols * tgt.m_c <= tgt.crossbar.cols
+        assert netlist.crossbar(x.id) is x
+        ids.add(x.id)
+    assert len(ids) == len(doc.crossbars)
     # layers own consecutive crossbars, in node order
-    for layer in doc["layers"]:
-        owned = doc["crossbars"][layer["first_crossbar"]:layer["first_crossbar"] + layer["crossbars"]]
-        assert all(x["layer"] == layer["name"] for x in owned)
+    for layer in doc.layers:
+        owned = doc.crossbars[layer.first_crossbar:layer.first_crossbar + layer.crossbars]
+        assert all(x.layer == layer.name for x in owned)
+        assert netlist.layer_crossbars(layer) == owned
 
 
 def test_weights_npz_holds_exactly_the_named_arrays(saved):
@@ -112,11 +131,14 @@ def test_weights_npz_holds_exactly_the_named_arrays(saved):
         names = set(npz.files)
         for name in names:
             assert npz[name].dtype == np.float32
-    expected = {c["key"] for c in netlist.doc["constants"]}
-    expected |= {e["key"] for layer in netlist.layers for e in layer["arrays"].values()}
-    assert names == expected
-    blob = netlist.doc["blobs"]["weights.npz"]
-    assert blob["bytes"] == (saved / "weights.npz").stat().st_size
+            assert np.array_equal(npz[name], netlist.arrays[name])
+    expected = {c.key for c in netlist.doc.constants}
+    expected |= {ref.key for layer in netlist.layers for field in layer.arrays.__struct_fields__
+                 if (ref := getattr(layer.arrays, field)) is not None}
+    assert names == expected == set(netlist.arrays)
+    blob = netlist.doc.blobs["weights.npz"]
+    assert blob.bytes == (saved / "weights.npz").stat().st_size
+    assert blob.sha256 == hashlib.sha256((saved / "weights.npz").read_bytes()).hexdigest()
 
 
 def test_emulate_a_saved_directory(saved):
@@ -157,31 +179,35 @@ def _edit_doc(directory: Path, edit) -> None:
     (directory / "netlist.json").write_text(json.dumps(doc))
 
 
-@pytest.mark.parametrize("edit", [
-    lambda d: d.pop("layers"),
-    lambda d: d.__setitem__("format", "something-else"),
-    lambda d: d.__setitem__("nodes", "not a list"),
-    lambda d: d["nodes"][1].__setitem__("op", "python"),
-    lambda d: d["nodes"][1].__setitem__("name", "bad name; import os"),
-    lambda d: d["crossbars"][0].__setitem__("id", "x0"),
-    lambda d: d["layers"][0].__setitem__("strategy", "clever"),
-    lambda d: d["layers"][0]["arrays"]["cells"].pop("key"),
-    lambda d: d["summary"].pop("chips"),
-    lambda d: d["blobs"]["weights.npz"].__setitem__("sha256", "nothex"),
-    lambda d: d["inputs"].clear(),
-], ids=["no-layers", "format", "nodes-type", "node-op", "node-name", "crossbar-id", "strategy", "array-key",
-        "summary", "sha-pattern", "no-inputs"])
-def test_schema_violation(saved, edit):
+@pytest.mark.parametrize("edit,where", [
+    (lambda d: d.pop("layers"), None),
+    (lambda d: d.__setitem__("format", "something-else"), "`$.format`"),
+    (lambda d: d.__setitem__("nodes", "not a list"), "`$.nodes`"),
+    (lambda d: d["nodes"][1].__setitem__("op", "python"), "`$.nodes[1].op`"),
+    (lambda d: d["nodes"][1].__setitem__("name", "bad name; import os"), "`$.nodes[1].name`"),
+    (lambda d: d["crossbars"][0].__setitem__("slot", "x0"), "`$.crossbars[0].slot`"),
+    (lambda d: d["crossbars"][0].__setitem__("id", "t0.x0"), "`$.crossbars[0]`"),  # ids are derived, not stored
+    (lambda d: d["layers"][0].__setitem__("strategy", "clever"), "`$.layers[0].strategy`"),
+    (lambda d: d["layers"][0]["arrays"]["weight"].pop("key"), "`$.layers[0].arrays.weight`"),
+    (lambda d: d["summary"].pop("chips"), "`$.summary`"),
+    (lambda d: d["blobs"]["weights.npz"].__setitem__("sha256", "nothex"), "`$.blobs["),
+    (lambda d: d["inputs"].clear(), "`$.inputs`"),
+], ids=["no-layers", "format", "nodes-type", "node-op", "node-name", "crossbar-slot", "crossbar-id", "strategy",
+        "array-key", "summary", "sha-pattern", "no-inputs"])
+def test_schema_violation(saved, edit, where):
     _edit_doc(saved, edit)
     err = expect_error("XB502", xb.load_netlist, saved)
     assert "schema" in err.message
+    if where is not None:  # the message names the offending field by its JSON path
+        assert where in err.message, err.message
 
 
-@pytest.mark.parametrize("version", [2, 0, 99])
+@pytest.mark.parametrize("version", [1, 0, 3, 99])
 def test_unsupported_version(saved, version):
     _edit_doc(saved, lambda d: d.__setitem__("version", version))
     err = expect_error("XB504", xb.load_netlist, saved)
     assert str(version) in err.message
+    assert "recompile" in err.hint
 
 
 def test_modified_weights(saved):
@@ -197,29 +223,52 @@ def test_truncated_weights(saved):
     expect_error("XB503", xb.load_netlist, saved)
 
 
-def test_weights_replaced_with_matching_checksum_but_pickled_arrays(saved):
-    """A blob whose checksum matches but holds an object (pickled) array is not loaded."""
+class _Touch:
+    """Unpickling this creates ``path``: proof that a pickle was executed."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return Path.touch, (self.path,)
+
+
+def test_weights_replaced_with_matching_checksum_but_pickled_arrays(saved, tmp_path):
+    """A blob whose checksum matches but holds an object (pickled) array is not loaded (nor unpickled)."""
+    marker = tmp_path / "unpickled"
+    netlist = xb.load_netlist(saved)
+    arrays = dict(netlist.arrays)
+    arrays[netlist.layer("fc1").arrays.weight.key] = np.array([_Touch(marker)], dtype=object)
     buf = io.BytesIO()
-    np.savez(buf, **{"layers/fc1/cells": np.array([{"a": 1}], dtype=object)})
+    np.savez(buf, **arrays)  # every named member present, one of them pickled
     blob = buf.getvalue()
     (saved / "weights.npz").write_bytes(blob)
     _edit_doc(saved, lambda d: d["blobs"]["weights.npz"].__setitem__("sha256", hashlib.sha256(blob).hexdigest()))
-    expect_error("XB503", xb.load_netlist, saved)
+    with pytest.raises(xb.CompileError) as info:
+        xb.load_netlist(saved)
+    assert info.value.code in ("XB502", "XB503", "XB515"), info.value.render()
+    assert "fc1" in info.value.message
+    assert not marker.exists()
 
 
 def test_array_with_wrong_shape(tmp_path):
     netlist = zoo_compile("mlp", "tiny").compiled.netlist
-    key = netlist.layers[0]["arrays"]["cells"]["key"]
-    broken = xb.Netlist(json.loads(json.dumps(netlist.doc)), {**netlist.arrays, key: netlist.arrays[key][:1]})
-    broken.save(tmp_path)  # save recomputes the checksum: only the shape is wrong
-    expect_error("XB502", xb.load_netlist, tmp_path)
+    key = netlist.layers[0].arrays.weight.key
+    weight = netlist.arrays[key]
+    broken = xb.Netlist(netlist.doc, {**netlist.arrays, key: weight[:, :1]})
+    assert broken.weight(netlist.layers[0]).shape != weight.shape
+    broken.save(tmp_path / "smaller")  # save recomputes the checksum: only the shape is wrong
+    expect_error("XB515", xb.load_netlist, tmp_path / "smaller")  # the member is smaller than declared
+    same_size = xb.Netlist(netlist.doc, {**netlist.arrays, key: weight.reshape(weight.shape[0], -1, 1)})
+    same_size.save(tmp_path / "reshaped")
+    expect_error("XB502", xb.load_netlist, tmp_path / "reshaped")  # same bytes, another header
 
 
 def test_array_missing(tmp_path):
     netlist = zoo_compile("mlp", "tiny").compiled.netlist
     arrays = dict(netlist.arrays)
-    del arrays[netlist.layers[-1]["arrays"]["bias"]["key"]]
-    xb.Netlist(json.loads(json.dumps(netlist.doc)), arrays).save(tmp_path)
+    del arrays[netlist.layers[-1].arrays.bias.key]
+    xb.Netlist(netlist.doc, arrays).save(tmp_path)
     expect_error("XB502", xb.load_netlist, tmp_path)
 
 
@@ -282,7 +331,7 @@ def test_without_max_chips_warns_and_spills():
         compiled = xb.compile(case.build(), (case.example_input(),), "tiny", PIPELINE)
     assert compiled.summary["chips"] == 8  # > 1
     assert any("chips" in w for w in compiled.warnings)
-    chips = {x["chip"] for x in compiled.netlist.doc["crossbars"]}
+    chips = {x.chip for x in compiled.netlist.crossbars}
     assert chips == set(range(8))
 
 
@@ -306,12 +355,10 @@ def test_one_chip_model_does_not_warn():
 
 def test_docs_describe_every_schema_field():
     text = (ROOT / "docs" / "netlist.md").read_text()
-    s = schema()
-    keys = set(s["required"])
-    for section in ("layers", "crossbars", "nodes", "inputs", "constants"):
-        keys |= set(s["properties"][section]["items"].get("required", []))
-    keys |= set(s["properties"]["summary"]["required"])
-    keys |= set(s["properties"]["crossbars"]["items"]["properties"]["slices"]["items"]["required"])
+    defs = schema()["$defs"]  # one definition per record type (generated from xbcompiler.netlist.types)
+    keys = set()
+    for record in ("Document", "Layer", "Crossbar", "Node", "InputSpec", "Constant", "Summary", "Slice", "Block"):
+        keys |= set(defs[record]["required"])
     missing = sorted(k for k in keys if f"`{k}`" not in text)
     assert not missing, missing
     for wrapper in ("ref", "tuple", "dict", "slice", "ellipsis", "float", "dtype", "memory_format"):

@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import operator
+import tomllib
 import types
 import typing
-import warnings
 from dataclasses import dataclass
+from importlib.metadata import EntryPoint, distribution
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -46,6 +47,10 @@ from xbcompiler.pipeline import (
     unregister_pass,
 )
 from xbcompiler.pipeline.instruments import compare_outputs
+from xbcompiler.target import ENTRY_POINT_GROUP as TARGET_GROUP
+from xbcompiler.target import load_target
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # --- toy IR and passes ----------------------------------------------------------------------------
 
@@ -479,15 +484,45 @@ def test_register_pass_checks_the_class():
     assert register_pass(ToyScale) is ToyScale
 
 
-def test_entry_point_failures_are_surfaced():
-    """Broken entry points are skipped by the round trip above; say so instead of hiding them."""
-    for reason in load_failures().values():
-        warnings.warn(reason, stacklevel=1)
+def _our_entry_points(group: str) -> dict[str, str]:
+    """This distribution's installed entry points of ``group``: name -> ``module:object``."""
+    return {ep.name: ep.value for ep in distribution("xbcompiler").entry_points if ep.group == group}
+
+
+def test_built_in_entry_points_load_and_a_broken_one_is_reported(monkeypatch):
+    """Every pass and target this distribution declares loads; a broken entry point beside them is reported.
+
+    The round trips above skip passes that failed to load, so a built-in pass with an import error
+    would otherwise go untested without anything failing.
+    """
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
+    for group in (registry.GROUP, TARGET_GROUP):
+        assert _our_entry_points(group) == declared[group], \
+            f"the installed '{group}' entry points differ from pyproject.toml: reinstall with pip install -e ."
+    builtin = set(_our_entry_points(registry.GROUP))
+    failed = {name: why for name, why in load_failures().items() if name in builtin}
+    assert not failed, "built-in passes failed to load:\n" + "\n".join(failed.values())
+    assert builtin <= set(registered_passes())
+    for name, value in _our_entry_points(TARGET_GROUP).items():
+        found = EntryPoint(name, value, TARGET_GROUP).load()()
+        assert found and all(Path(p).is_file() for p in found.values()), f"target entry point '{name}': {found}"
+        for target in found:
+            load_target(target)
+
+    broken = EntryPoint("toy-broken", "no_such_module_xb:Pass", registry.GROUP)
+    real = registry.entry_points
+    monkeypatch.setattr(registry, "entry_points", lambda group: [*real(group=group), broken])
+    registry._entry_points.cache_clear()
+    try:
+        assert set(load_failures()) & (builtin | {"toy-broken"}) == {"toy-broken"}
+        assert "No module named 'no_such_module_xb'" in load_failures()["toy-broken"]
+        assert builtin <= set(registered_passes())
+    finally:
+        monkeypatch.undo()
+        registry._entry_points.cache_clear()
 
 
 def test_broken_entry_points_are_skipped_and_reported(monkeypatch):
-    from importlib.metadata import EntryPoint
-
     eps = [EntryPoint("toy-missing", "no_such_module_xb:Pass", registry.GROUP),
            EntryPoint("toy-not-a-pass", "builtins:int", registry.GROUP),
            EntryPoint("toy-misnamed", f"{__name__}:ToyScale", registry.GROUP)]
@@ -600,6 +635,52 @@ def test_verify_each_runs_after_every_pass():
     ctx = PassContext(verify_ir=seen.append)
     PassManager([ToyScale(), ToyShapes(), ToyLower(), ToyXbar()], [VerifyEach()]).run(graph(), ctx)
     assert len(seen) == 4 and isinstance(seen[-1], ToyProgram)
+
+
+@dataclass(frozen=True)
+class ToyBreaksGraph(Pass):
+    """Make the output use a node of another graph: the graph still runs, ``Graph.lint`` refuses it."""
+
+    name: ClassVar[str] = "toy-breaks-graph"
+
+    def run(self, gm: fx.GraphModule, ctx):
+        _log(ctx, self.name)
+        out = next(n for n in gm.graph.nodes if n.op == "output")
+        out.args = (fx.Graph().placeholder("stray"),)
+        return gm
+
+
+def test_verify_each_catches_a_broken_ir_with_the_default_verifier():
+    ctx = PassContext()  # verify_ir left at its default: the built-in verifier
+    with pytest.raises(RuntimeError, match="stray") as err:
+        PassManager([ToyScale(), ToyBreaksGraph(), ToyScale()], [VerifyEach()]).run(graph(), ctx)
+    assert err.value.__notes__[0].startswith("in pass 'toy-breaks-graph' (step 2 of 3")
+    assert ran(ctx) == ["toy-scale", "toy-breaks-graph"]
+    # the same pipeline without the instrument passes the broken graph on
+    PassManager([ToyBreaksGraph()]).run(graph(), PassContext())
+
+
+def test_verify_each_refuses_a_context_that_switched_verification_off():
+    ctx = PassContext(verify_ir=None)
+    with pytest.raises(CompileError) as err:
+        PassManager([ToyScale()], [VerifyEach()]).run(graph(), ctx)
+    assert err.value.code == "XB606" and "verify_ir=None" in err.value.message
+    assert ran(ctx) == []  # refused before the first pass
+    PassManager([ToyScale()]).run(graph(), PassContext(verify_ir=None))  # no verify-each: nothing to refuse
+
+
+def test_the_built_in_verifier_refuses_an_ir_it_cannot_read():
+    with pytest.raises(CompileError) as err:
+        PassManager([ToyLower()], [VerifyEach()]).run(graph(), PassContext())
+    assert err.value.code == "XB606" and "ToyProgram" in err.value.message
+
+
+def test_the_default_verifier_checks_against_the_contexts_current_target():
+    ctx = PassContext(target="a")
+    other = dataclasses.replace(ctx, target="b")
+    assert ctx.verify_ir == ctx.verify_against_target and other.verify_ir == other.verify_against_target
+    own = PassContext(verify_ir=print)
+    assert own.verify_ir is print and dataclasses.replace(own).verify_ir is print
 
 
 def test_numeric_check_catches_a_pass_that_changes_the_numbers():

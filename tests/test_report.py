@@ -30,27 +30,43 @@ def saved(tmp_path_factory):
     return out, compiled
 
 
+def used_extent(layer, x) -> tuple[int, int]:
+    """Rows and logical columns of crossbar ``x`` up to the last its placement records cover (docs/netlist.md)."""
+    rows = cols = 0
+    for s in x.slices:
+        rows = max(rows, s.at[0] + s.rows[1] - s.rows[0])
+        cols = max(cols, s.at[1] + s.cols[1] - s.cols[0])
+    for b in x.blocks:
+        n_c, n_dy = b.channels[1] - b.channels[0], b.kernel_rows[1] - b.kernel_rows[0]
+        rows = max(rows, b.at[0] + n_c * n_dy * layer.w_i)
+        cols = max(cols, b.at[1] + (b.out_channels[1] - b.out_channels[0]) * layer.w_o)
+    return rows, cols
+
+
 def test_layer_costs_follow_the_documented_counts(saved):
     _, compiled = saved
-    doc, target = compiled.netlist.doc, compiled.target
-    report = cost_report(compiled.netlist)
+    netlist, target = compiled.netlist, compiled.target
+    summary = netlist.summary
+    report = cost_report(netlist)
     c, cycles = target.costs, target.input_cycles
     assert cycles == 16 and target.m_c == 8
-    for layer, lc in zip(doc["layers"], report.layers):
-        xs = doc["crossbars"][layer["first_crossbar"]:layer["first_crossbar"] + layer["crossbars"]]
-        reads = layer["phases"] * cycles
-        assert lc.adc_conversions == reads * sum(x["cols_used"] * 8 for x in xs)
-        assert lc.dac_drives == reads * sum(x["rows_used"] for x in xs)
-        assert lc.cell_reads == reads * sum(x["rows_used"] * x["cols_used"] * 8 for x in xs)
-        assert lc.period == ceil(layer["phases"] / layer["replicas"])
+    assert len(report.layers) == len(netlist.layers)
+    for layer, lc in zip(netlist.layers, report.layers):
+        used = [used_extent(layer, x) for x in netlist.layer_crossbars(layer)]
+        assert all(r > 0 and col > 0 for r, col in used)
+        reads = layer.phases * cycles
+        assert lc.adc_conversions == reads * sum(col * 8 for _, col in used)
+        assert lc.dac_drives == reads * sum(r for r, _ in used)
+        assert lc.cell_reads == reads * sum(r * col * 8 for r, col in used)
+        assert lc.period == ceil(layer.phases / layer.replicas)
         assert lc.latency_ns == lc.period * cycles * c.phase_ns
         energy = (lc.adc_conversions * (c.adc_conversion_pj + c.shift_add_pj) + lc.dac_drives * c.dac_drive_pj
                   + lc.cell_reads * c.cell_read_pj + lc.partial_sum_additions * c.partial_sum_add_pj
                   + lc.tile_bits * c.tile_bit_moved_pj)
         assert lc.energy_pj == pytest.approx(energy)
     t = report.totals
-    assert t["crossbars"] == doc["summary"]["crossbars"] and t["pipeline_period"] == doc["summary"]["pipeline_period"]
-    assert t["crossbars_with_replicas"] == doc["summary"]["crossbars_with_replicas"] > t["crossbars"]
+    assert t["crossbars"] == summary["crossbars"] and t["pipeline_period"] == summary["pipeline_period"]
+    assert t["crossbars_with_replicas"] == summary["crossbars_with_replicas"] > t["crossbars"]
     assert t["area_um2"] == pytest.approx((t["crossbars_with_replicas"] + t["accumulation_crossbars"])
                                           * (c.xbar_area_um2 + c.adc_area_um2) + t["tiles"] * c.tile_area_um2)
     assert t["period_ns"] == t["pipeline_period"] * cycles * c.phase_ns
@@ -84,7 +100,7 @@ def test_xbc_report_prints_a_table_and_writes_plots(saved, capsys):
     assert main(["report", str(out), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["totals"]["crossbars"] == compiled.summary["crossbars"]
-    assert [layer["name"] for layer in data["layers"]] == [layer["name"] for layer in compiled.netlist.layers]
+    assert [layer["name"] for layer in data["layers"]] == [layer.name for layer in compiled.netlist.layers]
 
 
 def test_xbc_report_of_a_missing_netlist_is_bad_input(tmp_path, capsys):

@@ -54,6 +54,16 @@ CODES: dict[str, str] = {
     "XB504": "netlist version not supported",
     "XB505": "bad emulator input",
     "XB506": "model does not match the netlist",
+    "XB507": "no such crossbar or layer in the netlist",
+    "XB508": "a host operation of the netlist failed",
+    "XB510": "netlist index or range out of bounds",
+    "XB511": "netlist placement records overlap",
+    "XB512": "netlist weight not placed exactly `copies` times",
+    "XB513": "netlist crossbar sites inconsistent with the target's hierarchy",
+    "XB514": "netlist target section does not match its fingerprint",
+    "XB515": "netlist file or array larger than declared or allowed",
+    "XB516": "netlist archive holds a member the netlist does not name",
+    "XB517": "netlist bookkeeping inconsistent",
     "XB520": "integer mode needs a quantised netlist",
     "XB521": "row blocks disagree with the quantised netlist",
     "XB601": "unknown pass",
@@ -61,6 +71,7 @@ CODES: dict[str, str] = {
     "XB603": "pipeline contract violated",
     "XB604": "bad pass option",
     "XB605": "unknown pipeline name",
+    "XB606": "no verifier for the IR",
 }
 
 

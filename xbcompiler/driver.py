@@ -10,14 +10,14 @@ import torch
 from torch import fx, nn
 
 from .diagnostics import CompileError
-from .emit.netlist import Netlist, emit_netlist
+from .emit import emit_netlist
 from .frontend.coverage import CoverageRow, coverage
 from .frontend.trace import check_inputs, trace
 from .ir.printer import print_ir
 from .ir.program import XbarProgram
+from .netlist import Netlist
 from .pipeline import Instrument, PassContext, PassManager, VerifyEach, format_pipeline, resolve_pipeline
 from .quant.calibrate import as_batches
-from .quant.netlist import calibrate_periphery
 from .quant.pipeline import with_quantization
 from .target import TargetSpec, load_target
 
@@ -47,15 +47,6 @@ class CompiledModel:
         from .emulator import emulate
 
         return emulate(self.netlist, inputs)
-
-
-def _verify_ir(target: TargetSpec):
-    def verify(ir) -> None:
-        if isinstance(ir, XbarProgram):
-            ir.verify(target)
-        else:
-            ir.graph.lint()
-    return verify
 
 
 def _run_ir(ir, inputs):
@@ -89,15 +80,13 @@ def compile(model: nn.Module, example_inputs, target, pipeline="default", *, ove
         passes = with_quantization(passes)
     text = format_pipeline(passes)
     check = tuple(t[:1].clone() for t in inputs)
+    # verify_ir stays at its default: the built-in verifier (fx lint, XbarProgram.verify against tgt)
     ctx = PassContext(target=tgt, example_inputs=inputs, check_inputs=check, seed=seed, repro=repro,
-                      verify_ir=_verify_ir(tgt), run_ir=_run_ir, print_ir=print_ir, properties={"traced", "shapes"},
-                      calibration=batches)
+                      run_ir=_run_ir, print_ir=print_ir, properties={"traced", "shapes"}, calibration=batches)
     manager = PassManager(passes, [VerifyEach()] if instruments is None else instruments)
     program = manager.run(gm, ctx, stage="graph")
     if not isinstance(program, XbarProgram) or not program.placed:
         raise CompileError("XB603", f"pipeline '{text}' does not end with a placed crossbar program",
                            hint="a pipeline needs lower-to-xbar, a map-* pass and place-tiles")
     netlist = emit_netlist(program, tgt, text)
-    if batches is not None:
-        calibrate_periphery(netlist, batches, tgt)
     return CompiledModel(netlist, program, tgt, text, rows, ctx.report, ctx.timings, ctx.warnings)

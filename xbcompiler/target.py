@@ -163,7 +163,7 @@ class TargetSpec:
     @property
     def weight_slices(self) -> int:
         """S: cells per weight magnitude (differential slices b_w - 1 magnitude bits)."""
-        return _slices(self.encoding.signed, self.precision.weight_bits, self.crossbar.cell_bits)
+        return slices_per_weight(self.encoding.signed, self.precision.weight_bits, self.crossbar.cell_bits)
 
     @property
     def m_c(self) -> int:
@@ -399,13 +399,13 @@ def _combination_problems(v: dict[str, Any]) -> list[tuple[str, str]]:
     if dac > inp:
         out.append(("precision.dac_bits", f"precision.dac_bits = {dac} exceeds precision.input_bits = {inp}"))
     signed, wb, k, cols = v["encoding.signed"], v["precision.weight_bits"], v["crossbar.cell_bits"], v["crossbar.cols"]
-    m_c = _slices(signed, wb, k) * (2 if signed == "differential" else 1)
+    m_c = slices_per_weight(signed, wb, k) * (2 if signed == "differential" else 1)
     if m_c > cols:
         why = f"one {signed} {wb}-bit weight on {k}-bit cells needs m_c = {m_c} columns"
         out.append(("crossbar.cols", f"crossbar.cols = {cols} is too few: {why}"))
     return out
 
 
-def _slices(signed: str, weight_bits: int, cell_bits: int) -> int:
+def slices_per_weight(signed: str, weight_bits: int, cell_bits: int) -> int:
     """Cells per weight: offset stores all bits, differential the magnitude (one bit less)."""
     return -(-(weight_bits - (signed == "differential")) // cell_bits)

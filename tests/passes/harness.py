@@ -36,12 +36,9 @@ if str(ROOT) not in sys.path:  # so that ``tests.models`` and ``passes`` import 
 
 from tests.models import MODELS
 from xbcompiler.diagnostics import CompileError, XBWarning
-from xbcompiler.frontend.ops import HOST_OPS
 from xbcompiler.frontend.trace import trace
-from xbcompiler.ir.matrix import conv_via_im2col
+from xbcompiler.ir.interpret import run_program
 from xbcompiler.ir.printer import print_ir
-from xbcompiler.ir.program import XbarProgram
-from xbcompiler.ir.values import decode
 from xbcompiler.pipeline import (
     NumericCheck,
     Pass,
@@ -57,46 +54,17 @@ GOLDEN = Path(__file__).parent / "golden"
 UPDATE_GOLDEN = os.environ.get("XB_UPDATE_GOLDEN") == "1"
 
 
-def run_program(program: XbarProgram, inputs: tuple):
-    """Execute a crossbar program directly: host ops from the allow-list, layers through their matrices.
-
-    Placement is ignored (the mapping passes are checked by the verifier and by emulating the
-    netlist); this lets the numeric-check instrument compare a program against its graph.
-    """
-    env: dict = {}
-    for node in program.nodes:
-        if node.op == "input":
-            env[node.name] = inputs[int(node.target)]
-        elif node.op == "const":
-            env[node.name] = torch.from_numpy(program.constants[node.target])
-        elif node.op == "host":
-            args = decode(list(node.args), env)
-            kwargs = {k: decode(v, env) for k, v in node.kwargs}
-            env[node.name] = HOST_OPS[node.target].fn(*args, **kwargs)
-        else:  # xbar
-            m = program.matrices[node.target]
-            bias = None if m.bias is None else torch.from_numpy(m.bias)
-            env[node.name] = conv_via_im2col(env[node.args[0]["ref"]], torch.from_numpy(m.weight), bias, m.geometry)
-    return decode(program.output, env)
-
-
 def run_ir(ir, inputs: tuple):
     with torch.no_grad():
         return ir(*inputs) if isinstance(ir, fx.GraphModule) else run_program(ir, inputs)
 
 
 def make_context(inputs: tuple, target="tiny", **changes) -> PassContext:
-    """The context the driver builds (verify, run and print hooks), for running passes alone."""
+    """The context the driver builds, for running passes alone: run and print hooks, and ``verify_ir`` left
+    at its default (the built-in verifier: fx lint, ``XbarProgram.verify`` against the target)."""
     tgt = load_target(target) if isinstance(target, str) else target
-
-    def verify_ir(ir) -> None:
-        if isinstance(ir, XbarProgram):
-            ir.verify(tgt)
-        else:
-            ir.graph.lint()
-
     fields = {"target": tgt, "example_inputs": inputs, "check_inputs": tuple(t[:1].clone() for t in inputs),
-              "verify_ir": verify_ir, "run_ir": run_ir, "print_ir": print_ir, "properties": {"traced", "shapes"}}
+              "run_ir": run_ir, "print_ir": print_ir, "properties": {"traced", "shapes"}}
     return PassContext(**{**fields, **changes})
 
 

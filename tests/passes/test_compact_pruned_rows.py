@@ -42,13 +42,13 @@ def test_compaction_counts_and_verifies(grain):
 
     layer = compiled.netlist.layer("layers_2_conv2")
     weight = params["layers.2.conv2.weight"].detach().reshape(64, -1)  # [C_out, K], rows (c, dy, dx)
-    xbars = compiled.netlist.doc["crossbars"][layer["first_crossbar"]:layer["first_crossbar"] + layer["crossbars"]]
+    xbars = compiled.netlist.layer_crossbars(layer)
     for xbar in xbars:
-        rows = [r for r in xbar["row_inputs"] if r >= 0]
-        cols = [c for c in xbar["column_channels"] if c >= 0]
+        rows = [r for r in xbar.row_inputs if r >= 0]
+        cols = [c for c in xbar.column_channels if c >= 0]
         assert len(rows) <= 64 and rows == sorted(rows)  # the static gather
         assert (weight[cols][:, rows] != 0).any(0).all()  # only rows with a weight are driven
-    tiles = {tuple(xbar["column_channels"]) for xbar in xbars}
+    tiles = {tuple(xbar.column_channels) for xbar in xbars}
     for cols in tiles:  # the adder tree: one partial sum per remaining crossbar of the column tile
-        n = sum(tuple(xbar["column_channels"]) == cols for xbar in xbars)
-        assert all(layer["fanin"][c] == n for c in cols)
+        n = sum(tuple(xbar.column_channels) == cols for xbar in xbars)
+        assert all(layer.fanin[c] == n for c in cols)

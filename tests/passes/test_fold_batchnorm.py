@@ -1,8 +1,8 @@
 """``fold-batchnorm`` run alone through the PassManager (verify-each and numeric-check on).
 
 It folds inference BatchNorm into the Conv/Linear that feeds it (with or without bias, BN with or
-without affine), keeps BN whose producer has other users or is a shared module, records
-``meta["xb.reference"]`` and preserves the numbers; golden before/after dumps for three small models.
+without affine), keeps BN whose producer has other users or is a shared module, records the
+``Reference`` annotation and preserves the numbers; golden before/after dumps for three small models.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from tests.models import MODELS
 from tests.passes.harness import check_golden, golden_text, make_context, run_passes
 from xbcompiler.diagnostics import XBWarning
 from xbcompiler.frontend.trace import trace
+from xbcompiler.ir import annotations as ann
 
 # --- fold-batchnorm --------------------------------------------------------------------------------------
 
@@ -79,7 +80,7 @@ def test_batchnorm_after_a_crossbar_layer_is_folded(name):
     assert not any(n.op == "get_attr" and "running" in n.target for n in gm.graph.nodes)
     assert ctx.report["fold-batchnorm"] == {"folded": 1}
     (layer,) = [n for n in gm.graph.nodes if n.op == "call_module"]
-    assert layer.meta["xb.reference"] == f"_{int(layer.name[1:]) + 1}"  # the BN right after it
+    assert ann.get(layer, ann.Reference) == ann.Reference(f"_{int(layer.name[1:]) + 1}")  # the BN right after it
     assert gm.get_submodule(layer.target).bias is not None  # a bias-free conv gains the BN shift as its bias
     assert_same_function(gm, model, inputs)
     assert "bn-folded" in ctx.properties
@@ -108,7 +109,7 @@ def test_chained_batchnorms_fold_and_reference_the_last():
     inputs = (torch.randn(2, 3, 5, 5),)
     gm, ctx = fold(model, inputs)
     assert batch_norms(gm) == [] and ctx.report["fold-batchnorm"] == {"folded": 2}
-    assert gm.graph.find_nodes(op="call_module", target="0")[0].meta["xb.reference"] == "_2"
+    assert ann.get(gm.graph.find_nodes(op="call_module", target="0")[0], ann.Reference).node == "_2"
     assert_same_function(gm, model, inputs)
 
 
@@ -177,7 +178,7 @@ def test_batchnorm_that_cannot_fold_stays_on_the_host(cls, shape):
     assert len(batch_norms(gm)) == 1
     assert ctx.report["fold-batchnorm"] == {"folded": 0}
     assert all(torch.equal(v, weights[k]) for k, v in gm.state_dict().items())  # nothing was rescaled
-    assert not any("xb.reference" in n.meta for n in gm.graph.nodes)
+    assert not any(ann.get(n, ann.Reference, None) for n in gm.graph.nodes)
     assert_same_function(gm, model, inputs)
 
 
@@ -197,7 +198,7 @@ def test_zoo_models_fold_and_keep_their_numbers(name):
     model, inputs = case.build(), (case.example_input(),)
     gm, ctx = fold(model, inputs)
     assert ctx.report["fold-batchnorm"]["folded"] > 0
-    refs = [n.meta["xb.reference"] for n in gm.graph.nodes if "xb.reference" in n.meta]
+    refs = [r.node for n in gm.graph.nodes if (r := ann.get(n, ann.Reference, None))]
     assert len(refs) == len(set(refs)) == ctx.report["fold-batchnorm"]["folded"]
     assert_same_function(gm, model, inputs)
 
@@ -207,7 +208,7 @@ def test_reference_names_a_node_of_the_original_graph():
     model, inputs = case.build(), (case.example_input(),)
     original = {n.name for n in trace(model, inputs).graph.nodes if n.target is F.batch_norm}
     gm, _ = fold(model, inputs)
-    refs = {n.meta["xb.reference"] for n in gm.graph.nodes if "xb.reference" in n.meta}
+    refs = {r.node for n in gm.graph.nodes if (r := ann.get(n, ann.Reference, None))}
     assert refs and refs <= original
 
 

@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:
 import xbcompiler as xb
 from passes.fold_pow2_scales import FoldPow2ScalesPass
 from tests.models import MODELS
-from tests.passes.harness import check_golden
+from tests.passes.harness import check_golden, make_context
 from xbcompiler.diagnostics import CompileError, XBWarning
 from xbcompiler.frontend.trace import trace
 from xbcompiler.ir.printer import print_ir
@@ -61,8 +61,7 @@ def quantize(model: nn.Module, shape, target="isaac-like", overrides=BITS8, cali
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(*shape, generator=gen)
     cal = [(torch.randn(8, *shape[1:], generator=gen),)] if calibration else None
-    ctx = PassContext(target=load_target(target, overrides), example_inputs=(x,), properties={"traced", "shapes"},
-                      calibration=cal)
+    ctx = make_context((x,), load_target(target, overrides), calibration=cal)  # verify_ir: the built-in verifier
     passes = [*parse_pipeline("fold-batchnorm,lower-im2col"), FoldPow2ScalesPass(**options)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", XBWarning)
@@ -186,11 +185,11 @@ def test_driver_inserts_the_pass_only_with_calibration():
     model, x = MODELS["digits_cnn"].build(), MODELS["digits_cnn"].example_input()
     float_compile = xb.compile(model, (x,), "tiny", pipeline="fully-folded")
     assert "fold-pow2-scales" not in float_compile.pipeline
-    assert not any("quant" in layer for layer in float_compile.netlist.layers)
+    assert not any(layer.quant is not None for layer in float_compile.netlist.layers)
     quant = xb.compile(model, (x,), "tiny", pipeline="fully-folded", calibration=torch.randn(4, 1, 8, 8))
     names = quant.pipeline.split(",")
     assert names.index("fold-pow2-scales") == names.index("lower-im2col") + 1
-    assert all("quant" in layer for layer in quant.netlist.layers)
+    assert all(layer.quant is not None for layer in quant.netlist.layers)
     assert quant.report["fold-pow2-scales"]["integer_segments"]["float_multiplies"] == 0
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # tests/conftest.py does this too; kept so the file also runs alone
@@ -138,6 +139,19 @@ def test_reference_follows_the_folded_batchnorm():
     refs = {name: layer.matrix.reference for name, layer in layers(gm).items()}
     assert refs == {"_0": "_1", "_3": "_3"}
     assert layers(gm)["_0"].matrix.source == "0"
+
+
+def test_a_layer_the_front_end_did_not_annotate_is_xb202():
+    """A graph that bypassed the front end lacks the ``Source`` annotation: XB202 says who records it."""
+    model, inputs = nn.Sequential(nn.Linear(4, 2)).eval(), (torch.randn(1, 4),)
+    gm = fx.symbolic_trace(model)
+    ShapeProp(gm).propagate(*inputs)
+    with pytest.raises(CompileError) as info:
+        run_passes([LowerIm2colPass()], gm, make_context(inputs), numeric=False)
+    err = info.value
+    assert err.code == "XB202" and err.location.node == "_0"
+    assert "Source" in err.message and "xbcompiler.frontend.trace" in err.message
+    assert any("lower-im2col" in note for note in err.__notes__)
 
 
 def _corrupt(monkeypatch, how):

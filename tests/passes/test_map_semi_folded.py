@@ -27,11 +27,12 @@ from tests.conftest import zoo_compile
 from tests.models import MODELS
 from tests.passes.harness import before_pass, check_golden, golden_models, prefix_of, run_passes
 from xbcompiler.diagnostics import CompileError, XBWarning
-from xbcompiler.emulator.ideal import read_row_blocks
+from xbcompiler.emulator.literal import derived_cells, read_back
 from xbcompiler.ir.printer import print_ir
 from xbcompiler.mapping.plan import ArraySpec
 from xbcompiler.mapping.search import search
 from xbcompiler.mapping.shape import shape_of
+from xbcompiler.netlist.placement import footprint
 from xbcompiler.pipeline import format_pipeline
 
 # --- map-semi-folded ------------------------------------------------------------------------------------
@@ -106,16 +107,20 @@ def test_zoo_netlists_equal_torch(name):
         assert report.ok and report.output_rel < STRICT, report.to_dict()
     else:
         assert report.ok and report.max_rel < STRICT, report.to_dict()
-    doc = netlist.doc
-    for layer in doc["layers"]:
-        assert layer["strategy"] == "semi-folded"
-        for key in ("kin", "kout", "w_o", "n_w", "phases", "partial_sum_fanin", "replicas", "schedule", "alternatives"):
-            assert key in layer, key
-        assert layer["arrays"]["cells"]["shape"] == [layer["crossbars"], tgt.crossbar.rows, tgt.logical_cols]
-        assert layer["phases"] == layer["schedule"]["phases"] == layer["schedule"]["period"]
-    summary = doc["summary"]
-    assert summary["crossbars"] == len(doc["crossbars"]) == summary["crossbars_with_replicas"]
-    assert summary["pipeline_period"] == max(layer["phases"] for layer in doc["layers"])
+    for layer in netlist.layers:
+        assert layer.strategy == "semi-folded"
+        assert layer.kin > 0 and layer.kout > 0 and layer.w_o > 0 and layer.n_w > 0 and layer.replicas >= 1
+        assert layer.partial_sum_fanin >= 0 and isinstance(layer.alternatives, list)
+        # the matrix is stored once; every crossbar of the layer derives rows x logical-cols cells from it
+        assert netlist.weight(layer).shape == (layer.groups, layer.matrix_rows, layer.n_g)
+        xbars = netlist.layer_crossbars(layer)
+        assert len(xbars) == layer.crossbars
+        assert all((x.rows, x.cols) == (tgt.crossbar.rows, tgt.logical_cols) for x in xbars)
+        assert netlist.crossbar_cells(xbars[0].id).shape == (tgt.crossbar.rows, tgt.logical_cols)
+        assert layer.phases == layer.schedule.phases == layer.schedule.period
+    summary = netlist.summary
+    assert summary["crossbars"] == len(netlist.crossbars) == summary["crossbars_with_replicas"]
+    assert summary["pipeline_period"] == max(layer.phases for layer in netlist.layers)
     assert {"accumulation_crossbars", "partial_sum_additions", "tile_traffic_bits"} <= set(summary)
 
 
@@ -124,10 +129,8 @@ def test_row_block_reader_gives_the_matrices_back(name):
     zc = zoo_compile(name, "prime-like", PIPELINE)
     netlist, program = zc.compiled.netlist, zc.compiled.program
     for layer in netlist.layers:
-        first, n = layer["first_crossbar"], layer["crossbars"]
-        blocks = read_row_blocks(layer, netlist.doc["crossbars"][first:first + n],
-                                 netlist.arrays[layer["arrays"]["cells"]["key"]])
-        weight = program.matrices[layer["name"]].weight
+        blocks = read_back(layer, netlist.layer_crossbars(layer), derived_cells(netlist, layer))
+        weight = program.matrices[layer.name].weight
         rebuilt, count = np.zeros_like(weight), np.zeros(weight.shape[:2], dtype=int)
         for b in blocks:
             assert list(b.rows) == sorted(b.rows) and b.weight.shape == (len(b.rows), weight.shape[2])
@@ -148,14 +151,14 @@ def test_single_layers_equal_torch_and_replay_their_schedule(case, target):
     assert report.ok and report.max_rel < STRICT, report.to_dict()
     layer = compiled.netlist.layers[0]
     if case == "kernel7x3" and target == "tiny":
-        assert layer["kernel_row_splits"] > 1  # 7 kernel rows of >= 3 columns do not fit 16 rows
+        assert layer.kernel_row_splits > 1  # 7 kernel rows of >= 3 columns do not fit 16 rows
     if case == "pointwise_tails" and target == "tiny":
-        assert 40 % layer["kin"] != 0  # a channel tail
+        assert 40 % layer.kin != 0  # a channel tail
     if case != "linear_tokens":
         with torch.no_grad():
             expected = model(x)[0].numpy()
-        got = replay_schedule(compiled.netlist, layer["name"], x[0]) + np.asarray(
-            compiled.netlist.arrays[layer["arrays"]["bias"]["key"]]).reshape((-1,) + (1,) * (expected.ndim - 1))
+        got = replay_schedule(compiled.netlist, layer.name, x[0]) + np.asarray(
+            compiled.netlist.array(layer, "bias")).reshape((-1,) + (1,) * (expected.ndim - 1))
         np.testing.assert_allclose(got, expected, rtol=0, atol=STRICT * np.abs(expected).max())
 
 
@@ -167,34 +170,37 @@ def test_every_slice_width_is_exact(w_o):
         compiled = xb.compile(model, (x,), "isaac-like", f"fold-batchnorm,lower-im2col,lower-to-xbar,"
                                                         f"map-semi-folded{{w-o={w_o}}},place-tiles")
     layer = compiled.netlist.layers[0]
-    assert layer["w_o"] == w_o and layer["n_w"] == -(-6 // w_o)
+    assert layer.w_o == w_o and layer.n_w == -(-6 // w_o)
     report = xb.verify(compiled.netlist, model, (x,))
     assert report.ok and report.max_rel < STRICT
 
 
-def test_a_disagreeing_copy_or_a_stray_weight_is_xb320():
+def test_a_disagreeing_copy_is_xb320_and_nothing_is_placed_outside_the_records():
     _, _, compiled = compile_case("stride2_odd", "isaac-like")
     netlist = compiled.netlist
     layer = netlist.layers[0]
-    crossbars = netlist.doc["crossbars"][:layer["crossbars"]]
-    cells = netlist.arrays[layer["arrays"]["cells"]["key"]]
+    crossbars = netlist.layer_crossbars(layer)
+    cells = derived_cells(netlist, layer)
     rows, cols = np.nonzero(cells[0])
     broken = cells.copy()
     broken[0, rows[0], cols[0]] += 1.0  # one copy of one weight
     with pytest.raises(CompileError) as err:
-        read_row_blocks(layer, crossbars, broken)
+        read_back(layer, crossbars, broken)
     assert err.value.code == "XB320"
-    stray = cells.copy()
-    stray[0, -1, -1] = 1.0  # a cell the placement leaves empty
-    with pytest.raises(CompileError) as err:
-        read_row_blocks(layer, crossbars, stray)
-    assert err.value.code == "XB320"
+    # v2 derives the cells from the records: every cell outside a record's footprint is zero
+    for k, x in enumerate(crossbars):
+        placed = np.zeros(cells[k].shape, dtype=bool)
+        for b in x.blocks:
+            f = footprint(layer, b)
+            placed[f.r0:f.r1, f.c0:f.c1] = True
+        assert not cells[k][~placed].any()
+        np.testing.assert_array_equal(netlist.crossbar_cells(x.id), cells[k])
 
 
 def test_default_pipeline_is_semi_folded_and_deterministic(tmp_path):
     model, x, first = compile_case("grouped_stride_1x2", "isaac-like", "default")
     _, _, second = compile_case("grouped_stride_1x2", "isaac-like", "default")
-    assert first.netlist.layers[0]["strategy"] == "semi-folded"
+    assert first.netlist.layers[0].strategy == "semi-folded"
     assert first.save(tmp_path / "a").joinpath("netlist.json").read_bytes() == \
         second.save(tmp_path / "b").joinpath("netlist.json").read_bytes()
     loaded = xb.load_netlist(tmp_path / "a")

@@ -184,7 +184,7 @@ def test_placed_program_emits_and_emulates_exactly(target):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", XBWarning)
         compiled = xb.compile(model, inputs, tgt, pipeline="fully-folded")
-    ids = [x["id"] for x in compiled.netlist.doc["crossbars"]]
+    ids = [x.id for x in compiled.netlist.crossbars]
     assert ids == [x.id for x in compiled.program.crossbars] and len(set(ids)) == len(ids)
     assert xb.verify(compiled, model, inputs).ok
 

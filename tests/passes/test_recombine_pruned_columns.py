@@ -7,9 +7,7 @@ model in ideal and integer modes; a tampered table is refused (XB350).
 
 from __future__ import annotations
 
-import copy
-import os
-from pathlib import Path
+import json
 
 import numpy as np
 import pytest
@@ -19,17 +17,16 @@ from torch import nn
 import xbcompiler as xb
 from passes.recombine_pruned_columns import RecombinePrunedColumnsPass
 from tests.models import MODELS
+from tests.passes.harness import check_golden, make_context
 from xbcompiler.diagnostics import CompileError
-from xbcompiler.emulator.runtime import Emulator
 from xbcompiler.frontend.trace import trace
 from xbcompiler.ir.printer import print_ir
-from xbcompiler.pipeline import PassContext, PassManager, VerifyEach, resolve_pipeline
+from xbcompiler.pipeline import PassManager, VerifyEach, resolve_pipeline
 from xbcompiler.prune.flow import PRUNED_PIPELINES
 from xbcompiler.prune.plan_groups import plan_groups
 
 T64 = xb.load_target("isaac-like", {"crossbar.rows": 64, "crossbar.cols": 64})
 PIPELINE = PRUNED_PIPELINES["semi-folded"]
-GOLDEN = Path(__file__).parent / "golden"
 
 
 def prune_random(model: nn.Module, x, sparsity: float, seed: int = 0, grain: str = "column") -> int:
@@ -60,7 +57,7 @@ def test_crossbars_equal_the_group_count(pruned_resnet):
     assert compiled.summary["crossbars"] == expected < dense.summary["crossbars"]
     report = compiled.report["recombine-pruned-columns"]
     assert report["crossbars_before"] == dense.summary["crossbars"] and report["crossbars"] == expected
-    assert set(report["layers"]) == {layer["name"] for layer in compiled.netlist.layers}
+    assert set(report["layers"]) == {layer.name for layer in compiled.netlist.layers}
 
 
 def test_pruned_netlist_verifies_in_ideal_and_integer_modes(pruned_resnet, tmp_path):
@@ -74,34 +71,35 @@ def test_pruned_netlist_verifies_in_ideal_and_integer_modes(pruned_resnet, tmp_p
 
 def test_column_tables_and_fanin(pruned_resnet):
     model, _, _, compiled = pruned_resnet
-    doc = compiled.netlist.doc
     layer = compiled.netlist.layer("layers_2_conv2")
     weight = dict(model.named_parameters())["layers.2.conv2.weight"].detach()
-    kin, kout = layer["kin"], layer["kout"]
+    kin, kout = layer.kin, layer.kout
     alive = np.stack([(weight[:, a:a + kin] != 0).flatten(1).any(1).numpy() for a in range(0, 64, kin)])
-    assert layer["fanin"] == alive.sum(0).tolist()
-    assert layer["partial_sum_fanin"] == max(layer["fanin"])
-    xbars = doc["crossbars"][layer["first_crossbar"]:layer["first_crossbar"] + layer["crossbars"]]
+    assert layer.fanin == alive.sum(0).tolist()
+    assert layer.partial_sum_fanin == max(layer.fanin)
+    xbars = compiled.netlist.layer_crossbars(layer)
     for x in xbars:
-        channels = [c for c in x["column_channels"] if c >= 0]
+        channels = [c for c in x.column_channels if c >= 0]
         assert 0 < len(channels) <= kout and channels == sorted(channels)
-        a = x["blocks"][0]["channels"][0] // kin
+        a = x.blocks[0].channels[0] // kin
         assert all(alive[a, c] for c in channels)
     # each input group's survivors, slice 0, are exactly the channels of its crossbars
     for a in range(alive.shape[0]):
-        held = [c for x in xbars for c in x["column_channels"]
-                if c >= 0 and x["blocks"][0]["slice"] == 0 and x["blocks"][0]["channels"][0] == a * kin]
+        held = [c for x in xbars for c in x.column_channels
+                if c >= 0 and x.blocks[0].slice == 0 and x.blocks[0].channels[0] == a * kin]
         assert held == np.flatnonzero(alive[a]).tolist()
 
 
-def test_tampered_column_table_is_refused(pruned_resnet):
+def test_tampered_column_table_is_refused(pruned_resnet, tmp_path):
     _, _, _, compiled = pruned_resnet
-    netlist = copy.deepcopy(compiled.netlist)
-    layer = netlist.layer("layers_2_conv2")
-    x = netlist.doc["crossbars"][layer["first_crossbar"]]
+    compiled.save(tmp_path / "n")
+    doc = json.loads((tmp_path / "n" / "netlist.json").read_text())
+    layer = compiled.netlist.layer("layers_2_conv2")
+    x = doc["crossbars"][layer.first_crossbar]
     x["column_channels"] = x["column_channels"][::-1]
+    (tmp_path / "n" / "netlist.json").write_text(json.dumps(doc))
     with pytest.raises(CompileError) as err:
-        Emulator(netlist, "ideal")
+        xb.load_netlist(tmp_path / "n")
     assert err.value.code == "XB350"
 
 
@@ -112,7 +110,7 @@ def test_dense_model_is_left_alone():
     without = xb.compile(model, x, T64, "semi-folded")
     assert with_pass.summary["crossbars"] == without.summary["crossbars"]
     assert with_pass.report["recombine-pruned-columns"]["layers"] == {}
-    assert not any("fanin" in layer for layer in with_pass.netlist.layers)
+    assert not any(layer.fanin is not None for layer in with_pass.netlist.layers)
 
 
 def test_whole_input_group_pruned_and_crossbar_grain():
@@ -124,8 +122,8 @@ def test_whole_input_group_pruned_and_crossbar_grain():
         dict(model.named_parameters())["features.17.weight"][:, :7] = 0  # input group 0 of the last conv
     compiled = xb.compile(model, x, T64, PIPELINE)
     layer = compiled.netlist.layer("features_17")
-    xbars = compiled.netlist.doc["crossbars"][layer["first_crossbar"]:layer["first_crossbar"] + layer["crossbars"]]
-    assert not any(b["channels"][0] == 0 for xbar in xbars for b in xbar["blocks"])
+    xbars = compiled.netlist.layer_crossbars(layer)
+    assert not any(b.channels[0] == 0 for xbar in xbars for b in xbar.blocks)
     assert compiled.summary["crossbars"] <= expected
     assert xb.verify(compiled, model, x).ok
 
@@ -139,16 +137,12 @@ def test_golden_dump():
         model[0].weight[5, 2:] = 0  # slab (5, a=1)
     x = torch.randn(1, 4, 4, 4)
     tiny = xb.load_target("tiny")
-    ctx = PassContext(target=tiny, example_inputs=(x,), check_inputs=(x,), properties={"traced", "shapes"})
+    ctx = make_context((x,), tiny)  # verify-each runs the built-in verifier against 'tiny'
     prefix = [p for p in resolve_pipeline("fold-batchnorm,lower-im2col,lower-to-xbar,map-semi-folded")]
     program = PassManager(prefix, [VerifyEach()]).run(trace(model, (x,)), ctx, stage="graph")
-    after = RecombinePrunedColumnsPass().run(program, ctx)
-    after.verify(tiny)
+    after = PassManager([RecombinePrunedColumnsPass()], [VerifyEach()]).run(program, ctx, stage="xbar")
     text = ("# conv 4->6 on 'tiny' (kin=1, kout=2): outputs 0, 2, 3 lose input channels 0-1, output 5 loses 2-3\n"
             "--- before\n"
             + print_ir(program) + "\n--- after\n" + print_ir(after) + "\n")
-    path = GOLDEN / "pruned-recombine-pruned-columns.txt"
-    if os.environ.get("XB_UPDATE_GOLDEN") == "1" or not path.exists():
-        path.write_text(text)
-    assert path.read_text() == text
+    check_golden("pruned-recombine-pruned-columns", text)  # XB_UPDATE_GOLDEN=1 (re)writes it, nothing else does
     assert len(after.layer_crossbars("_0")) < len(program.layer_crossbars("_0"))

@@ -115,19 +115,20 @@ def test_replicated_netlist_places_every_copy_and_still_equals_torch():
     model, x = case.build(), case.example_input()
     compiled = xb.compile(model, (x,), "isaac-like", "fold-batchnorm,lower-im2col,lower-to-xbar,map-semi-folded,"
                                                    "replicate-layers{budget=400},place-tiles{method=min-traffic}")
-    doc = compiled.netlist.doc
-    summary = doc["summary"]
-    assert summary["crossbars_with_replicas"] == sum(layer["crossbars"] * layer["replicas"] for layer in doc["layers"])
+    netlist = compiled.netlist
+    layers, summary = netlist.layers, netlist.summary
+    assert summary["crossbars_with_replicas"] == sum(layer.crossbars * layer.replicas for layer in layers)
     assert summary["crossbars_with_replicas"] - summary["crossbars"] <= 400
-    assert summary["pipeline_period"] == max(-(-layer["phases"] // layer["replicas"]) for layer in doc["layers"])
-    assert summary["pipeline_period"] < max(layer["phases"] for layer in doc["layers"])
-    sites = [(x["tile"], x["slot"]) for x in doc["crossbars"]]
-    sites += [(t, s) for x in doc["crossbars"] for t, s, _ in x.get("replica_sites", [])]
+    assert summary["pipeline_period"] == max(-(-layer.phases // layer.replicas) for layer in layers)
+    assert summary["pipeline_period"] < max(layer.phases for layer in layers)
+    sites = [(x.tile, x.slot) for x in netlist.crossbars]
+    sites += [(t, s) for x in netlist.crossbars for t, s, _ in x.replica_sites]
     assert len(sites) == len(set(sites)) == summary["crossbars_with_replicas"]
     per_tile = compiled.target.hierarchy.crossbars_per_tile
     assert all(s < per_tile for _, s in sites)
-    assert doc["provenance"]["replicate-layers"]["status"] == "OPTIMAL"
-    assert {"objective", "bound", "gap", "method"} <= set(doc["provenance"]["replicate-layers"])
+    provenance = netlist.doc.provenance
+    assert provenance["replicate-layers"]["status"] == "OPTIMAL"
+    assert {"objective", "bound", "gap", "method"} <= set(provenance["replicate-layers"])
     report = xb.verify(compiled.netlist, model, (x,))
     assert report.ok and report.max_rel < 1e-5
 

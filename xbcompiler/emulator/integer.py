@@ -18,84 +18,66 @@ Integers are held in float32 wherever every sum provably stays below 2**24, else
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..diagnostics import CompileError, Location
-from ..ir.matrix import Geometry, conv_via_im2col
-from ..quant.netlist import row_ranges
-from ..quant.scheme import int_range
-from ..quant.slicing import Encoding, weight_levels
-from .ideal import RowBlock, read_row_blocks
-from .integer_exact import EXACT32, ExactProduct
-from .runtime import register_kernel
+from ..netlist import Netlist
+from ..netlist.encoding import Encoding
+from ..netlist.placement import RowBlock, conv_out, row_blocks, row_ranges
+from ..netlist.types import Layer
+from .datapath import int_range, weight_levels
+from .integer_exact import ExactProduct, exact_dtype
+from .integer_fast import Block, group_blocks
+from .literal import derived_cells, read_back
 
 
-def layer_encoding(layer: dict) -> Encoding:
-    return Encoding(**layer["quant"]["encoding"])
-
-
-def check_row_blocks(layer: dict, blocks: list[RowBlock]) -> None:
+def check_row_blocks(layer: Layer, blocks: list[RowBlock]) -> None:
     """XB521 unless the row blocks read back are those the netlist's ``quant.row_blocks`` lists."""
-    want = [(b["group"], b["rows"]) for b in layer["quant"]["row_blocks"]]
+    want = [(b.group, [tuple(r) for r in b.rows]) for b in layer.quant.row_blocks]
     got = [(int(b.group), row_ranges(b.rows)) for b in blocks]
     if want != got:
-        raise CompileError("XB521", f"layer '{layer['name']}': its crossbars read back as row blocks {got[:3]}..., "
-                                    f"the netlist lists {want[:3]}...", location=Location(node=layer["name"]))
-
-
-def exact_dtype(bound: float) -> torch.dtype:
-    """float32 when every integer up to ``bound`` is exact in it, else float64."""
-    return torch.float32 if bound < EXACT32 else torch.float64
-
-
-@dataclass
-class Block:
-    """One row block's lossy columns prepared for execution."""
-
-    group: int
-    c_lo: int
-    c_hi: int
-    cols: np.ndarray  # lossy columns (local to the conv group)
-    stored: torch.Tensor  # [P, n, C, kh, kw] stored cell levels (flipped where flagged)
-    mask: torch.Tensor  # [1, C, kh, kw] 1 on the block's rows
-    step: torch.Tensor  # [n] ADC step bits
-    top: torch.Tensor  # [n] ADC top code 2**bits - 1
-    coef: torch.Tensor  # [P, n] float64: sign * 2**shift * (-1 if flipped)
-    sum_coef: torch.Tensor  # [n] float64: coefficient of the block's input sum (flip recovery, weight offset)
-    max_read: int  # the largest read any column can produce
+        raise CompileError("XB521", f"layer '{layer.name}': its crossbars read back as row blocks {got[:3]}..., "
+                                    f"the netlist lists {want[:3]}...", location=Location(node=layer.name))
 
 
 class IntegerLayer:
-    """One quantised crossbar layer, executed bit-exactly (``path`` = ``"fast"`` or ``"per-read"``)."""
+    """One quantised crossbar layer, executed bit-exactly.
 
-    def __init__(self, layer: dict, crossbars: list[dict], arrays: dict[str, np.ndarray], device: torch.device,
-                 path: str = "fast"):
-        if "quant" not in layer:
-            raise CompileError("XB520", f"layer '{layer['name']}' is not quantised: integer mode needs a netlist "
-                                        "compiled with calibration data", location=Location(node=layer["name"]),
+    ``path`` ``"fast"`` or ``"per-read"``; ``literal`` reads the row blocks back from the derived cells
+    of every crossbar (:mod:`.literal`) instead of taking them from the placement records and the matrix.
+    """
+
+    def __init__(self, netlist: Netlist, layer: Layer, device: torch.device, path: str = "fast",
+                 literal: bool = False):
+        if layer.quant is None:
+            raise CompileError("XB520", f"layer '{layer.name}' is not quantised: integer mode needs a netlist "
+                                        "compiled with calibration data", location=Location(node=layer.name),
                                hint="xbcompiler.compile(..., calibration=...) or xbc compile --calibrate FILE.npy")
         self.path, self.device = path, torch.device(device)
-        self.q = q = layer["quant"]
-        self.enc = enc = layer_encoding(layer)
-        self.name = layer["name"]
-        g = layer["geometry"]
-        self.kind = g["kind"]
-        self.groups, self.n_out = layer["groups"], layer["matrix_cols"]
+        self.q = q = layer.quant
+        self.enc = enc = Encoding(q.encoding)
+        self.name = layer.name
+        g = layer.geometry
+        self.kind = g.kind
+        self.groups, self.n_out = layer.groups, layer.matrix_cols
         self.n_g = self.n_out // self.groups
-        self.c_g = g["in_channels"] // self.groups
+        self.c_g = g.in_channels // self.groups
         flat = self.kind == "linear"
-        self.kernel = (1, 1) if flat else tuple(g["kernel"])
-        self.stride = (1, 1) if flat else tuple(g["stride"])
-        self.padding = (0, 0) if flat else tuple(g["padding"])
-        self.dilation = (1, 1) if flat else tuple(g["dilation"])
-        get = lambda name: arrays[layer["arrays"][name]["key"]] if name in layer["arrays"] else None
-        self.row_blocks = read_row_blocks(layer, crossbars, get("cells"))
+        self.kernel = (1, 1) if flat else tuple(g.kernel)
+        self.stride = (1, 1) if flat else tuple(g.stride)
+        self.padding = (0, 0) if flat else tuple(g.padding)
+        self.dilation = (1, 1) if flat else tuple(g.dilation)
+        get = lambda name: netlist.array(layer, name)
+        weight = netlist.weight(layer).astype(np.int64)
+        crossbars = netlist.layer_crossbars(layer)
+        if literal:
+            self.row_blocks = read_back(layer, crossbars, derived_cells(netlist, layer, weight))
+        else:
+            self.row_blocks = row_blocks(layer, crossbars, weight)[0]
         check_row_blocks(layer, self.row_blocks)
-        lo, hi = int_range(q["input_bits"], q["input_signed"])
+        lo, hi = int_range(q.input_bits, q.input_signed)
         self.x_bits = (lo, hi)
         self.driven_max = max(abs(lo), hi) + enc.input_offset
         self._constants(q, get)
@@ -115,14 +97,12 @@ class IntegerLayer:
             self.exact = ExactProduct.build(w, self.groups, max(abs(lo), hi), device), colsum
         self.acc_dtype = exact_dtype(self._bound())
         if path == "fast":
-            from .integer_fast import group_blocks
-
             self.fast = group_blocks(self, self.blocks)
 
     # --- preparation -----------------------------------------------------------------------------
-    def _constants(self, q: dict, get) -> None:
+    def _constants(self, q, get) -> None:
         """The per-column integer added before the output shift, and the shift."""
-        shifts = np.repeat(np.asarray(q["shifts"], dtype=np.int64), q["group_cols"])[:self.n_out]
+        shifts = np.repeat(np.asarray(q.shifts, dtype=np.int64), q.group_cols)[:self.n_out]
         constant = get("bias").astype(np.int64) + np.where(shifts > 0, np.left_shift(1, np.maximum(shifts - 1, 0)), 0)
         for name in ("input_correction", "adc_compensation"):
             if get(name) is not None:
@@ -134,7 +114,7 @@ class IntegerLayer:
     def _stored_levels(self, b: RowBlock, flips, steps, bits) -> tuple[torch.Tensor, np.ndarray]:
         """Stored levels ``[P, rows, n_g]`` and the columns some read of which can lose bits."""
         enc = self.enc
-        levels = weight_levels(torch.from_numpy(b.weight.astype(np.int64)), enc)
+        levels = weight_levels(b.weight.astype(np.int64), enc)
         if flips is not None:
             levels = torch.where(torch.from_numpy(flips > 0)[:, None, :], enc.max_level - levels, levels)
         worst = (levels.sum(1) * enc.max_digit).amax(0).numpy()  # [n_g] largest possible read
@@ -195,11 +175,14 @@ class IntegerLayer:
         """The layer's convolution (``padded``: the input already carries the padding)."""
         padding = (0, 0) if padded else self.padding
         if x.dtype == torch.float64 and groups > 1:  # float64 grouped convs are very slow: unfold + einsum
-            geo = Geometry("conv2d", x.shape[1], w.shape[0], groups, tuple(w.shape[2:]), self.stride, padding,
-                           self.dilation)
-            kk = w.shape[1] * w.shape[2] * w.shape[3]
-            matrix = w.reshape(groups, w.shape[0] // groups, kk).transpose(1, 2)
-            return conv_via_im2col(x, matrix, None, geo)
+            b, _, h, w_in = x.shape
+            kh, kw = w.shape[2:]
+            cols = F.unfold(x, (kh, kw), dilation=self.dilation, padding=padding, stride=self.stride)
+            ho = conv_out(h, kh, self.stride[0], padding[0], self.dilation[0])
+            wo = conv_out(w_in, kw, self.stride[1], padding[1], self.dilation[1])
+            matrix = w.reshape(groups, w.shape[0] // groups, -1)  # [G, n_g, K]
+            y = torch.einsum("bgkl,gnk->bgnl", cols.view(b, groups, -1, ho * wo), matrix)
+            return y.reshape(b, w.shape[0], ho, wo)
         return F.conv2d(x, w, None, self.stride, padding, self.dilation, groups)
 
     def as4d(self, x: torch.Tensor) -> torch.Tensor:
@@ -210,7 +193,7 @@ class IntegerLayer:
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         """The layer's input integers ``clamp(floor(x / 2**e + 1/2))`` (exact in float32), layer-shaped."""
         lo, hi = self.x_bits
-        xs = x.float() * 2.0 ** -self.q["input_exponent"]
+        xs = x.float() * 2.0 ** -self.q.input_exponent
         return torch.floor(xs.add_(0.5)).clamp_(lo, hi)
 
     def driven(self, xq: torch.Tensor) -> torch.Tensor:
@@ -250,29 +233,29 @@ class IntegerLayer:
     def integer(self, xq: torch.Tensor) -> torch.Tensor:
         """Output integers of input integers ``xq`` (4-D, as :meth:`as4d` shapes them)."""
         z = self.accumulator(xq).add_(self.constant.to(self.acc_dtype))
-        t = self.q["truncate_bits"]
+        t = self.q.truncate_bits
         if t:
             z = torch.floor(z.mul_(2.0 ** -t)).mul_(2.0 ** t)
-        lo, hi = int_range(self.q["output_bits"], True)
+        lo, hi = int_range(self.q.output_bits, True)
         return torch.floor(z.mul_(torch.exp2(-self.shifts).to(z.dtype))).clamp_(lo, hi)
 
     def out_hw(self, x: torch.Tensor, padded: bool = False) -> tuple[int, int]:
         (kh, kw), (ph, pw) = self.kernel, ((0, 0) if padded else self.padding)
-        h = (x.shape[2] + 2 * ph - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
-        w = (x.shape[3] + 2 * pw - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+        h = conv_out(x.shape[2], kh, self.stride[0], ph, self.dilation[0])
+        w = conv_out(x.shape[3], kw, self.stride[1], pw, self.dilation[1])
         return h, w
 
     def digits(self, driven: torch.Tensor) -> torch.Tensor:
         """DAC digits ``[T, *driven.shape]`` (uint8 up to 8 input bits, else int32) of the driven values."""
-        dtype = torch.uint8 if self.enc.input_bits <= 8 else torch.int32
-        pattern = (driven.to(torch.int32) & ((1 << self.enc.input_bits) - 1)).to(dtype)
+        dtype = torch.uint8 if self.enc.spec.input_bits <= 8 else torch.int32
+        pattern = (driven.to(torch.int32) & ((1 << self.enc.spec.input_bits) - 1)).to(dtype)
         return torch.stack([(pattern >> lo) & ((1 << nb) - 1) for _, lo, nb in self.enc.cycles])
 
     def _lossy_per_read(self, driven: torch.Tensor) -> torch.Tensor:
         """The literal datapath: one convolution and one ADC conversion per (block, cycle, plane)."""
         out = None
         digits = self.digits(driven).double()
-        rounding = torch.round if self.q["adc"]["rounding"] == "nearest-even" else torch.floor
+        rounding = torch.round if self.q.adc.rounding == "nearest-even" else torch.floor
         for blk in self.blocks:
             y = 0.0
             for (w_t, _, _), digit in zip(self.enc.cycles, digits[:, :, blk.c_lo:blk.c_hi]):
@@ -300,13 +283,11 @@ class IntegerLayer:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             lead = x.shape[:-1]
-            y = self.integer(self.as4d(self.quantize(x))).mul_(2.0 ** self.q["output_exponent"]).to(x.dtype)
+            y = self.integer(self.as4d(self.quantize(x))).mul_(2.0 ** self.q.output_exponent).to(x.dtype)
         if self.kind == "linear":
             return y.reshape(*lead, self.n_out)
         return y.squeeze(2) if self.kind == "conv1d" else y
 
-
-register_kernel("integer")(IntegerLayer)
 
 
 def read_maxima(kernel: IntegerLayer, x: torch.Tensor) -> np.ndarray:

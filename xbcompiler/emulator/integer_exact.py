@@ -77,3 +77,8 @@ class ExactProduct:
         y = y.view(2, b, self.groups, 2, n_g, *y.shape[2:])
         hh, hl, lh, ll = (y[i, :, :, j].double() for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)))
         return (hh.mul_(RADIX * RADIX).add_(hl.add_(lh), alpha=RADIX).add_(ll)).reshape(b, -1, *y.shape[5:])
+
+
+def exact_dtype(bound: float) -> torch.dtype:
+    """float32 when every integer up to ``bound`` is exact in it, else float64."""
+    return torch.float32 if bound < EXACT32 else torch.float64

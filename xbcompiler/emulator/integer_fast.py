@@ -18,14 +18,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from .integer import EXACT32, Block, exact_dtype
+from .integer_exact import EXACT32, exact_dtype
 
 #: Reads (cycles x batch x planes x columns x pixels) computed at once, at most.
 CHUNK_READS = 1 << 21
 #: Bits of a float32 lane that hold exact integers.
 LANE_BITS = 24
+
+
+@dataclass
+class Block:
+    """One row block's lossy columns prepared for execution."""
+
+    group: int
+    c_lo: int
+    c_hi: int
+    cols: np.ndarray  # lossy columns (local to the conv group)
+    stored: torch.Tensor  # [P, n, C, kh, kw] stored cell levels (flipped where flagged)
+    mask: torch.Tensor  # [1, C, kh, kw] 1 on the block's rows
+    step: torch.Tensor  # [n] ADC step bits
+    top: torch.Tensor  # [n] ADC top code 2**bits - 1
+    coef: torch.Tensor  # [P, n] float64: sign * 2**shift * (-1 if flipped)
+    sum_coef: torch.Tensor  # [n] float64: coefficient of the block's input sum (flip recovery, weight offset)
+    max_read: int  # the largest read any column can produce
 
 
 @dataclass
@@ -118,7 +136,7 @@ class FastLossy:
         for blk in blocks:
             by_shape.setdefault((blk.c_hi - blk.c_lo, len(blk.cols)), []).append(blk)
         self.groups = [_group(layer, members) for _, members in sorted(by_shape.items())]
-        self.rounding = layer.q["adc"]["rounding"]
+        self.rounding = layer.q.adc.rounding
         self.cycle_weights = torch.tensor([w for w, _, _ in layer.enc.cycles], dtype=torch.float64)
 
     def __call__(self, driven: torch.Tensor, acc_dtype: torch.dtype) -> torch.Tensor:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from torch import fx
 
+from ..ir import annotations as ann
 from ..ir.patterns import match_foldable_batchnorm
 from . import ops
 from .trace import is_crossbar_module
@@ -32,7 +33,8 @@ def coverage(gm: fx.GraphModule) -> list[CoverageRow]:
         elif node.op == "get_attr":
             rows.append(CoverageRow(node.name, node.target, "constant", "parameter or buffer used on the host"))
         elif node.op == "call_module" and is_crossbar_module(gm.get_submodule(node.target)):
-            kind = node.meta.get("xb.kind") or type(gm.get_submodule(node.target)).__name__
+            kind = ann.get(node, ann.LayerKind, None)
+            kind = kind.kind if kind is not None else type(gm.get_submodule(node.target)).__name__
             rows.append(CoverageRow(node.name, f"{node.target} ({kind})", "crossbar", "weight-stationary"))
         elif _folds(gm, node):
             rows.append(CoverageRow(node.name, "batch_norm", "folded", "folded into the preceding crossbar layer"))
@@ -40,8 +42,8 @@ def coverage(gm: fx.GraphModule) -> list[CoverageRow]:
             name = ops.node_name(node)
             category = ops.HOST_OPS[name].category if name in ops.HOST_OPS else "?"
             rows.append(CoverageRow(node.name, name or str(node.target), "host", f"allow-listed {category} op"))
-    for name, target, reason in gm.meta.get("xb.removed", []):
-        rows.append(CoverageRow(name, target, "removed", reason))
+    for removed in ann.get(gm, ann.Removed).nodes:
+        rows.append(CoverageRow(removed.name, removed.target, "removed", removed.reason))
     return rows
 
 

@@ -1,70 +1,17 @@
-"""The one table of operators: which run on crossbars, which on the host, which are removed.
+"""The front end's operator tables: which run on crossbars, which on the host, which are removed.
 
-Host operators are named by their qualified Python name (``torch.nn.functional.relu``,
-``torch.Tensor.view``, ``operator.add``); the netlist stores that name and the emulator looks it up
-in :data:`HOST_OPS` only, so nothing in a netlist can name code outside this table.
+The host allow-list itself is :data:`xbcompiler.hostops.HOST_OPS`, shared with the emulator.
 """
 
 from __future__ import annotations
 
-import builtins
-import math
 import operator
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..quant import ops as quant_ops
-
-
-@dataclass(frozen=True)
-class HostOp:
-    """An allow-listed host operator: qualified name, callable, category shown in coverage."""
-
-    name: str
-    fn: object
-    category: str
-
-
-def _table() -> dict[str, HostOp]:
-    entries: list[tuple[str, object, str]] = []
-
-    def add(category: str, module, prefix: str, names: str) -> None:
-        for n in names.split():
-            entries.append((f"{prefix}.{n}", getattr(module, n), category))
-
-    add("activation", F, "torch.nn.functional",
-        "relu relu6 leaky_relu gelu silu hardswish hardsigmoid sigmoid tanh softmax log_softmax hardtanh elu")
-    add("activation", torch, "torch", "relu sigmoid tanh softmax clamp clip")
-    add("normalisation", F, "torch.nn.functional", "batch_norm layer_norm group_norm")
-    add("pooling", F, "torch.nn.functional",
-        "max_pool1d max_pool2d avg_pool1d avg_pool2d adaptive_avg_pool1d adaptive_avg_pool2d "
-        "adaptive_max_pool1d adaptive_max_pool2d")
-    add("arithmetic", operator, "operator", "add sub mul truediv floordiv pow neg matmul mod")
-    add("arithmetic", torch, "torch", "add sub mul div pow neg matmul bmm sqrt exp abs maximum minimum")
-    add("reduction", torch, "torch", "mean sum amax")
-    add("shape", torch, "torch",
-        "cat concat stack chunk split flatten reshape permute transpose unsqueeze squeeze zeros_like "
-        "ones_like index_select")
-    add("shape", F, "torch.nn.functional", "pad")
-    add("shape", operator, "operator", "getitem")
-    add("shape", builtins, "builtins", "getattr")
-    add("arithmetic", math, "math", "sqrt")
-    add("quantisation", quant_ops, "xbcompiler.quant.ops", "requantize")
-    add("method", torch.Tensor, "torch.Tensor",
-        "view reshape permute transpose contiguous flatten size dim unsqueeze squeeze mean sum chunk split "
-        "expand expand_as relu sigmoid tanh softmax clamp add sub mul div pow matmul neg exp sqrt abs "
-        "repeat index_select amax")
-    return {name: HostOp(name, fn, category) for name, fn, category in entries}
-
-
-#: Allow-listed host operators by qualified name.
-HOST_OPS: dict[str, HostOp] = _table()
-
-#: Attribute names ``builtins.getattr`` may read on the host (shape arithmetic only).
-GETATTR_ALLOWED = frozenset({"shape", "ndim"})
+from ..hostops import GETATTR_ALLOWED, HOST_OPS, HostOp  # noqa: F401  (re-exported)
 
 _BY_IDENTITY: dict[int, str] = {}
 for _op in HOST_OPS.values():

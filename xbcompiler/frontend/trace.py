@@ -4,6 +4,10 @@ Canonical form: placeholders, ``get_attr`` nodes, ``call_module`` nodes only for
 (``Conv1d``/``Conv2d``/``Linear``; functional convs, linears and ``x @ Parameter`` are turned into
 such modules), every other op a ``call_function``/``call_method`` from the host allow-list, and the
 output. Dropout and identity are removed. Shapes are propagated into ``node.meta["tensor_meta"]``.
+
+What the front end records about the model goes into typed annotations (:mod:`xbcompiler.ir.annotations`):
+``Source`` (and ``LayerKind`` for ``x @ W``) on every crossbar layer, ``FromModule`` on host ops made
+from modules, and ``Removed`` on the graph module.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..diagnostics import CompileError, Location, source_of, warn
+from ..ir import annotations as ann
 from . import ops
 
 _CONTROL_FLOW_HINTS = ("control flow", "iterate", "bool", "len(")
@@ -104,7 +109,7 @@ def trace(model: nn.Module, example_inputs: tuple) -> fx.GraphModule:
             node.meta["stack_trace"] = user_stack(node.meta["stack_trace"])
     name = type(model).__name__
     gm = fx.GraphModule(model, graph, name)
-    gm.meta["xb.removed"] = []
+    ann.set(gm, ann.Removed())
     _normalise(gm)
     propagate_shapes(gm, inputs)
     return gm
@@ -174,7 +179,7 @@ def _normalise(gm: fx.GraphModule) -> None:
 
 
 def _remove(gm: fx.GraphModule, node: fx.Node, reason: str) -> None:
-    gm.meta["xb.removed"].append((node.name, _display(node), reason))
+    ann.set(gm, ann.get(gm, ann.Removed).plus(ann.RemovedNode(node.name, _display(node), reason)))
     node.replace_all_uses_with(node.args[0])
     gm.graph.erase_node(node)
 
@@ -199,6 +204,7 @@ def _normalise_module(gm: fx.GraphModule, node: fx.Node) -> None:
             raise _err("XB105", f"padding_mode='{mod.padding_mode}' is not supported on crossbars", node,
                        hint="use zero padding, or pad explicitly with F.pad before the convolution")
         _check_same_padding(mod, node)
+        ann.set(node, ann.Source(node.target))
         return
     if isinstance(mod, ops.REMOVED_MODULES):
         _remove(gm, node, "removed in inference")
@@ -219,7 +225,7 @@ def _normalise_module(gm: fx.GraphModule, node: fx.Node) -> None:
             new_args.append(a)
         new = gm.graph.call_function(fn, tuple(new_args), kwargs)
     new.meta = dict(node.meta)
-    new.meta["xb.module"] = node.target
+    ann.set(new, ann.FromModule(node.target))
     node.replace_all_uses_with(new)
     gm.graph.erase_node(node)
     new.name = node.name
@@ -320,7 +326,9 @@ def _replace_with_module(gm: fx.GraphModule, node: fx.Node, mod: nn.Module, x: f
         out = g.call_function(torch.transpose, (new, -2, -1)) if transpose else new
     for n in {new, out, x} if transpose else {new}:
         n.meta["stack_trace"] = node.meta.get("stack_trace")
-    new.meta["xb.kind"] = "matmul" if node.target in (torch.matmul, operator.matmul) else None
+    ann.set(new, ann.Source(path))
+    if node.target in (torch.matmul, operator.matmul):
+        ann.set(new, ann.LayerKind("matmul"))
     node.replace_all_uses_with(out)
     gm.graph.erase_node(node)
     new.name = node.name

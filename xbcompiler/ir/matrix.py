@@ -108,6 +108,11 @@ def im2col_weight(mod: nn.Module, geo: Geometry) -> np.ndarray:
     return w.transpose(1, 2).contiguous().numpy()
 
 
+def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """Output length of a convolution along one axis (the compiler's one home of the formula)."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
 def conv_via_im2col(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, geo: Geometry) -> torch.Tensor:
     """Compute the layer as unfold + per-group matmul: the exact im2col form the crossbars hold."""
     if geo.kind == "linear":
@@ -116,8 +121,8 @@ def conv_via_im2col(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     x4 = x.unsqueeze(2) if geo.kind == "conv1d" else x
     b, _, h, w = x4.shape
     cols = F.unfold(x4, geo.kernel, dilation=geo.dilation, padding=geo.padding, stride=geo.stride)
-    ho = (h + 2 * geo.padding[0] - geo.dilation[0] * (geo.kernel[0] - 1) - 1) // geo.stride[0] + 1
-    wo = (w + 2 * geo.padding[1] - geo.dilation[1] * (geo.kernel[1] - 1) - 1) // geo.stride[1] + 1
+    ho = conv_output_size(h, geo.kernel[0], geo.stride[0], geo.padding[0], geo.dilation[0])
+    wo = conv_output_size(w, geo.kernel[1], geo.stride[1], geo.padding[1], geo.dilation[1])
     cols = cols.view(b, geo.groups, geo.rows_per_group, ho * wo)
     y = torch.einsum("bgkl,gkn->bgnl", cols, weight).reshape(b, geo.out_channels, ho, wo)
     if bias is not None:

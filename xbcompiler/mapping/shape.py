@@ -59,9 +59,9 @@ def shape_of(matrix: LogicalMatrix) -> LayerShape:
     return layer_shape(matrix.geometry, matrix.input_shape, matrix.output_shape)
 
 
-def shape_of_layer(layer: dict) -> LayerShape:
-    """The shape of a netlist ``layers`` entry."""
-    g = layer["geometry"]
-    geometry = Geometry(g["kind"], g["in_channels"], g["out_channels"], layer["groups"], tuple(g["kernel"]),
-                        tuple(g["stride"]), tuple(g["padding"]), tuple(g["dilation"]))
-    return layer_shape(geometry, layer["input_shape"], layer["output_shape"])
+def shape_of_layer(layer) -> LayerShape:
+    """The shape of a netlist layer record (:class:`xbcompiler.netlist.types.Layer`)."""
+    g = layer.geometry
+    geometry = Geometry(g.kind, g.in_channels, g.out_channels, layer.groups, tuple(g.kernel), tuple(g.stride),
+                        tuple(g.padding), tuple(g.dilation))
+    return layer_shape(geometry, layer.input_shape, layer.output_shape)

@@ -64,7 +64,8 @@ def min_traffic(program: XbarProgram, per_tile: int, graph) -> Sites:
         near = Counter()
         for u in graph.predecessors(name):
             near.update(held[u])
-        roomy = [t for t, _ in near.most_common() if free[t] > 0]
+        # most producer crossbars first, ties to the lower tile: independent of the order of ``near``
+        roomy = sorted((t for t in near if free[t] > 0), key=lambda t: (-near[t], t))
         cur = roomy[0] if roomy else (len(free) - 1 if free and free[-1] > 0 else open_tile())
         for _ in range(replicas):
             for chunk in _chunks(xs, group_of):

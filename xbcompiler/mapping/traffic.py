@@ -29,6 +29,7 @@ def layer_graph(program: XbarProgram, target) -> nx.DiGraph:
     """Crossbar layers as nodes; an edge ``u -> v`` with ``bits`` when ``u``'s output reaches ``v`` via host ops."""
     g = nx.DiGraph()
     by_name = {n.name: n for n in program.nodes}
+    order = {n.name: i for i, n in enumerate(program.nodes)}
     bits = target.precision.input_bits
     for node in program.nodes:
         if node.op != "xbar":
@@ -38,15 +39,19 @@ def layer_graph(program: XbarProgram, target) -> nx.DiGraph:
     for node in program.nodes:
         if node.op != "xbar":
             continue
-        for u in _producers(node, by_name):
+        for u in _producers(node, by_name, order):
             size = min(g.nodes[node.target]["inputs"], g.nodes[u]["outputs"])
             g.add_edge(u, node.target, bits=size * bits)
     return g
 
 
-def _producers(node, by_name) -> set[str]:
-    """Crossbar layers whose outputs reach ``node``'s inputs through host ops only."""
-    found, stack, seen = set(), list(refs(node.args)), set()
+def _producers(node, by_name, order) -> list[str]:
+    """Crossbar layers whose outputs reach ``node``'s inputs through host ops only, in program order.
+
+    The order fixes the order of the graph's edges, which the placement heuristic and the traffic
+    sums follow: it must not depend on string hashing (PYTHONHASHSEED), or compiles differ.
+    """
+    found, stack, seen = {}, list(refs(node.args)), set()
     while stack:
         name = stack.pop()
         if name in seen:
@@ -54,10 +59,10 @@ def _producers(node, by_name) -> set[str]:
         seen.add(name)
         n = by_name[name]
         if n.op == "xbar":
-            found.add(n.target)
+            found[n.target] = min(order[name], found.get(n.target, order[name]))
         else:
             stack.extend(refs((n.args, n.kwargs)))
-    return found
+    return sorted(found, key=found.__getitem__)
 
 
 def psum_groups(program: XbarProgram) -> dict[str, list[tuple[tuple[int, ...], int]]]:

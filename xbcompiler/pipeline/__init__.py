@@ -15,11 +15,12 @@ from xbcompiler.pipeline.named import NAMED_PIPELINES, resolve_pipeline
 from xbcompiler.pipeline.registry import (
     get_pass,
     load_failures,
+    parse_pipeline,
     register_pass,
     registered_passes,
     unregister_pass,
 )
-from xbcompiler.pipeline.text import format_pipeline, parse_pipeline
+from xbcompiler.pipeline.text import format_pipeline
 
 __all__ = [
     "INSTRUMENTS",

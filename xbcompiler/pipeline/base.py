@@ -1,23 +1,23 @@
-"""The pass base class, the per-run context, and option introspection.
+"""The pass base class and the per-run context.
 
 A pass is a frozen dataclass whose fields are its options; each field is documented by the string
-literal right under it. Class variables give the pass its kebab-case ``name``, its ``stage`` and its
-contract (``needs``, ``establishes``, ``invalidates``), which the manager checks before running.
+literal right under it (:mod:`.options` reads them). Class variables give the pass its kebab-case
+``name``, its ``stage`` and its contract (``needs``, ``establishes``, ``invalidates``), which the
+manager checks before running.
 """
 
 from __future__ import annotations
 
-import ast
-import dataclasses
-import functools
-import inspect
-import itertools
-import textwrap
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+
+from xbcompiler.pipeline.options import PassOption, pass_options
+from xbcompiler.pipeline.text import format_pipeline
+from xbcompiler.pipeline.verify import verify_ir as builtin_verify_ir
+
+__all__ = ["STAGE_IO", "Pass", "PassContext", "PassOption", "pass_options"]
 
 #: IR kind a pass of each stage takes and returns.
 STAGE_IO: dict[str, tuple[str, str]] = {
@@ -41,9 +41,11 @@ class Pass:
         raise NotImplementedError(f"pass '{self.name}' does not implement run()")
 
     def __str__(self) -> str:
-        from xbcompiler.pipeline.text import format_pipeline
-
         return format_pipeline([self])
+
+
+BUILTIN: Any = object()
+"""Default of ``PassContext.verify_ir``: replaced by the context's :meth:`~PassContext.verify_against_target`."""
 
 
 @dataclass
@@ -68,8 +70,12 @@ class PassContext:
     """Where the dump-ir instrument writes before/after files when it names no directory."""
     repro: str | None = None
     """Command template with a ``{pipeline}`` placeholder, added as a note to a failing pass's error."""
-    verify_ir: Callable[[object], None] | None = None
-    """Driver hook: raise a coded error if an IR is malformed."""
+    verify_ir: Callable[[object], None] | None = field(default=BUILTIN, repr=False)
+    """Hook: raise a coded error if an IR is malformed; the verify-each instrument calls it after every pass.
+
+    The default is :meth:`verify_against_target` (fx graphs are linted, crossbar programs checked with
+    ``XbarProgram.verify(target)``), so verification is on unless a context opts out: None switches
+    it off, and verify-each then refuses to run (XB606) rather than check nothing."""
     run_ir: Callable[[object, tuple], object] | None = None
     """Driver hook: execute an IR on inputs and return its outputs (None: this IR cannot run)."""
     print_ir: Callable[[object], str] | None = None
@@ -79,60 +85,12 @@ class PassContext:
     calibration: list[tuple] | None = None
     """Calibration batches (tuples of input tensors) for post-training quantisation; None: stay float."""
 
+    def __post_init__(self) -> None:
+        hook = self.verify_ir
+        if hook is BUILTIN or (getattr(hook, "__func__", None) is PassContext.verify_against_target
+                               and hook.__self__ is not self):  # dataclasses.replace: verify the copy's target
+            self.verify_ir = self.verify_against_target
 
-@dataclass(frozen=True)
-class PassOption:
-    """One option of a pass: its field, command-line spelling, type, default and documentation."""
-
-    name: str
-    kebab: str
-    type: Any
-    default: Any
-    doc: str
-
-    @property
-    def required(self) -> bool:
-        return self.default is dataclasses.MISSING
-
-
-def pass_options(cls: type) -> list[PassOption]:
-    """The options of a pass class (any dataclass works), in field order."""
-    return list(_options(cls))
-
-
-@functools.cache
-def _options(cls: type) -> tuple[PassOption, ...]:
-    try:
-        hints = typing.get_type_hints(cls)
-    except (NameError, TypeError, AttributeError):  # unresolvable: keep raw annotations, the parser says so
-        hints = {}
-    docs = _field_docs(cls)
-    options = []
-    for f in dataclasses.fields(cls):
-        if not f.init or f.name.startswith("_"):
-            continue
-        default = f.default
-        if f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        options.append(PassOption(f.name, f.name.replace("_", "-"), hints.get(f.name, f.type),
-                                  default, docs.get(f.name, "")))
-    return tuple(options)
-
-
-def _field_docs(cls: type) -> dict[str, str]:
-    """Field docstrings: a string literal right under an annotated assignment, base classes first."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if klass is object or not dataclasses.is_dataclass(klass):
-            continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError, SyntaxError):
-            continue
-        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for stmt, nxt in itertools.pairwise(body):
-            if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
-                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                    and isinstance(nxt.value.value, str)):
-                docs[stmt.target.id] = inspect.cleandoc(nxt.value.value)
-    return docs
+    def verify_against_target(self, ir: object) -> None:
+        """The default ``verify_ir``: the built-in verifier against this context's current ``target``."""
+        builtin_verify_ir(ir, self.target)

@@ -32,13 +32,28 @@ class Instrument:
 
 @dataclass
 class VerifyEach(Instrument):
-    """Run the driver's verifier (``ctx.verify_ir``) on the IR every pass returns."""
+    """Run the context's verifier (``ctx.verify_ir``) on the IR every pass returns.
+
+    A context whose ``verify_ir`` is None has switched verification off; asking it to verify each
+    pass is then a contradiction, refused with XB606 before the first pass runs (an instrument that
+    silently checked nothing would make every test that relies on it unable to fail).
+    """
 
     name: ClassVar[str] = "verify-each"
 
+    def before(self, pass_: Pass, ir: Any, ctx: PassContext, index: int) -> None:
+        self._verifier(ctx)
+
     def after(self, pass_: Pass, ir: Any, ctx: PassContext, index: int) -> None:
-        if ctx.verify_ir is not None:
-            ctx.verify_ir(ir)
+        self._verifier(ctx)(ir)
+
+    @staticmethod
+    def _verifier(ctx: PassContext):
+        if ctx.verify_ir is None:
+            raise CompileError("XB606", "verify-each has nothing to verify with: the context sets verify_ir=None",
+                               hint="leave PassContext.verify_ir at its default (the built-in verifier), "
+                                    "pass your own, or run without verify-each")
+        return ctx.verify_ir
 
 
 @dataclass

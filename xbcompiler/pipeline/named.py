@@ -7,8 +7,7 @@ from collections.abc import Sequence
 
 from xbcompiler.diagnostics import CompileError
 from xbcompiler.pipeline.base import Pass
-from xbcompiler.pipeline.registry import load_failures, registered_passes
-from xbcompiler.pipeline.text import parse_pipeline
+from xbcompiler.pipeline.registry import load_failures, parse_pipeline, registered_passes
 
 NAMED_PIPELINES: dict[str, list[str]] = {
     "fully-folded": [

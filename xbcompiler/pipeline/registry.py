@@ -1,4 +1,5 @@
-"""Pass discovery: the ``xbcompiler.passes`` entry points plus passes registered in code.
+"""Pass discovery: the ``xbcompiler.passes`` entry points plus passes registered in code, and
+``parse_pipeline``, which looks the names of a textual pipeline up here.
 
 The core never imports the built-in ``passes`` package; it finds it exactly as it finds an
 out-of-tree plugin, through entry points named after the pass they load.
@@ -14,6 +15,7 @@ from importlib.metadata import entry_points
 
 from xbcompiler.diagnostics import CompileError
 from xbcompiler.pipeline.base import STAGE_IO, Pass
+from xbcompiler.pipeline.text import build, parse_items
 
 GROUP = "xbcompiler.passes"
 _KEBAB = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
@@ -42,6 +44,11 @@ def registered_passes() -> dict[str, type[Pass]]:
 def load_failures() -> dict[str, str]:
     """Entry points that were skipped, by pass name, with the reason (failed import, not a pass)."""
     return dict(_entry_points()[1])
+
+
+def parse_pipeline(text: str) -> list[Pass]:
+    """Parse the textual form into pass instances (XB601 unknown pass, XB602 syntax, XB604 option)."""
+    return [build(get_pass(item.name), item, text) for item in parse_items(text)]
 
 
 def get_pass(name: str) -> type[Pass]:

@@ -9,6 +9,9 @@ field names in kebab case; values are converted by the field's annotated type:
 - ``str``, ``Path``: bare (``out/dumps``) or double-quoted with backslash escapes (``"a, b"``);
 - ``X | None``: ``none``;  ``Literal[...]`` and ``Enum``: one of the members (enums by name);
 - tuples of numbers: ``1:2:3``, one element ``5``, empty ``()``.
+
+This module is the syntax alone: it looks no name up. ``parse_pipeline`` (in :mod:`.registry`) turns
+the items into passes; the instruments use the same syntax.
 """
 
 from __future__ import annotations
@@ -25,8 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from xbcompiler.diagnostics import CompileError
-from xbcompiler.pipeline.base import Pass, pass_options
-from xbcompiler.pipeline.registry import get_pass
+from xbcompiler.pipeline.options import pass_options
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _BARE = re.compile(r'[^\s,{}="]+')
@@ -53,11 +55,6 @@ class Item:
     name: str
     pos: int
     options: dict[str, Value]
-
-
-def parse_pipeline(text: str) -> list[Pass]:
-    """Parse the textual form into pass instances (XB601 unknown pass, XB602 syntax, XB604 option)."""
-    return [build(get_pass(item.name), item, text) for item in parse_items(text)]
 
 
 def format_pipeline(passes: Sequence[Any]) -> str:

@@ -6,19 +6,23 @@ from ..diagnostics import CompileError
 from ..pipeline import Pass, parse_pipeline
 
 QUANTIZE = "fold-pow2-scales"
+#: The periphery passes, appended after placement (their order in the pipeline text).
+PERIPHERY = ("assign-adc", "calibrate-adc")
 
 
 def with_quantization(passes: list[Pass]) -> list[Pass]:
-    """``passes`` with ``fold-pow2-scales`` right after ``lower-im2col`` unless it is already there.
+    """``passes`` with ``fold-pow2-scales`` right after ``lower-im2col`` and ``assign-adc,calibrate-adc`` at the end.
 
-    It quantises the im2col matrices the crossbars will hold, after BatchNorm folding and before the
-    lowering to the crossbar program (docs/quantization.md).
+    ``fold-pow2-scales`` quantises the im2col matrices the crossbars will hold, after BatchNorm folding
+    and before the lowering to the crossbar program; the periphery passes decide the ADCs of the
+    placed program (docs/quantization.md). Passes already in the pipeline are not added again.
     """
     names = [p.name for p in passes]
-    if QUANTIZE in names:
-        return passes
-    if "lower-im2col" not in names:
-        raise CompileError("XB603", "calibration needs a pipeline with 'lower-im2col' to insert 'fold-pow2-scales' after",
-                           details=["pipeline: " + ",".join(names)])
-    at = names.index("lower-im2col") + 1
-    return [*passes[:at], *parse_pipeline(QUANTIZE), *passes[at:]]
+    if QUANTIZE not in names:
+        if "lower-im2col" not in names:
+            raise CompileError("XB603", "calibration needs a pipeline with 'lower-im2col' to insert "
+                                        "'fold-pow2-scales' after", details=["pipeline: " + ",".join(names)])
+        at = names.index("lower-im2col") + 1
+        passes = [*passes[:at], *parse_pipeline(QUANTIZE), *passes[at:]]
+    missing = [name for name in PERIPHERY if name not in names]
+    return [*passes, *parse_pipeline(",".join(missing))] if missing else passes

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..target import slices_per_weight
+
 
 @dataclass(frozen=True)
 class Encoding:
@@ -41,8 +43,7 @@ class Encoding:
 
     @property
     def slices(self) -> int:
-        magnitude = self.weight_bits - (self.signed == "differential")
-        return -(-magnitude // self.cell_bits)
+        return slices_per_weight(self.signed, self.weight_bits, self.cell_bits)
 
     @property
     def max_level(self) -> int:

@@ -59,8 +59,8 @@ def compare(shapes: list[tuple[str, LayerShape]], arr: ArraySpec) -> StrategyCom
 
 
 def compare_netlist(netlist) -> StrategyComparison:
-    target = target_from_dict(netlist.doc["target"])
-    return compare([(layer["name"], shape_of_layer(layer)) for layer in netlist.doc["layers"]], ArraySpec.of(target))
+    target = target_from_dict(netlist.doc.target)
+    return compare([(layer.name, shape_of_layer(layer)) for layer in netlist.layers], ArraySpec.of(target))
 
 
 def model_shapes(model: torch.nn.Module, example_inputs) -> list[tuple[str, LayerShape]]:

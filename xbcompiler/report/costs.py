@@ -17,6 +17,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import msgspec
+
+from ..netlist.placement import used_extent
 from ..target import TargetSpec, target_from_dict
 
 
@@ -54,34 +57,32 @@ class CostReport:
         return {"target": self.target, "layers": [asdict(c) for c in self.layers], "totals": self.totals}
 
 
-def _layer_cost(layer: dict, crossbars: list[dict], target: TargetSpec) -> LayerCost:
+def _layer_cost(layer, crossbars, target: TargetSpec) -> LayerCost:
     c, cycles, m_c = target.costs, target.input_cycles, target.m_c
-    reads = layer["phases"] * cycles
-    rows = sum(x["rows_used"] for x in crossbars)
-    cols = sum(x["cols_used"] for x in crossbars) * m_c
-    cells = sum(x["rows_used"] * x["cols_used"] for x in crossbars) * m_c
+    reads = layer.phases * cycles
+    used = [used_extent(layer, x) for x in crossbars]
+    rows = sum(r for r, _ in used)
+    cols = sum(c for _, c in used) * m_c
+    cells = sum(r * c for r, c in used) * m_c
     adc, dac, cell_reads = reads * cols, reads * rows, reads * cells
-    psum, bits = layer["partial_sum_additions"], layer["tile_traffic_bits"]
+    psum, bits = layer.partial_sum_additions, layer.tile_traffic_bits
     energy = (adc * (c.adc_conversion_pj + c.shift_add_pj) + dac * c.dac_drive_pj + cell_reads * c.cell_read_pj
               + psum * c.partial_sum_add_pj + bits * c.tile_bit_moved_pj)
-    period = layer["schedule"]["period"]
-    return LayerCost(layer["name"], layer["strategy"], layer["crossbars"], layer["crossbars_with_replicas"],
-                     layer["accumulation_crossbars"], layer["utilisation"], layer["phases"], period, adc, dac,
-                     cell_reads, psum, bits, energy, period * cycles * c.phase_ns, layer["w_o"], layer["kin"],
-                     layer["kout"], layer["n_w"], layer["alternatives"])
+    period = layer.schedule.period
+    return LayerCost(layer.name, layer.strategy, layer.crossbars, layer.crossbars_with_replicas,
+                     layer.accumulation_crossbars, layer.utilisation, layer.phases, period, adc, dac,
+                     cell_reads, psum, bits, energy, period * cycles * c.phase_ns, layer.w_o, layer.kin,
+                     layer.kout, layer.n_w, [msgspec.to_builtins(a) for a in layer.alternatives])
 
 
 def cost_report(netlist) -> CostReport:
-    """Per-layer and total costs of a netlist (a :class:`~xbcompiler.emit.netlist.Netlist`)."""
+    """Per-layer and total costs of a netlist (a :class:`~xbcompiler.netlist.Netlist`)."""
     doc = netlist.doc
-    target = target_from_dict(doc["target"])
-    layers = []
-    for layer in doc["layers"]:
-        first = layer["first_crossbar"]
-        layers.append(_layer_cost(layer, doc["crossbars"][first:first + layer["crossbars"]], target))
+    target = target_from_dict(doc.target)
+    layers = [_layer_cost(layer, netlist.layer_crossbars(layer), target) for layer in netlist.layers]
     c = target.costs
     arrays = sum(lc.crossbars_with_replicas + lc.accumulation_crossbars for lc in layers)
-    tiles = doc["summary"]["tiles"]
+    tiles = doc.summary.tiles
     period = max((lc.period for lc in layers), default=0)
     totals = {
         "crossbars": sum(lc.crossbars for lc in layers),
@@ -97,6 +98,6 @@ def cost_report(netlist) -> CostReport:
         "period_ns": period * target.input_cycles * c.phase_ns,
         "area_um2": arrays * (c.xbar_area_um2 + c.adc_area_um2) + tiles * c.tile_area_um2,
         "tiles": tiles,
-        "chips": doc["summary"]["chips"],
+        "chips": doc.summary.chips,
     }
     return CostReport(layers, totals, target.name)

@@ -1,11 +1,12 @@
 """``xbc prune``: crossbar-aware pruning of a classifier, then the pruned netlist (docs/cli.md).
 
 Loads the model from ``FILE.py:FACTORY``, the data (``digits`` or an ``.npz`` with ``x_train``,
-``y_train``, ``x_test``, ``y_test``), optionally trains it, prunes it with :func:`.flow.prune_classifier`
-(groups from the target's mapping plan), compiles it with the matching ``recombine-pruned-columns`` /
-``compact-pruned-rows`` pipeline and writes ``netlist.json``, ``weights.npz``, ``prune.json`` and
-``pareto.png`` into ``-o DIR``. Progress bars and search lines go to stderr; the per-layer table and
-the summary to stdout (``--json``: one JSON object).
+``y_train``, ``x_test``, ``y_test``), optionally trains it, prunes it with
+:func:`xbcompiler.prune.flow.prune_classifier` (groups from the target's mapping plan), compiles it
+with the matching ``recombine-pruned-columns`` / ``compact-pruned-rows`` pipeline and writes
+``netlist.json``, ``weights.npz``, ``prune.json`` and ``pareto.png`` into ``-o DIR``. Progress bars
+and search lines go to stderr; the per-layer table and the summary to stdout (``--json``: one JSON
+object).
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ import zipfile
 from pathlib import Path
 
 from ..diagnostics import CompileError
+from ..prune.flow import PRUNED_PIPELINES, PruneSettings, accuracy_of, holdout, prune_classifier
+from ..prune.plan_groups import GRAINS
 from ..report.plots import pyplot
-from .flow import PRUNED_PIPELINES, PruneSettings, accuracy_of, holdout, prune_classifier
-from .plan_groups import GRAINS
+from .args import add_set, command_parser, parse_overrides
+from .models import load_model
 
 
-def prune_arguments(p: argparse.ArgumentParser) -> None:
+def add(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p = command_parser(sub, common, "prune", run,
+                       "prune a classifier for the target's crossbars and write the pruned netlist")
     p.add_argument("model", metavar="FILE.py:FACTORY", help="Python file and the function in it returning the model")
     p.add_argument("--target", required=True, metavar="NAME|PATH", help="built-in target name or .toml file")
     p.add_argument("--data", default="digits", metavar="digits|FILE.npz",
@@ -55,6 +60,8 @@ def prune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the pruned netlist")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_set(p)
+    return p
 
 
 def load_data(spec: str, seed: int):
@@ -111,12 +118,11 @@ def check_ranges(args: argparse.Namespace) -> None:
             raise CompileError("XB003", f"bad {flag} {value}: expected a value in {bounds}")
 
 
-def cmd_prune(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     import xbcompiler as xb
 
-    from ..cli import load_model, parse_overrides
     from ..datasets import Split, accuracy, train_classifier
-    from .report import write_pareto
+    from ..prune.report import write_pareto
 
     check_ranges(args)
     pyplot()  # before any training: the run ends with pareto.png

@@ -6,16 +6,20 @@ import argparse
 import json
 from pathlib import Path
 
-from ..emit.netlist import load_netlist
-from .compare import compare_netlist
-from .costs import cost_report
+from .. import load_netlist
+from ..report.compare import compare_netlist
+from ..report.costs import cost_report
+from .args import command_parser
 
 
-def report_arguments(p: argparse.ArgumentParser) -> None:
+def add(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p = command_parser(sub, common, "report", run,
+                       "print the cost report of a compiled netlist; --plot writes PNG plots")
     p.add_argument("netlist", metavar="DIR", help="directory written by xbc compile -o")
     p.add_argument("--plot", action="store_true", help="write occupancy.png and layers.png into DIR")
     p.add_argument("--plot-dir", metavar="OUT", help="write the plots here instead of DIR")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    return p
 
 
 _PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n"),
@@ -28,7 +32,7 @@ def _si(value: float, unit: str) -> str:
     return f"{value / factor:.3g} {prefix}{unit}".rstrip()
 
 
-def cmd_report(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     import sys
 
     from rich import box
@@ -40,7 +44,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     comparison = compare_netlist(netlist)
     plots = []
     if args.plot or args.plot_dir:
-        from .plots import write_plots
+        from ..report.plots import write_plots
 
         out = Path(args.plot_dir or args.netlist)
         out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,8 @@
-"""Equivalence report: the model and the emulated netlist on the same seeded inputs, layer by layer."""
+"""Equivalence: the model and the emulated netlist on the same seeded inputs, layer by layer.
+
+This sits above the emulator (it traces the model with the front end); the emulator itself never
+reads the model or the compiler's code.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ import torch
 from torch import fx
 
 from ..diagnostics import CompileError
+from ..emulator import as_input_tuple, as_netlist, emulator_for
 from ..frontend.trace import trace
-from . import as_input_tuple, as_netlist, emulator_for
 
 
 @dataclass(frozen=True)
@@ -84,20 +88,27 @@ class _Recorder(fx.Interpreter):
         return out
 
 
-def _first_crossbar(netlist, layer: dict, ref: torch.Tensor, got: torch.Tensor, tol: float) -> str | None:
-    channel_dim = -1 if layer["geometry"]["kind"] == "linear" else 1
-    err = (ref.double() - got.double()).abs().movedim(channel_dim, 0).reshape(ref.shape[channel_dim], -1).amax(1)
-    bad = set((err > tol * float(ref.abs().max())).nonzero().flatten().tolist())
-    n_g = layer["matrix_cols"] // layer["groups"]
-    first = layer["first_crossbar"]
-    for x in netlist.doc["crossbars"][first:first + layer["crossbars"]]:
-        for s in x["slices"]:
-            if any(s["group"] * n_g + c in bad for c in range(*s["cols"])):
-                return x["id"]
-        for b in x.get("blocks", ()):  # block-Toeplitz crossbars (docs/mapping.md)
-            if any(b["group"] * n_g + o in bad for o in range(*b["out_channels"])):
-                return x["id"]
+def bad_channels(layer, bad: torch.Tensor) -> set[int]:
+    """Output channels (conv groups numbered globally) with a True anywhere in ``bad`` (layer-shaped)."""
+    dim = -1 if layer.geometry.kind == "linear" else 1
+    return set(bad.movedim(dim, 0).reshape(bad.shape[dim], -1).any(1).nonzero().flatten().tolist())
+
+
+def first_crossbar(netlist, layer, channels: set[int]) -> str | None:
+    """The id of the first crossbar of ``layer`` that feeds one of ``channels``."""
+    for x in netlist.layer_crossbars(layer):
+        for s in x.slices:
+            if any(s.group * layer.n_g + c in channels for c in range(*s.cols)):
+                return x.id
+        for b in x.blocks:
+            if any(b.group * layer.n_g + o in channels for o in range(*b.out_channels)):
+                return x.id
     return None
+
+
+def _first_crossbar(netlist, layer, ref: torch.Tensor, got: torch.Tensor, tol: float) -> str | None:
+    err = (ref.double() - got.double()).abs()
+    return first_crossbar(netlist, layer, bad_channels(layer, err > tol * float(ref.abs().max())))
 
 
 def verify(netlist, model, inputs=None, *, mode: str | None = None, tolerance: float = 1e-4, seed: int = 0,
@@ -110,12 +121,12 @@ def verify(netlist, model, inputs=None, *, mode: str | None = None, tolerance: f
     netlist = as_netlist(netlist)
     if inputs is None:
         gen = torch.Generator().manual_seed(seed)
-        inputs = tuple(torch.randn((batch, *spec["shape"]), generator=gen) for spec in netlist.doc["inputs"])
+        inputs = tuple(torch.randn((batch, *spec.shape), generator=gen) for spec in netlist.doc.inputs)
     inputs = as_input_tuple(netlist, inputs)
     if mode is None:
-        mode = "integer" if any("quant" in layer for layer in netlist.layers) else "ideal"
+        mode = "integer" if netlist.quantised else "ideal"
     if mode == "integer":
-        from ..reference import verify_integer
+        from .integer import verify_integer
 
         return verify_integer(netlist, model, inputs, tolerance)
     gm = trace(model, inputs)
@@ -124,17 +135,17 @@ def verify(netlist, model, inputs=None, *, mode: str | None = None, tolerance: f
         expected = recorder.run(*inputs)
     got, env = emulator_for(netlist, mode, inputs[0].device).run(inputs, record=True)
     report = VerifyReport(mode, tolerance)
-    missing = [layer["reference"] for layer in netlist.layers if layer["reference"] not in recorder.values]
+    missing = [layer.reference for layer in netlist.layers if layer.reference not in recorder.values]
     if missing:
         raise CompileError("XB506", f"the model has no node(s) {', '.join(missing[:5])} that the netlist's layers "
                                     "reference", hint="verify against the model the netlist was compiled from")
     for layer in netlist.layers:
-        ref, out = recorder.values[layer["reference"]], env[layer["name"]]
+        ref, out = recorder.values[layer.reference], env[layer.name]
         max_abs, rel = _errors(ref, out)
         ok = rel <= tolerance
         comparable = isinstance(ref, torch.Tensor) and ref.shape == out.shape
         where = None if ok or not comparable else _first_crossbar(netlist, layer, ref.cpu(), out.cpu(), tolerance)
-        report.layers.append(LayerCheck(layer["name"], layer["reference"], max_abs, rel, ok, where))
+        report.layers.append(LayerCheck(layer.name, layer.reference, max_abs, rel, ok, where))
     pairs = list(zip(_flatten(expected), _flatten(got)))
     errs = [_errors(a, b) for a, b in pairs] or [(0.0, 0.0)]
     report.output_max_abs = max(e[0] for e in errs)

@@ -1,0 +1,49 @@
+"""Smoke runs of the netlist-v2 benchmarks on a tiny model: they exit 0 and print their JSON lines.
+
+No timing is asserted; the benchmarks themselves report against their goals.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_bench(script: str, *args: str) -> tuple[str, dict[str, dict]]:
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], check=False, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"bench"')]
+    return proc.stdout, {row["bench"]: row for row in rows}
+
+
+def test_bench_netlist_quick():
+    _, rows = run_bench("bench_netlist.py", "--quick", "--model", "mlp")
+    for pipeline in ("default", "fully_folded"):
+        row = rows[f"netlist_mlp_{pipeline}"]
+        assert {"bytes", "compile_s", "save_s", "compile_save_s", "load_s", "peak_gb", "crossbars"} <= row.keys()
+        assert row["bytes"] > 0 and row["peak_gb"] > 0
+    ratios = rows["netlist_mlp_default_over_fully_folded"]
+    assert {"size_ratio", "size_goal", "time_ratio", "time_goal", "peak_ratio", "default_peak_gb",
+            "peak_goal_gb", "size_met", "time_met", "peak_met"} <= ratios.keys()
+
+
+def test_bench_emulation_quick():
+    out, rows = run_bench("bench_emulation.py", "--quick", "--model", "mlp", "--batch", "4", "--repeat", "1")
+    cases = [("ideal", "fully_folded"), ("ideal", "semi_folded"), ("ideal", "fully_unfolded"), ("integer", "default")]
+    for mode, pipeline in cases:
+        row = rows[f"emulation_{mode}_over_torch_mlp_b4_{pipeline}_cpu"]
+        assert {"ratio", "goal", "emulator_s", "torch_s", "err", "crossbars"} <= row.keys()
+        assert row["err"] < (1e-4 if mode == "ideal" else 0.5)
+    peer_rows = [name for name in rows if name.startswith("peer_")]
+    if "peer: skipped" in out:
+        assert not peer_rows
+    else:
+        assert len(peer_rows) == len(cases)
+        for name in peer_rows:
+            assert {"ours_over_peer", "goal", "peer_over_torch", "peer_s"} <= rows[name].keys()
+    assert not any(name.startswith("emulation_ideal_over_torch_resnet50") for name in rows)

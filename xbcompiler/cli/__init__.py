@@ -1,0 +1,113 @@
+"""The ``xbc`` command line (docs/cli.md): one module per command, registered by :func:`build_parser`.
+
+Commands: compile, verify, emulate, targets, passes, demo, report, prune, inspect. Each command module
+has ``add(sub, common)``, which registers its sub-parser, and ``run(args) -> int``; the shared helpers
+live in :mod:`.args` (command-line values), :mod:`.models` (loading the user's model and arrays),
+:mod:`.console` (exit statuses, error rendering, tables) and :mod:`.files` (atomic output).
+
+Exit status:
+
+- ``0`` success;
+- ``1`` verification found a mismatch (``xbc verify``, ``xbc demo``, ``xbc prune``);
+- ``2`` bad input: a coded :class:`~xbcompiler.diagnostics.CompileError` (printed with its
+  ``render()``, no traceback) or a command-line usage error reported by argparse;
+- ``70`` internal error, i.e. a bug in xbcompiler (``EX_SOFTWARE``); rerun with ``--debug`` to see the
+  traceback. ``130`` when interrupted.
+
+Every command takes ``--debug`` (before or after the command name) to print tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from .. import __version__
+from ..diagnostics import CompileError
+from . import compile, demo, emulate, inspect, passes, prune, report, targets, verify
+from .args import parse_overrides, parse_shape
+from .console import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_MISMATCH,
+    EXIT_OK,
+    one_line,
+    print_coverage,
+    print_summary,
+    print_verify,
+    render,
+)
+from .demo import DEMO_TARGET
+from .files import save_atomically
+from .models import load_model, load_module, random_inputs, split_model_spec
+
+#: The command modules, in the order ``xbc --help`` lists them.
+COMMANDS = (compile, verify, emulate, targets, passes, demo, report, prune, inspect)
+
+__all__ = [
+    "COMMANDS", "DEMO_TARGET", "EXIT_BAD_INPUT", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_MISMATCH", "EXIT_OK",
+    "build_parser", "load_model", "load_module", "main", "parse_overrides", "parse_shape", "print_coverage",
+    "print_summary", "print_verify", "random_inputs", "save_atomically", "split_model_spec",
+]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``xbc`` with ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(None if argv is None else list(argv))
+    except SystemExit as exc:  # --help, --version, usage errors (argparse exits 2)
+        return _status(exc.code)
+    if args.command is None:
+        parser.print_usage(sys.stderr)
+        print("xbc: error: a command is required (try xbc --help)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return args.func(args)
+    except CompileError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(render(exc), file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        print("xbc: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `xbc passes | head`: stop quietly, as the Python docs advise
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 -- anything else is a bug in xbcompiler
+        if args.debug:
+            traceback.print_exc()
+        hint = "" if args.debug else " (a bug in xbcompiler; rerun with --debug to see the traceback)"
+        print(f"xbc: internal error: {type(exc).__name__}: {one_line(exc)}{hint}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _status(code: object) -> int:
+    if code is None:
+        return EXIT_OK
+    return code if isinstance(code, int) else EXIT_BAD_INPUT
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of ``xbc`` and its sub-commands (one per module of :data:`COMMANDS`)."""
+    parser = argparse.ArgumentParser(
+        prog="xbc", description="Compile PyTorch models onto ReRAM crossbar accelerators and check the result.",
+        epilog="exit status: 0 ok, 1 verification mismatch, 2 bad input, 70 internal error")
+    parser.add_argument("--version", action="version", version=f"xbc (xbcompiler) {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.set_defaults(command=None)
+    # a sub-command's --debug sets the flag only when given, so `xbc --debug compile` works too
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for command in COMMANDS:
+        command.add(sub, common)
+    return parser

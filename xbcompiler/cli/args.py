@@ -1,0 +1,70 @@
+"""Values from the ``xbc`` command line: integers, numbers, shapes, ``--set`` overrides."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..diagnostics import CompileError
+
+SHAPE_HINT = "write the shape as comma-separated positive integers, batch first, e.g. --input-shape 1,3,32,32"
+
+
+def command_parser(sub, common: argparse.ArgumentParser, name: str, run: Callable[[argparse.Namespace], int],
+                   help: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """The sub-parser of one command: ``--debug`` from ``common``, ``args.command`` and ``args.func`` set."""
+    p = sub.add_parser(name, parents=[common], help=help, description=help, **kwargs)
+    p.set_defaults(command=name, func=run)
+    return p
+
+
+def add_set(p: argparse.ArgumentParser) -> None:
+    """The repeatable ``--set KEY=VALUE`` target override (into ``args.overrides``)."""
+    p.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                   help="override a target key, e.g. crossbar.rows=256 (repeatable)")
+
+
+def int_arg(text: str, flag: str, lo: int | None = None) -> int:
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise CompileError("XB003", f"bad {flag} '{text}': expected an integer") from None
+    if lo is not None and value < lo:
+        raise CompileError("XB003", f"bad {flag} '{text}': must be at least {lo}")
+    return value
+
+
+def float_arg(text: str, flag: str) -> float:
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise CompileError("XB003", f"bad {flag} '{text}': expected a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise CompileError("XB003", f"bad {flag} '{text}': expected a finite number >= 0")
+    return value
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``1,3,32,32`` (or ``(1, 3, 32, 32)``) as a tuple of positive ints; XB003 otherwise."""
+    body = str(text).strip().removeprefix("(").removesuffix(")").strip().rstrip(",")
+    try:
+        dims = tuple(int(p.strip()) for p in body.split(","))
+    except ValueError:
+        raise CompileError("XB003", f"bad --input-shape '{text}'", hint=SHAPE_HINT) from None
+    if not body or any(d <= 0 for d in dims):
+        raise CompileError("XB003", f"bad --input-shape '{text}': every size must be a positive integer",
+                           hint=SHAPE_HINT)
+    return dims
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items as a dict (later ones win)."""
+    from ..target import parse_override
+
+    return dict(parse_override(item) for item in items)
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    return ",".join(str(d) for d in shape)

@@ -1,0 +1,86 @@
+"""``xbc emulate DIR (--input FILE.npy ... | --random N)``: run a compiled netlist on inputs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..diagnostics import CompileError
+from .args import command_parser, int_arg
+from .console import EXIT_OK, console, say
+from .files import write_atomically
+from .models import load_npy, random_inputs
+
+
+def add(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p = command_parser(sub, common, "emulate", run, "run a compiled netlist on inputs")
+    p.add_argument("netlist", metavar="DIR", help="directory written by xbc compile -o")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", action="append", metavar="FILE.npy",
+                        help="one input array (batch first); repeat for several inputs")
+    source.add_argument("--random", metavar="N", help="run on N seeded random samples")
+    p.add_argument("--seed", default="0", metavar="N", help="seed of --random (default 0)")
+    p.add_argument("--mode", default=None, help="emulator mode (default: integer for a quantised netlist, else "
+                                                "ideal); an unknown mode is XB505")
+    p.add_argument("-o", "--output", metavar="OUT.npy", help="write the output here (.npz for several outputs)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .. import emulate, load_netlist
+
+    seed = int_arg(args.seed, "--seed", 0)
+    n = None if args.random is None else int_arg(args.random, "--random", 1)
+    if args.output is not None and Path(args.output).suffix not in (".npy", ".npz"):
+        raise CompileError("XB003", f"bad -o '{args.output}': expected a .npy (or .npz) file name")
+    netlist = load_netlist(args.netlist)
+    specs = netlist.doc.inputs
+    if n is not None:
+        inputs = random_inputs([(n, *s.shape) for s in specs], seed)
+    else:
+        inputs = tuple(load_npy(Path(p), specs[i] if i < len(specs) else None) for i, p in enumerate(args.input))
+    with torch.no_grad():
+        result = emulate(netlist, inputs, mode=args.mode)
+    outputs = [t.detach().cpu().numpy() for t in leaves(result)]
+    stdout = console()
+    for i, arr in enumerate(outputs):
+        flat = arr.reshape(-1)[:8]
+        more = " ..." if arr.size > 8 else ""
+        label = "output" if len(outputs) == 1 else f"output {i}"
+        say(stdout, f"{label}: shape {list(arr.shape)} {arr.dtype}; first values "
+                    f"{np.array2string(flat, precision=5, separator=', ', max_line_width=10_000)}{more}")
+    if args.output is not None:
+        write_outputs(Path(args.output), outputs)
+        say(stdout, f"wrote {args.output}")
+    return EXIT_OK
+
+
+def leaves(value) -> list:
+    """The tensors of a nested output structure, in order (dict keys sorted)."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in leaves(v)]
+    if isinstance(value, dict):
+        return [t for k in sorted(value) for t in leaves(value[k])]
+    return []
+
+
+def write_outputs(path: Path, outputs: list) -> None:
+    import numpy as np
+
+    if path.suffix == ".npy" and len(outputs) != 1:
+        raise CompileError("XB003", f"the model has {len(outputs)} outputs; write them with -o OUT.npz")
+
+    def write(fh) -> None:
+        if path.suffix == ".npy":
+            np.save(fh, outputs[0], allow_pickle=False)
+        else:
+            np.savez(fh, **{f"output{i}": a for i, a in enumerate(outputs)})
+
+    write_atomically(path, write, make_parents=True)

@@ -1,0 +1,84 @@
+"""Cell levels and DAC cycles of a quantised layer, as docs/quantization.md defines them from ``quant.encoding``.
+
+- Weights ``Wq`` become ``P`` planes of unsigned levels, ``Wq = sum_p sign[p] * 2**shift[p] * level[p]
+  - weight_offset``: ``offset`` stores ``U = Wq + 2**(b_w - 1)`` on ``ceil(b_w / k)`` planes,
+  ``differential`` stores ``max(Wq, 0)`` and ``max(-Wq, 0)`` on ``ceil((b_w - 1) / k)`` slices each,
+  planes ordered ``+s0, -s0, +s1, -s1, ...``.
+- Inputs ``Xq`` are driven as ``Xq + input_offset`` and cut into the DAC cycles ``quant.cycles``.
+- A flipped column stores ``2**k - 1 - level`` on the rows that hold a weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .types import EncodingSpec
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """The derived quantities of an :class:`EncodingSpec`."""
+
+    spec: EncodingSpec
+
+    @property
+    def slices(self) -> int:
+        magnitude = self.spec.weight_bits - (self.spec.signed == "differential")
+        return -(-magnitude // self.spec.cell_bits)
+
+    @property
+    def max_level(self) -> int:
+        return (1 << self.spec.cell_bits) - 1
+
+    @property
+    def plane_signs(self) -> list[int]:
+        return [1] * self.slices if self.spec.signed == "offset" else [1, -1] * self.slices
+
+    @property
+    def plane_shifts(self) -> list[int]:
+        k = self.spec.cell_bits
+        per = 1 if self.spec.signed == "offset" else 2
+        return [k * s for s in range(self.slices) for _ in range(per)]
+
+    @property
+    def planes(self) -> int:
+        return len(self.plane_signs)
+
+    @property
+    def weight_offset(self) -> int:
+        return 1 << (self.spec.weight_bits - 1) if self.spec.signed == "offset" else 0
+
+    @property
+    def twos_complement(self) -> bool:
+        return self.spec.input_signed and self.spec.input_scheme == "twos-complement"
+
+    @property
+    def input_offset(self) -> int:
+        return 1 << (self.spec.input_bits - 1) if self.spec.input_signed and self.spec.input_scheme == "offset" else 0
+
+    @property
+    def cycles(self) -> list[tuple[int, int, int]]:
+        """``(weight, lo, bits)`` of every DAC cycle, least significant first."""
+        b, d = self.spec.input_bits, self.spec.dac_bits
+        low = b - 1 if self.twos_complement else b
+        out = [(1 << lo, lo, min(d, low - lo)) for lo in range(0, low, d)]
+        if self.twos_complement:
+            out.append((-(1 << (b - 1)), b - 1, 1))
+        return out
+
+    @property
+    def max_digit(self) -> int:
+        return max((1 << bits) - 1 for _, _, bits in self.cycles)
+
+    def levels(self, wq: np.ndarray) -> np.ndarray:
+        """Cell levels ``[P, *wq.shape]`` (int64) of integer weights."""
+        wq = np.asarray(wq, dtype=np.int64)
+        mask = self.max_level
+        if self.spec.signed == "offset":
+            u = wq + self.weight_offset
+            return np.stack([(u >> shift) & mask for shift in self.plane_shifts])
+        pos, neg = np.maximum(wq, 0), np.maximum(-wq, 0)
+        return np.stack([((pos if sign > 0 else neg) >> shift) & mask
+                         for sign, shift in zip(self.plane_signs, self.plane_shifts)])
