@@ -71,7 +71,7 @@ def test_min_traffic_keeps_partial_sum_groups_on_one_tile():
     model = nn.Sequential(nn.Conv2d(40, 4, 1), nn.ReLU(), nn.Conv2d(4, 40, 1), nn.ReLU(), nn.Conv2d(40, 4, 1)).eval()
     program, target = mapped(model, torch.randn(1, 40, 3, 3), xb.load_target("tiny", {"hierarchy.crossbars_per_tile": 4}))
     per_tile = 4
-    sites = min_traffic(program, per_tile, layer_graph(program, target))
+    sites = min_traffic(program, per_tile, layer_graph(program, target), psum_groups(program))
     for xs, _ in (g for gs in psum_groups(program).values() for g in gs):
         assert len({sites[x][0][0] for x in xs}) == 1  # 3 crossbars fit one tile of 4: never split
     assert sorted(s for ss in sites.values() for s in ss) == sorted({s for ss in sites.values() for s in ss})

@@ -65,11 +65,12 @@ def crossbar_records(program: XbarProgram, target) -> dict[str, list[nt.Crossbar
                                               kernel_rows=tuple(b.kernel_rows), out_channels=tuple(b.out_channels),
                                               slice=b.slice, out_row=b.out_row, at=(b.xrow, b.xcol)))
     out = defaultdict(list)
+    m_c = target.m_c
     for x in program.crossbars:
         slices, blocks = slices_of[x.index], blocks_of[x.index]
         out[x.layer].append(nt.Crossbar(
             layer=x.layer, tile=x.tile, slot=x.slot, chip=x.chip, rows=x.rows, cols=x.cols,
-            physical_cols=x.cols * target.m_c, slices=slices, blocks=blocks,
+            physical_cols=x.cols * m_c, slices=slices, blocks=blocks,
             replica_sites=[tuple(site) for site in x.replica_sites]))
     return out
 

@@ -220,18 +220,20 @@ def _verify_crossbars(program: XbarProgram, target) -> None:
         raise fail("crossbar ids are not unique")
     if [x.index for x in program.crossbars] != list(range(len(program.crossbars))):
         raise fail("crossbar indices must be 0..n-1 in order")
-    for x in program.crossbars:
-        if target is not None and (x.rows > target.crossbar.rows or x.cols > target.logical_cols):
-            raise fail(f"crossbar {x.id} is {x.rows}x{x.cols}, larger than the target allows", crossbar=x.id)
-        if target is not None and program.placed and x.slot >= target.hierarchy.crossbars_per_tile:
-            raise fail(f"crossbar {x.id} exceeds the tile capacity", crossbar=x.id)
+    if target is not None:
+        rows, cols, per_tile = target.crossbar.rows, target.logical_cols, target.hierarchy.crossbars_per_tile
+        for x in program.crossbars:
+            if x.rows > rows or x.cols > cols:
+                raise fail(f"crossbar {x.id} is {x.rows}x{x.cols}, larger than the target allows", crossbar=x.id)
+            if program.placed and x.slot >= per_tile:
+                raise fail(f"crossbar {x.id} exceeds the tile capacity", crossbar=x.id)
     sites = [(x.tile, x.slot) for x in program.crossbars] + \
         [(t, s) for x in program.crossbars for t, s, _ in x.replica_sites]
     if program.placed and len(set(sites)) != len(sites):
         raise fail("two crossbars (or replicas) share a tile slot")
     if target is not None and program.placed and any(s >= target.hierarchy.crossbars_per_tile for _, s in sites):
         raise fail("a replica exceeds the tile capacity")
-    used = {x.index: np.zeros((x.rows, x.cols), dtype=bool) for x in program.crossbars}
+    used: dict[int, np.ndarray] = {}  # occupied cells of the crossbars that hold slices
     for s in program.slices:
         x = program.crossbars[s.crossbar]
         h, w = s.row_hi - s.row_lo, s.col_hi - s.col_lo
@@ -239,6 +241,8 @@ def _verify_crossbars(program: XbarProgram, target) -> None:
             raise fail(f"slice of layer {s.layer} placed on crossbar of {x.layer}", crossbar=x.id)
         if h <= 0 or w <= 0 or s.xrow < 0 or s.xcol < 0 or s.xrow + h > x.rows or s.xcol + w > x.cols:
             raise fail(f"slice {s} does not fit crossbar {x.id}", crossbar=x.id)
+        if x.index not in used:
+            used[x.index] = np.zeros((x.rows, x.cols), dtype=bool)
         cells = used[x.index][s.xrow:s.xrow + h, s.xcol:s.xcol + w]
         if cells.any():
             raise fail(f"slices overlap on crossbar {x.id}", crossbar=x.id)

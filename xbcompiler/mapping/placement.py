@@ -17,7 +17,8 @@ Importing this module also installs the program verifier's check of block-Toepli
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import combinations
 
@@ -144,14 +145,24 @@ def _verify_blocks(program: XbarProgram) -> None:
     by_layer = defaultdict(list)
     for b in program.blocks:
         by_layer[b.layer].append(b)
+    crossbars = _CrossbarTable(np.array([x.layer for x in program.crossbars], dtype=object),
+                               np.array([(x.rows, x.cols) for x in program.crossbars], dtype=np.int64).reshape(-1, 2))
     for name, plan in program.plans.items():
         if plan.strategy in TOEPLITZ:
-            _verify_layer_blocks(program, name, plan, by_layer.pop(name, []))
+            _verify_layer_blocks(program, name, plan, by_layer.pop(name, []), crossbars)
     if by_layer:
         raise fail(f"blocks name layer(s) {sorted(by_layer)} that have no block-Toeplitz plan")
 
 
-def _verify_layer_blocks(program: XbarProgram, name: str, plan, blocks) -> None:
+@dataclass(frozen=True)
+class _CrossbarTable:
+    """Every crossbar's layer and ``(rows, cols)``, as arrays for the vectorised block checks."""
+
+    layer: np.ndarray
+    size: np.ndarray
+
+
+def _verify_layer_blocks(program: XbarProgram, name: str, plan, blocks, crossbars: _CrossbarTable) -> None:
     shape = shape_of(program.matrices[name])
     kh = shape.kernel[0]
     rows_used = shape.kernel[0] if plan.kernel_rows_per_split == 0 else plan.kernel_rows_per_split
@@ -162,52 +173,74 @@ def _verify_layer_blocks(program: XbarProgram, name: str, plan, blocks) -> None:
         raise fail(f"{plan.n_w} slices of {plan.w_o} columns do not cover the {shape.out_hw[1]} output columns "
                    f"of {name}", node=name)
     out_rows = {-1} if plan.row_copies == 1 and plan.strategy == "semi-folded" else set(range(shape.out_hw[0]))
-    on_crossbar = defaultdict(list)
-    tiling = defaultdict(list)
+    _check_block_fields(program, name, plan, shape, blocks, out_rows,
+                        (min(plan.kin, shape.c_in), rows_used, min(plan.kout, shape.c_out)), crossbars)
+    tiling: dict[tuple[int, int], Counter] = defaultdict(Counter)
     for b in blocks:
-        x = program.crossbars[b.crossbar]
-        ranges = (b.channels, b.kernel_rows, b.out_channels)
-        limits = (min(plan.kin, shape.c_in), rows_used, min(plan.kout, shape.c_out))
-        bounds = (shape.c_in, kh, shape.c_out)
-        if x.layer != name or not 0 <= b.group < shape.groups or not 0 <= b.slice < plan.n_w \
-                or b.out_row not in out_rows:
-            raise fail(f"block of {name} on crossbar {x.id} names group {b.group}, slice {b.slice}, "
-                       f"row {b.out_row} outside its plan", crossbar=x.id)
-        if any(not (0 <= lo < hi <= n and hi - lo <= k) for (lo, hi), k, n in zip(ranges, limits, bounds)):
-            raise fail(f"block of {name} on crossbar {x.id} has ranges {ranges} outside Kin/Kout/split "
-                       f"{limits}", crossbar=x.id)
-        h, w = block_size(b, plan.w_o, plan.w_i)
-        if b.xrow < 0 or b.xcol < 0 or b.xrow + h > x.rows or b.xcol + w > x.cols:
-            raise fail(f"a {h}x{w} block at ({b.xrow}, {b.xcol}) does not fit crossbar {x.id} "
-                       f"({x.rows}x{x.cols})", crossbar=x.id)
-        on_crossbar[b.crossbar].append((b.xrow, b.xrow + h, b.xcol, b.xcol + w))
-        tiling[(b.slice, b.out_row)].append(b)
-    for index, rects in on_crossbar.items():
-        for (r0, r1, c0, c1), (s0, s1, d0, d1) in combinations(rects, 2):
-            if r0 < s1 and s0 < r1 and c0 < d1 and d0 < c1:
-                raise fail(f"blocks overlap on crossbar {program.crossbars[index].id}",
-                           crossbar=program.crossbars[index].id)
+        tiling[(b.slice, b.out_row)][(b.group, b.channels, b.kernel_rows, b.out_channels)] += 1
     expected = {(s, r) for s in range(plan.n_w) for r in out_rows}
     if set(tiling) != expected:
         missing = sorted(expected - set(tiling))[:3]
         raise fail(f"{name}: slices/rows {missing} hold no blocks", node=name)
+    first_site = min(expected)
+    first = tiling[first_site]
+    for key, held in tiling.items():  # every slice and row copy holds the same blocks: check one tiling
+        if held != first:
+            raise fail(f"{name}: slice {key[0]}, row {key[1]} holds other blocks than slice {first_site[0]}, "
+                       f"row {first_site[1]}", node=name)
     count = np.zeros((shape.groups, shape.c_in, kh, shape.c_out), dtype=np.int32)
     kw = shape.kernel[1]
     weight = program.matrices[name].weight.reshape(shape.groups, shape.c_in, kh, kw, shape.c_out)
     zero = (weight == 0).all(3)  # kernel rows W[o, c, dy, :] a crossbar need not hold (plan.pruned_weights)
-    for key, group in tiling.items():
-        count[...] = 0
-        for b in group:
-            count[b.group, slice(*b.channels), slice(*b.kernel_rows), slice(*b.out_channels)] += 1
-        absent = count == 0
-        if int(absent.sum()) * kw != plan.pruned_weights:
-            raise fail(f"{name}: {int(absent.sum()) * kw} weights are held by no crossbar in slice {key[0]}, the plan "
-                       f"says {plan.pruned_weights} are pruned", node=name)
-        if not ((count == 1) | (absent & zero)).all():
-            g, c, dy, o = np.argwhere(~((count == 1) | (absent & zero)))[0]
-            raise fail(f"weight W[{o}, {c}, {dy}, :] of group {g} of {name} is held {count[g, c, dy, o]} times "
-                       f"in slice {key[0]}" + (f", row {key[1]}" if key[1] >= 0 else "") + " (expected once)",
-                       node=name)
+    for (g, channels, kernel_rows, out_channels), n in first.items():
+        count[g, slice(*channels), slice(*kernel_rows), slice(*out_channels)] += n
+    absent = count == 0
+    if int(absent.sum()) * kw != plan.pruned_weights:
+        raise fail(f"{name}: {int(absent.sum()) * kw} weights are held by no crossbar in slice {first_site[0]}, "
+                   f"the plan says {plan.pruned_weights} are pruned", node=name)
+    if not ((count == 1) | (absent & zero)).all():
+        g, c, dy, o = np.argwhere(~((count == 1) | (absent & zero)))[0]
+        raise fail(f"weight W[{o}, {c}, {dy}, :] of group {g} of {name} is held {count[g, c, dy, o]} times "
+                   f"in slice {first_site[0]}" + (f", row {first_site[1]}" if first_site[1] >= 0 else "")
+                   + " (expected once)", node=name)
+
+
+def _check_block_fields(program: XbarProgram, name: str, plan, shape, blocks, out_rows, limits,
+                        crossbars: _CrossbarTable) -> None:
+    """Every block inside its plan, its ranges and its crossbar; no two blocks of a crossbar overlap (vectorised)."""
+    if not blocks:
+        return
+    f = np.array([(b.crossbar, b.group, b.slice, b.out_row, *b.channels, *b.kernel_rows, *b.out_channels,
+                   b.xrow, b.xcol) for b in blocks], dtype=np.int64)
+    xb, group, sl, out_row, c0, c1, d0, d1, o0, o1, xrow, xcol = f.T
+    sizes = crossbars.size
+    in_plan = (crossbars.layer[xb] == name) & (group >= 0) & (group < shape.groups) & (sl >= 0) & (sl < plan.n_w) \
+        & np.isin(out_row, list(out_rows))
+    for k in np.flatnonzero(~in_plan)[:1]:
+        b, x = blocks[k], program.crossbars[blocks[k].crossbar]
+        raise fail(f"block of {name} on crossbar {x.id} names group {b.group}, slice {b.slice}, "
+                   f"row {b.out_row} outside its plan", crossbar=x.id)
+    ok = np.ones(len(blocks), dtype=bool)
+    for lo, hi, k, n in ((c0, c1, limits[0], shape.c_in), (d0, d1, limits[1], shape.kernel[0]),
+                         (o0, o1, limits[2], shape.c_out)):
+        ok &= (lo >= 0) & (lo < hi) & (hi <= n) & (hi - lo <= k)
+    for k in np.flatnonzero(~ok)[:1]:
+        b, x = blocks[k], program.crossbars[blocks[k].crossbar]
+        raise fail(f"block of {name} on crossbar {x.id} has ranges {(b.channels, b.kernel_rows, b.out_channels)} "
+                   f"outside Kin/Kout/split {limits}", crossbar=x.id)
+    h, w = (c1 - c0) * (d1 - d0) * plan.w_i, (o1 - o0) * plan.w_o
+    fits = (xrow >= 0) & (xcol >= 0) & (xrow + h <= sizes[xb, 0]) & (xcol + w <= sizes[xb, 1])
+    for k in np.flatnonzero(~fits)[:1]:
+        x = program.crossbars[blocks[k].crossbar]
+        raise fail(f"a {h[k]}x{w[k]} block at ({xrow[k]}, {xcol[k]}) does not fit crossbar {x.id} "
+                   f"({x.rows}x{x.cols})", crossbar=x.id)
+    shared, counts = np.unique(xb, return_counts=True)
+    for index in shared[counts > 1]:  # only crossbars holding several blocks can overlap
+        rects = [(xrow[k], xrow[k] + h[k], xcol[k], xcol[k] + w[k]) for k in np.flatnonzero(xb == index)]
+        for (r0, r1, q0, q1), (s0, s1, e0, e1) in combinations(rects, 2):
+            if r0 < s1 and s0 < r1 and q0 < e1 and e0 < q1:
+                raise fail(f"blocks overlap on crossbar {program.crossbars[index].id}",
+                           crossbar=program.crossbars[index].id)
 
 
 install_block_verifier(_verify_blocks)

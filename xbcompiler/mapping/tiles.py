@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import replace
 
-from ..ir.program import XbarProgram
+from ..ir.program import Crossbar, XbarProgram
 from .traffic import layer_graph, psum_groups, tile_traffic
 
 Sites = dict[int, list[tuple[int, int]]]  # crossbar index -> (tile, slot) of each copy
@@ -49,9 +49,9 @@ def _chunks(xs: list[int], group_of: dict[int, int]) -> list[list[int]]:
     return chunks
 
 
-def min_traffic(program: XbarProgram, per_tile: int, graph) -> Sites:
-    """The layer-graph heuristic described in the module docstring."""
-    group_of = {x: i for i, (xs, _) in enumerate(g for gs in psum_groups(program).values() for g in gs) for x in xs}
+def min_traffic(program: XbarProgram, per_tile: int, graph, groups) -> Sites:
+    """The layer-graph heuristic described in the module docstring (``groups``: :func:`psum_groups`)."""
+    group_of = {x: i for i, (xs, _) in enumerate(g for gs in groups.values() for g in gs) for x in xs}
     free: list[int] = []
     held: dict[str, Counter] = defaultdict(Counter)
     sites: Sites = defaultdict(list)
@@ -96,7 +96,7 @@ def place(program: XbarProgram, target, method: str) -> tuple[XbarProgram, dict]
     traffic, chips = evaluate(sites)
     report = {"method": method, "fill_bits": sum(traffic.values())}
     if method == "min-traffic":
-        other = min_traffic(program, per_tile, graph)
+        other = min_traffic(program, per_tile, graph, groups)
         other_traffic, other_chips = evaluate(other)
         report["min_traffic_bits"] = sum(other_traffic.values())
         if sum(other_traffic.values()) < sum(traffic.values()) and other_chips <= chips:
@@ -109,7 +109,8 @@ def place(program: XbarProgram, target, method: str) -> tuple[XbarProgram, dict]
     placed = []
     for x in program.crossbars:
         (tile, slot), *rest = sites[x.index]
-        placed.append(replace(x, tile=tile, slot=slot, chip=tile // tiles_per_chip,
-                              replica_sites=tuple((t, s, t // tiles_per_chip) for t, s in rest)))
+        placed.append(Crossbar(index=x.index, layer=x.layer, rows=x.rows, cols=x.cols, tile=tile, slot=slot,
+                               chip=tile // tiles_per_chip,
+                               replica_sites=tuple((t, s, t // tiles_per_chip) for t, s in rest)))
     plans = {name: replace(plan, tile_traffic_bits=traffic.get(name, 0)) for name, plan in program.plans.items()}
     return program.replace(crossbars=tuple(placed), plans=plans, placed=True), report

@@ -50,8 +50,14 @@ def footprint(layer: Layer, record: Slice | Block) -> Footprint:
 
 def used_extent(layer: Layer, crossbar: Crossbar) -> tuple[int, int]:
     """``(rows, logical columns)`` up to the last one any of the crossbar's records covers."""
-    prints = [footprint(layer, r) for r in (*crossbar.slices, *crossbar.blocks)]
-    return max((f.r1 for f in prints), default=0), max((f.c1 for f in prints), default=0)
+    rows = cols = 0
+    for s in crossbar.slices:
+        rows, cols = max(rows, s.at[0] + s.rows[1] - s.rows[0]), max(cols, s.at[1] + s.cols[1] - s.cols[0])
+    for b in crossbar.blocks:
+        n_rows = (b.channels[1] - b.channels[0]) * (b.kernel_rows[1] - b.kernel_rows[0]) * layer.w_i
+        rows = max(rows, b.at[0] + n_rows)
+        cols = max(cols, b.at[1] + (b.out_channels[1] - b.out_channels[0]) * layer.w_o)
+    return rows, cols
 
 
 def block_matrix_rows(layer: Layer, block: Block) -> np.ndarray:
