@@ -95,6 +95,7 @@ def write_folder(out: Path, writers: list[tuple[str, Callable[[Path], None]]]) -
             for name, write in writers:
                 _step(f"write {name}")
                 write(tmp / name)  # plain open(): the umask gives the permissions
+                _fsync(tmp / name)
             if out.exists():
                 _step("rename old")
                 old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
@@ -104,7 +105,9 @@ def write_folder(out: Path, writers: list[tuple[str, Callable[[Path], None]]]) -
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             if old is not None and not out.exists():
-                os.rename(old, out)
+                os.rename(old, out)  # the earlier folder back in place
+            elif old is not None:
+                shutil.rmtree(old, ignore_errors=True)  # the empty placeholder
             raise
         _step("remove old")
         if old is not None:
@@ -112,6 +115,11 @@ def write_folder(out: Path, writers: list[tuple[str, Callable[[Path], None]]]) -
     except OSError as exc:
         raise CompileError("XB004", f"cannot write {out}: {exc.strerror or exc}", location=Location(file=str(out))) from None
     return out
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
 
 
 def read_json(directory: Path) -> bytes:
