@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from .. import emulate, load_netlist
+    from ..verify import output_tensors
 
     seed = int_arg(args.seed, "--seed", 0)
     n = None if args.random is None else int_arg(args.random, "--random", 1)
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         inputs = tuple(load_npy(Path(p), specs[i] if i < len(specs) else None) for i, p in enumerate(args.input))
     with torch.no_grad():
         result = emulate(netlist, inputs, mode=args.mode)
-    outputs = [t.detach().cpu().numpy() for t in leaves(result)]
+    outputs = [t.detach().cpu().numpy() for t in output_tensors(result)]
     stdout = console()
     for i, arr in enumerate(outputs):
         flat = arr.reshape(-1)[:8]
@@ -56,19 +57,6 @@ def run(args: argparse.Namespace) -> int:
         write_outputs(Path(args.output), outputs)
         say(stdout, f"wrote {args.output}")
     return EXIT_OK
-
-
-def leaves(value) -> list:
-    """The tensors of a nested output structure, in order (dict keys sorted)."""
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (tuple, list)):
-        return [t for v in value for t in leaves(v)]
-    if isinstance(value, dict):
-        return [t for k in sorted(value) for t in leaves(value[k])]
-    return []
 
 
 def write_outputs(path: Path, outputs: list) -> None:

@@ -67,20 +67,25 @@ def _errors(ref: torch.Tensor, got: torch.Tensor) -> tuple[float, float]:
     return diff, diff / scale if scale > 0 else diff
 
 
-def _flatten(value) -> list[torch.Tensor]:
+def output_tensors(value) -> list[torch.Tensor]:
+    """The tensors of a nested output structure, in order (dict keys sorted)."""
     if isinstance(value, torch.Tensor):
         return [value]
     if isinstance(value, (tuple, list)):
-        return [t for v in value for t in _flatten(v)]
+        return [t for v in value for t in output_tensors(v)]
     if isinstance(value, dict):
-        return [t for k in sorted(value) for t in _flatten(value[k])]
+        return [t for k in sorted(value) for t in output_tensors(value[k])]
     return []
 
 
-class _Recorder(fx.Interpreter):
-    def __init__(self, gm):
-        super().__init__(gm)
-        self.values = {}
+class Recorder(fx.Interpreter):
+    """Runs a traced model and keeps every node's value (``values``) and the output (``output``)."""
+
+    def run_all(self, inputs: tuple) -> Recorder:
+        self.values: dict = {}
+        with torch.no_grad():
+            self.output = self.run(*inputs)
+        return self
 
     def run_node(self, n):
         out = super().run_node(n)
@@ -130,9 +135,8 @@ def verify(netlist, model, inputs=None, *, mode: str | None = None, tolerance: f
 
         return verify_integer(netlist, model, inputs, tolerance)
     gm = trace(model, inputs)
-    recorder = _Recorder(gm)
-    with torch.no_grad():
-        expected = recorder.run(*inputs)
+    recorder = Recorder(gm).run_all(inputs)
+    expected = recorder.output
     got, env = emulator_for(netlist, mode, inputs[0].device).run(inputs, record=True)
     report = VerifyReport(mode, tolerance)
     missing = [layer.reference for layer in netlist.layers if layer.reference not in recorder.values]
@@ -146,7 +150,7 @@ def verify(netlist, model, inputs=None, *, mode: str | None = None, tolerance: f
         comparable = isinstance(ref, torch.Tensor) and ref.shape == out.shape
         where = None if ok or not comparable else _first_crossbar(netlist, layer, ref.cpu(), out.cpu(), tolerance)
         report.layers.append(LayerCheck(layer.name, layer.reference, max_abs, rel, ok, where))
-    pairs = list(zip(_flatten(expected), _flatten(got)))
+    pairs = list(zip(output_tensors(expected), output_tensors(got)))
     errs = [_errors(a, b) for a, b in pairs] or [(0.0, 0.0)]
     report.output_max_abs = max(e[0] for e in errs)
     report.output_rel = max(e[1] for e in errs)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from torch import fx
 
 from ..diagnostics import CompileError
 from ..emulator import Emulator, as_input_tuple, as_netlist, emulator_for
@@ -11,7 +10,7 @@ from ..frontend.trace import trace
 from ..ir.matrix import Im2colLayer
 from ..pipeline import PassContext, PassManager, parse_pipeline
 from ..reference import ReferenceLayer, quantize
-from . import LayerCheck, VerifyReport, _errors, _flatten, bad_channels, first_crossbar
+from . import LayerCheck, Recorder, VerifyReport, _errors, bad_channels, first_crossbar, output_tensors
 
 
 def float_matrices(model: torch.nn.Module, inputs: tuple) -> dict:
@@ -44,8 +43,7 @@ def verify_integer(netlist, model, inputs, tolerance: float) -> VerifyReport:
     refs = build_reference(netlist, model, inputs)
     emulator = emulator_for(netlist, "integer", inputs[0].device)
     got, env = emulator.run(inputs, record=True)
-    with torch.no_grad():
-        expected = _Recorder(trace(model, inputs)).run_all(inputs)
+    expected = Recorder(trace(model, inputs)).run_all(inputs)
     report = VerifyReport("integer", tolerance)
     xbar_input = {n.target: n.args[0]["ref"] for n in netlist.doc.nodes if n.op == "xbar"}
     for layer in netlist.layers:
@@ -60,24 +58,12 @@ def verify_integer(netlist, model, inputs, tolerance: float) -> VerifyReport:
         report.layers.append(LayerCheck(layer.name, layer.reference, max_abs, rel, not bool(bad.any()), where,
                                         mismatches=int(bad.sum())))
     chain = _reference_chain(netlist, refs, inputs)
-    pairs = list(zip(_flatten(chain), _flatten(got)))
+    pairs = list(zip(output_tensors(chain), output_tensors(got)))
     errs = [_errors(a, b) for a, b in pairs] or [(0.0, 0.0)]
     report.output_max_abs, report.output_rel = max(e[0] for e in errs), max(e[1] for e in errs)
-    float_errs = [_errors(a, b) for a, b in zip(_flatten(expected.output), _flatten(got))] or [(0.0, 0.0)]
+    float_errs = [_errors(a, b) for a, b in zip(output_tensors(expected.output), output_tensors(got))] or [(0.0, 0.0)]
     report.float_rel = max(e[1] for e in float_errs)
     return report
-
-
-class _Recorder(fx.Interpreter):
-    def run_all(self, inputs):
-        self.values = {}
-        self.output = self.run(*inputs)
-        return self
-
-    def run_node(self, n):
-        out = super().run_node(n)
-        self.values[n.name] = out
-        return out
 
 
 def _reference_chain(netlist, refs: dict[str, ReferenceLayer], inputs: tuple):
