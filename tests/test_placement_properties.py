@@ -14,8 +14,6 @@ rejects a broken one.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -108,19 +106,24 @@ def test_every_weight_sits_exactly_where_the_placement_function_puts_it(case):
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(layers(), st.integers(0, 3))
+@given(layers(), st.integers(0, 4))
 def test_the_verifier_rejects_a_broken_placement(case, how):
     program, shape, plan, _ = program_of(*case)
     blocks = list(program.blocks)
     b = blocks[len(blocks) // 2]
+    key = (blocks[0].group, blocks[0].channels, blocks[0].kernel_rows, blocks[0].out_channels)
+    assume(how != 4 or key != (blocks[-1].group, blocks[-1].channels, blocks[-1].kernel_rows, blocks[-1].out_channels))
     if how == 0:  # a missing block
         broken = blocks[:len(blocks) // 2] + blocks[len(blocks) // 2 + 1:]
     elif how == 1:  # a block held twice
         broken = blocks + [b]
     elif how == 2:  # a block moved off its crossbar
-        broken = blocks[:-1] + [dataclasses.replace(blocks[-1], xrow=shape.c_in * 64 * plan.w_i + 1)]
-    else:  # a block claiming a slice that does not exist
-        broken = blocks[:-1] + [dataclasses.replace(blocks[-1], slice=plan.n_w)]
+        broken = blocks[:-1] + [blocks[-1]._replace(xrow=shape.c_in * 64 * plan.w_i + 1)]
+    elif how == 3:  # a block claiming a slice that does not exist
+        broken = blocks[:-1] + [blocks[-1]._replace(slice=plan.n_w)]
+    else:  # the last slice holds the first block's weights twice and the last block's not at all
+        broken = blocks[:-1] + [blocks[-1]._replace(group=key[0], channels=key[1], kernel_rows=key[2],
+                                                    out_channels=key[3])]
     with pytest.raises(CompileError) as err:
         program.replace(blocks=tuple(broken)).verify()
     assert err.value.code == "XB303"

@@ -13,6 +13,7 @@ from .diagnostics import CompileError
 from .emit import emit_netlist
 from .frontend.coverage import CoverageRow, coverage
 from .frontend.trace import check_inputs, trace
+from .gcpause import fewer_collections
 from .ir.printer import print_ir
 from .ir.program import XbarProgram
 from .netlist import Netlist
@@ -62,6 +63,7 @@ def resolve_target(target, overrides=None) -> TargetSpec:
     return load_target(target, overrides)
 
 
+@fewer_collections()
 def compile(model: nn.Module, example_inputs, target, pipeline="default", *, overrides=None,
             instruments: list[Instrument] | None = None, seed: int = 0, repro: str | None = None,
             calibration=None) -> CompiledModel:

@@ -6,7 +6,6 @@ large matrices as half-open slices, every weight placed exactly once, plans per 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import warnings
@@ -131,7 +130,7 @@ def test_verifier_catches_a_dropped_or_doubled_slice():
         program.replace(slices=program.slices[1:]).verify(ctx.target)
     assert info.value.code == "XB303"
     s = program.slices[0]
-    moved = dataclasses.replace(s, crossbar=1, xrow=4, xcol=0)  # the same block placed twice
+    moved = s._replace(crossbar=1, xrow=4, xcol=0)  # the same block placed twice
     with pytest.raises(CompileError):
         program.replace(slices=program.slices + (moved,)).verify(ctx.target)
 

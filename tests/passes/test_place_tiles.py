@@ -6,7 +6,6 @@ tile // tiles``); more than one chip is an XBWarning, more than ``max_chips`` is
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import warnings
 from pathlib import Path
@@ -150,13 +149,17 @@ def test_placement_misuse_is_caught_by_the_verifier():
     model, inputs = inputs_for_grouped()
     _, program, ctx = placed(model, inputs)
     xs = list(program.crossbars)
-    xs[1] = dataclasses.replace(xs[1], tile=0, slot=0)  # two crossbars at t0.x0
+    xs[1] = xs[1]._replace(tile=0, slot=0)  # two crossbars at t0.x0
     with pytest.raises(CompileError) as info:
         program.replace(crossbars=tuple(xs)).verify(ctx.target)
     assert info.value.code == "XB303"
     xs = list(program.crossbars)
-    xs[0] = dataclasses.replace(xs[0], slot=8)  # beyond 8 crossbars per tile
+    xs[0] = xs[0]._replace(slot=8)  # beyond 8 crossbars per tile
     with pytest.raises(CompileError):
+        program.replace(crossbars=tuple(xs)).verify(ctx.target)
+    xs = list(program.crossbars)
+    xs[2] = xs[2]._replace(tile=None, slot=None, chip=None)  # a placed program with an unplaced crossbar
+    with pytest.raises(CompileError, match="has no tile"):
         program.replace(crossbars=tuple(xs)).verify(ctx.target)
 
 

@@ -17,14 +17,13 @@ Importing this module also installs the program verifier's check of block-Toepli
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from dataclasses import dataclass
 from functools import lru_cache
 from itertools import combinations
 
 import numpy as np
 
 from ..ir.program import Crossbar, MappingPlan, ToeplitzBlock, XbarProgram, fail
+from ..ir.tables import COLUMNS, CrossbarTable, block_table, crossbar_table
 from ..ir.verify_toeplitz import TOEPLITZ, install_block_verifier
 from .shape import LayerShape, shape_of
 
@@ -142,27 +141,24 @@ def _verify_blocks(program: XbarProgram) -> None:
     (``plan.copies``) and nowhere else. A pruned layer (``plan.pruned_weights > 0``,
     recombine-pruned-columns) leaves exactly that many weights, all zero, out of every slice.
     """
-    by_layer = defaultdict(list)
-    for b in program.blocks:
-        by_layer[b.layer].append(b)
-    crossbars = _CrossbarTable(np.array([x.layer for x in program.crossbars], dtype=object),
-                               np.array([(x.rows, x.cols) for x in program.crossbars], dtype=np.int64).reshape(-1, 2))
+    table = block_table(program.blocks)
+    crossbars = crossbar_table(program.crossbars)
+    toeplitz = {name for name, plan in program.plans.items() if plan.strategy in TOEPLITZ}
+    stray = sorted(set(table.positions) - toeplitz)
+    if stray:
+        raise fail(f"blocks name layer(s) {stray} that have no block-Toeplitz plan")
     for name, plan in program.plans.items():
-        if plan.strategy in TOEPLITZ:
-            _verify_layer_blocks(program, name, plan, by_layer.pop(name, []), crossbars)
-    if by_layer:
-        raise fail(f"blocks name layer(s) {sorted(by_layer)} that have no block-Toeplitz plan")
+        if name in toeplitz:
+            _verify_layer_blocks(program, name, plan, table.of(name), table.fields[table.of(name)], crossbars)
 
 
-@dataclass(frozen=True)
-class _CrossbarTable:
-    """Every crossbar's layer and ``(rows, cols)``, as arrays for the vectorised block checks."""
-
-    layer: np.ndarray
-    size: np.ndarray
+_SITE = [COLUMNS.index(c) for c in ("slice", "out_row")]
+_KEY = [COLUMNS.index(c) for c in ("group", "c0", "c1", "d0", "d1", "o0", "o1")]
 
 
-def _verify_layer_blocks(program: XbarProgram, name: str, plan, blocks, crossbars: _CrossbarTable) -> None:
+def _verify_layer_blocks(program: XbarProgram, name: str, plan, positions: np.ndarray, f: np.ndarray,
+                         crossbars: CrossbarTable) -> None:
+    """One layer's checks; ``f`` holds the fields of its blocks (rows of the block table at ``positions``)."""
     shape = shape_of(program.matrices[name])
     kh = shape.kernel[0]
     rows_used = shape.kernel[0] if plan.kernel_rows_per_split == 0 else plan.kernel_rows_per_split
@@ -172,28 +168,34 @@ def _verify_layer_blocks(program: XbarProgram, name: str, plan, blocks, crossbar
     if plan.n_w * plan.w_o < shape.out_hw[1]:
         raise fail(f"{plan.n_w} slices of {plan.w_o} columns do not cover the {shape.out_hw[1]} output columns "
                    f"of {name}", node=name)
-    out_rows = {-1} if plan.row_copies == 1 and plan.strategy == "semi-folded" else set(range(shape.out_hw[0]))
-    _check_block_fields(program, name, plan, shape, blocks, out_rows,
+    out_rows = [-1] if plan.row_copies == 1 and plan.strategy == "semi-folded" else list(range(shape.out_hw[0]))
+    _check_block_fields(program, name, plan, shape, positions, f, out_rows,
                         (min(plan.kin, shape.c_in), rows_used, min(plan.kout, shape.c_out)), crossbars)
-    tiling: dict[tuple[int, int], Counter] = defaultdict(Counter)
-    for b in blocks:
-        tiling[(b.slice, b.out_row)][(b.group, b.channels, b.kernel_rows, b.out_channels)] += 1
-    expected = {(s, r) for s in range(plan.n_w) for r in out_rows}
-    if set(tiling) != expected:
-        missing = sorted(expected - set(tiling))[:3]
+    site_of = f[:, _SITE[0]] * (shape.out_hw[0] + 1) + f[:, _SITE[1]] + 1  # (slice, out_row), ordered
+    sites, site, per_site = np.unique(site_of, return_inverse=True, return_counts=True)
+    expected = np.array([s * (shape.out_hw[0] + 1) + r + 1 for s in range(plan.n_w) for r in out_rows])
+    if sites.size != expected.size or (sites != expected).any():
+        missing = [divmod(int(k) - 1, shape.out_hw[0] + 1) for k in np.setdiff1d(expected, sites)[:3]]
         raise fail(f"{name}: slices/rows {missing} hold no blocks", node=name)
-    first_site = min(expected)
-    first = tiling[first_site]
-    for key, held in tiling.items():  # every slice and row copy holds the same blocks: check one tiling
-        if held != first:
-            raise fail(f"{name}: slice {key[0]}, row {key[1]} holds other blocks than slice {first_site[0]}, "
-                       f"row {first_site[1]}", node=name)
+    # every slice and row copy holds the same blocks: sort each site's block keys and compare with the first
+    order = np.lexsort((*f[:, _KEY[::-1]].T, site.reshape(-1)))
+    first = f[order[:per_site[0]]][:, _KEY]
+    if (per_site != per_site[0]).any() or \
+            (f[order][:, _KEY].reshape(sites.size, per_site[0], len(_KEY)) != first).any(axis=(1, 2)).any():
+        bad = np.flatnonzero(per_site != per_site[0])
+        if bad.size == 0:
+            held = f[order][:, _KEY].reshape(sites.size, per_site[0], len(_KEY))
+            bad = np.flatnonzero((held != first).any(axis=(1, 2)))
+        s_bad, r_bad = divmod(int(sites[bad[0]]) - 1, shape.out_hw[0] + 1)
+        s0, r0 = divmod(int(sites[0]) - 1, shape.out_hw[0] + 1)
+        raise fail(f"{name}: slice {s_bad}, row {r_bad} holds other blocks than slice {s0}, row {r0}", node=name)
+    first_site = divmod(int(sites[0]) - 1, shape.out_hw[0] + 1)
     count = np.zeros((shape.groups, shape.c_in, kh, shape.c_out), dtype=np.int32)
     kw = shape.kernel[1]
     weight = program.matrices[name].weight.reshape(shape.groups, shape.c_in, kh, kw, shape.c_out)
     zero = (weight == 0).all(3)  # kernel rows W[o, c, dy, :] a crossbar need not hold (plan.pruned_weights)
-    for (g, channels, kernel_rows, out_channels), n in first.items():
-        count[g, slice(*channels), slice(*kernel_rows), slice(*out_channels)] += n
+    for g, c0, c1, d0, d1, o0, o1 in first.tolist():
+        count[g, c0:c1, d0:d1, o0:o1] += 1
     absent = count == 0
     if int(absent.sum()) * kw != plan.pruned_weights:
         raise fail(f"{name}: {int(absent.sum()) * kw} weights are held by no crossbar in slice {first_site[0]}, "
@@ -205,33 +207,33 @@ def _verify_layer_blocks(program: XbarProgram, name: str, plan, blocks, crossbar
                    + " (expected once)", node=name)
 
 
-def _check_block_fields(program: XbarProgram, name: str, plan, shape, blocks, out_rows, limits,
-                        crossbars: _CrossbarTable) -> None:
+def _check_block_fields(program: XbarProgram, name: str, plan, shape, positions, f, out_rows, limits,
+                        crossbars: CrossbarTable) -> None:
     """Every block inside its plan, its ranges and its crossbar; no two blocks of a crossbar overlap (vectorised)."""
-    if not blocks:
+    if not len(f):
         return
-    f = np.array([(b.crossbar, b.group, b.slice, b.out_row, *b.channels, *b.kernel_rows, *b.out_channels,
-                   b.xrow, b.xcol) for b in blocks], dtype=np.int64)
     xb, group, sl, out_row, c0, c1, d0, d1, o0, o1, xrow, xcol = f.T
-    sizes = crossbars.size
+    in_range = (xb >= 0) & (xb < len(program.crossbars))
+    for k in np.flatnonzero(~in_range)[:1]:
+        raise fail(f"block of {name} names crossbar {xb[k]}, which does not exist", node=name)
     in_plan = (crossbars.layer[xb] == name) & (group >= 0) & (group < shape.groups) & (sl >= 0) & (sl < plan.n_w) \
-        & np.isin(out_row, list(out_rows))
+        & np.isin(out_row, out_rows)
     for k in np.flatnonzero(~in_plan)[:1]:
-        b, x = blocks[k], program.crossbars[blocks[k].crossbar]
+        b, x = program.blocks[positions[k]], program.crossbars[xb[k]]
         raise fail(f"block of {name} on crossbar {x.id} names group {b.group}, slice {b.slice}, "
                    f"row {b.out_row} outside its plan", crossbar=x.id)
-    ok = np.ones(len(blocks), dtype=bool)
+    ok = np.ones(len(f), dtype=bool)
     for lo, hi, k, n in ((c0, c1, limits[0], shape.c_in), (d0, d1, limits[1], shape.kernel[0]),
                          (o0, o1, limits[2], shape.c_out)):
         ok &= (lo >= 0) & (lo < hi) & (hi <= n) & (hi - lo <= k)
     for k in np.flatnonzero(~ok)[:1]:
-        b, x = blocks[k], program.crossbars[blocks[k].crossbar]
+        b, x = program.blocks[positions[k]], program.crossbars[xb[k]]
         raise fail(f"block of {name} on crossbar {x.id} has ranges {(b.channels, b.kernel_rows, b.out_channels)} "
                    f"outside Kin/Kout/split {limits}", crossbar=x.id)
     h, w = (c1 - c0) * (d1 - d0) * plan.w_i, (o1 - o0) * plan.w_o
-    fits = (xrow >= 0) & (xcol >= 0) & (xrow + h <= sizes[xb, 0]) & (xcol + w <= sizes[xb, 1])
+    fits = (xrow >= 0) & (xcol >= 0) & (xrow + h <= crossbars.rows[xb]) & (xcol + w <= crossbars.cols[xb])
     for k in np.flatnonzero(~fits)[:1]:
-        x = program.crossbars[blocks[k].crossbar]
+        x = program.crossbars[xb[k]]
         raise fail(f"a {h[k]}x{w[k]} block at ({xrow[k]}, {xcol[k]}) does not fit crossbar {x.id} "
                    f"({x.rows}x{x.cols})", crossbar=x.id)
     shared, counts = np.unique(xb, return_counts=True)

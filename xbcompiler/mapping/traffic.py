@@ -15,12 +15,15 @@ Model inputs come from off-chip and are not counted.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
+from dataclasses import dataclass
 from math import ceil, log2, prod
 
 import networkx as nx
+import numpy as np
 
 from ..ir.program import XbarProgram
+from ..ir.tables import block_table
 from ..ir.values import refs
 from .shape import shape_of
 
@@ -65,27 +68,59 @@ def _producers(node, by_name, order) -> list[str]:
     return sorted(found, key=found.__getitem__)
 
 
-def psum_groups(program: XbarProgram) -> dict[str, list[tuple[tuple[int, ...], int]]]:
-    """Per layer: (crossbars whose columns add into the same outputs, outputs per image), for groups of 2+."""
-    members: dict[tuple, set[int]] = defaultdict(set)
-    outputs: dict[tuple, int] = {}
-    widths: dict[str, int] = {}
-    for b in program.blocks:
-        plan = program.plans[b.layer]
-        if b.layer not in widths:
-            widths[b.layer] = shape_of(program.matrices[b.layer]).out_hw[1]
-        pixels = min(widths[b.layer], (b.slice + 1) * plan.w_o) - b.slice * plan.w_o
-        key = (b.layer, b.out_row, b.slice, b.group, b.out_channels)
-        members[key].add(b.crossbar)
-        outputs[key] = (b.out_channels[1] - b.out_channels[0]) * pixels * plan.phases
+@dataclass(frozen=True)
+class PsumGroups:
+    """One layer's partial-sum groups: crossbars whose columns add into the same outputs, 2+ per group.
+
+    Group ``g`` holds the crossbars ``members[owner == g]`` (ascending) and produces ``outputs[g]``
+    values per image.
+    """
+
+    members: np.ndarray
+    owner: np.ndarray
+    outputs: np.ndarray
+
+    def __iter__(self):
+        """``(crossbars, outputs)`` of each group."""
+        for g, n in enumerate(self.outputs.tolist()):
+            yield tuple(self.members[self.owner == g].tolist()), n
+
+    def __len__(self) -> int:
+        return int(self.outputs.size)
+
+
+def psum_groups(program: XbarProgram) -> dict[str, PsumGroups]:
+    """Per layer with any: its partial-sum groups.
+
+    Crossbars share a group when their blocks have the same output row, width slice, conv group and
+    output channels, or their slices the same conv group and matrix columns.
+    """
+    keys = {}  # layer -> rows (crossbar, outputs, *key)
+    table = block_table(program.blocks)
+    for layer, positions in table.positions.items():
+        plan = program.plans[layer]
+        xb, group, sl, out_row, _, _, _, _, o0, o1, _, _ = table.fields[positions].T
+        pixels = np.minimum(shape_of(program.matrices[layer]).out_hw[1], (sl + 1) * plan.w_o) - sl * plan.w_o
+        keys[layer] = np.stack([xb, (o1 - o0) * pixels * plan.phases, out_row, sl, group, o0, o1], axis=1)
+    slices = defaultdict(list)
     for s in program.slices:
-        key = (s.layer, s.group, s.col_lo, s.col_hi)
-        members[key].add(s.crossbar)
-        outputs[key] = (s.col_hi - s.col_lo) * program.plans[s.layer].phases
-    out = defaultdict(list)
-    for key, xs in members.items():
-        if len(xs) > 1:
-            out[key[0]].append((tuple(sorted(xs)), outputs[key]))
+        slices[s.layer].append((s.crossbar, (s.col_hi - s.col_lo) * program.plans[s.layer].phases, 0, 0, s.group,
+                                s.col_lo, s.col_hi))
+    keys.update({layer: np.array(rows, dtype=np.int64) for layer, rows in slices.items()})
+    out = {}
+    for layer, rows in keys.items():
+        rows = np.unique(rows, axis=0)  # one row per (crossbar, key)
+        _, first, owner, size = np.unique(rows[:, 2:], axis=0, return_index=True, return_inverse=True,
+                                          return_counts=True)
+        owner = owner.reshape(-1)
+        shared = size > 1
+        if not shared.any():
+            continue
+        renumber = np.cumsum(shared) - 1  # groups of 2+ only, in key order
+        keep = shared[owner]
+        order = np.lexsort((rows[keep, 0], renumber[owner[keep]]))
+        out[layer] = PsumGroups(members=rows[keep, 0][order], owner=renumber[owner[keep]][order],
+                                outputs=rows[first[shared], 1])
     return out
 
 
@@ -93,26 +128,36 @@ def psum_bits(target) -> int:
     return target.precision.input_bits + target.precision.weight_bits + ceil(log2(target.crossbar.rows))
 
 
-def tile_traffic(program: XbarProgram, target, tiles_of: dict[int, tuple[int, ...]],
-                 graph: nx.DiGraph | None = None, groups=None) -> dict[str, int]:
-    """Bits per image reaching each layer from other tiles; ``tiles_of[crossbar]`` lists the tile of each copy."""
+def tile_traffic(program: XbarProgram, target, tiles: np.ndarray, graph: nx.DiGraph | None = None,
+                 groups: dict[str, PsumGroups] | None = None) -> dict[str, int]:
+    """Bits per image reaching each layer from other tiles; ``tiles[x, r]`` is the tile of copy ``r`` of
+    crossbar ``x`` (-1 past the layer's replicas)."""
     graph = layer_graph(program, target) if graph is None else graph
     groups = psum_groups(program) if groups is None else groups
-    share: dict[str, Counter] = defaultdict(Counter)
+    tiles = np.asarray(tiles, dtype=np.int64)
+    tiles = tiles.reshape(len(program.crossbars), -1) if tiles.ndim == 1 else tiles
+    n_tiles = int(tiles.max(initial=0)) + 1
+    layer_of = defaultdict(list)
     for x in program.crossbars:
-        for t in tiles_of[x.index]:
-            share[x.layer][t] += 1
-    frac = {layer: {t: n / sum(c.values()) for t, n in c.items()} for layer, c in share.items()}
+        layer_of[x.layer].append(x.index)
+    frac = {}
+    for layer, xs in layer_of.items():
+        copies = tiles[xs, :program.plans[layer].replicas].ravel()
+        counts = np.bincount(copies, minlength=n_tiles)
+        frac[layer] = counts / counts.sum()
     bits = psum_bits(target)
+    none = np.zeros(n_tiles)
     traffic = {}
     for v in graph.nodes:
         total = 0.0
         for u, _, data in graph.in_edges(v, data=True):
-            total += data["bits"] * sum(f * (1 - frac[u].get(t, 0.0)) for t, f in frac[v].items())
+            total += data["bits"] * float(np.sum(frac.get(v, none) * (1 - frac.get(u, none))))
         replicas = program.plans[v].replicas
-        for xs, outputs in groups.get(v, ()):
-            for copy in range(replicas):
-                spread = len({tiles_of[x][copy] for x in xs})
-                total += (spread - 1) * outputs / replicas * bits
+        g = groups.get(v)
+        if g is not None and len(g):
+            for copy in range(replicas):  # a group spread over n tiles moves n - 1 partial sums per output
+                pairs = np.unique(g.owner * n_tiles + tiles[g.members, copy])
+                spread = np.bincount(pairs // n_tiles, minlength=len(g))
+                total += float(np.sum((spread - 1) * g.outputs)) / replicas * bits
         traffic[v] = round(total)
     return traffic

@@ -18,6 +18,7 @@ import msgspec
 import numpy as np
 
 from ..diagnostics import CompileError, Location
+from ..gcpause import fewer_collections
 from .check import check_document, check_target, check_weights, declared_arrays
 from .encoding import Encoding
 from .placement import block_cells, crossbar_matrix_cells, footprint, row_block_key, row_blocks
@@ -226,6 +227,7 @@ def validate(netlist: Netlist) -> None:
     check_weights(netlist.doc, netlist.arrays)
 
 
+@fewer_collections()
 def load_netlist(directory: str | os.PathLike) -> Netlist:
     """Read and check a saved netlist; nothing runs before every check of :mod:`.check` has passed."""
     d = Path(directory)

@@ -195,10 +195,10 @@ def _rewrite(program: XbarProgram, target, eligible, rewrite_layer) -> tuple[Xba
                             "partial_sum_fanin": new_plan.partial_sum_fanin}
             continue
         for x in xs:  # unchanged layer: renumbered
-            new = dataclasses.replace(x, index=len(crossbars))
+            new = x._replace(index=len(crossbars))
             crossbars.append(new)
-            blocks += [dataclasses.replace(b, crossbar=new.index) for b in blocks_of[x.index]]
-            slices += [dataclasses.replace(sl, crossbar=new.index) for sl in slices_of[x.index]]
+            blocks += [b._replace(crossbar=new.index) for b in blocks_of[x.index]]
+            slices += [sl._replace(crossbar=new.index) for sl in slices_of[x.index]]
     program = program.replace(crossbars=tuple(crossbars), blocks=tuple(blocks), slices=tuple(slices), plans=plans,
                               placed=False)
     return program, report
