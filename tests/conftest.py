@@ -7,6 +7,7 @@ which needs the repository root importable (pytest puts only ``tests/`` itself o
 from __future__ import annotations
 
 import io
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -14,6 +15,11 @@ from functools import cache
 from pathlib import Path
 
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one torch thread per xdist worker: two workers with two threads each on two cores made the
+    # loops of small tensor ops (device mode) up to 30x slower through OpenMP spin-waiting
+    torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:

@@ -47,3 +47,10 @@ def test_bench_emulation_quick():
         for name in peer_rows:
             assert {"ours_over_peer", "goal", "peer_over_torch", "peer_s"} <= rows[name].keys()
     assert not any(name.startswith("emulation_ideal_over_torch_resnet50") for name in rows)
+
+
+def test_bench_device_quick():
+    _, rows = run_bench("bench_device.py", "--model", "lenet", "--batch", "2", "--repeat", "1", "--no-peer")
+    row = rows["device_lenet_b2_isaac_like"]
+    assert {"over_torch", "goal", "device_s", "torch_s", "program_s", "sa0_measured", "sa1_measured"} <= row.keys()
+    assert 0 < row["sa1_measured"] < 0.2 and "over_peer" not in row

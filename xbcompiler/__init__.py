@@ -2,7 +2,7 @@
 
 from .diagnostics import CompileError, XBWarning
 from .driver import CompiledModel, compile
-from .emulator import emulate
+from .emulator import ProgrammedChip, emulate, program
 from .netlist import Netlist, load_netlist
 from .pipeline import Pass, PassContext, PassManager, parse_pipeline, register_pass
 from .target import TargetSpec, list_targets, load_target
@@ -16,6 +16,7 @@ __all__ = [
     "Pass",
     "PassContext",
     "PassManager",
+    "ProgrammedChip",
     "TargetSpec",
     "VerifyReport",
     "XBWarning",
@@ -26,6 +27,7 @@ __all__ = [
     "load_netlist",
     "load_target",
     "parse_pipeline",
+    "program",
     "register_pass",
     "verify",
 ]

@@ -66,6 +66,8 @@ CODES: dict[str, str] = {
     "XB517": "netlist bookkeeping inconsistent",
     "XB520": "integer mode needs a quantised netlist",
     "XB521": "row blocks disagree with the quantised netlist",
+    "XB530": "bad fault map",
+    "XB531": "device mode needs a quantised netlist programmed onto a chip",
     "XB601": "unknown pass",
     "XB602": "bad pipeline text",
     "XB603": "pipeline contract violated",

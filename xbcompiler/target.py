@@ -94,6 +94,29 @@ class CostSpec:
 
 
 @dataclass(frozen=True)
+class DeviceSpec:
+    """Non-idealities of the cells (SPEC 0.4), used by ``xb.program`` and the emulator's ``device`` mode.
+
+    Every default is the ideal device; a target whose device section is all defaults leaves it out of
+    :meth:`TargetSpec.to_dict` (and so out of its fingerprint and of the netlist).
+    """
+
+    program_sigma: float = _key("log-normal programming variation: G = G_target * exp(theta), theta ~ N(0, sigma^2) "
+                                "per cell", 0.0, lo=0, hi=2)
+    read_noise: float = _key("Gaussian noise on each analog column read, as a fraction of the column's "
+                             "full-scale read", 0.0, lo=0, hi=1)
+    sa0_rate: float = _key("probability that a cell is stuck at G_min (off)", 0.0, lo=0, hi=1)
+    sa1_rate: float = _key("probability that a cell is stuck at G_max (on)", 0.0, lo=0, hi=1)
+    on_off_ratio: float = _key("G_max / G_min (0: an ideal zero off state)", 0.0, lo=0)
+    fault_map: str = _key("measured fault map (.npz, docs/faults.md) used instead of the SA0/SA1 rates; "
+                          "empty: sample the rates", "")
+
+    @property
+    def ideal(self) -> bool:
+        return self == DeviceSpec()
+
+
+@dataclass(frozen=True)
 class _Header:
     """Top-level keys (validation only)."""
 
@@ -103,7 +126,8 @@ class _Header:
 
 
 _SECTIONS: dict[str, type] = {"crossbar": CrossbarSpec, "precision": PrecisionSpec, "encoding": EncodingSpec,
-                              "adc": AdcSpec, "hierarchy": HierarchySpec, "costs": CostSpec}
+                              "adc": AdcSpec, "hierarchy": HierarchySpec, "costs": CostSpec,
+                              "device": DeviceSpec}
 
 
 def _schema() -> dict[str, tuple[type, dataclasses.Field]]:
@@ -131,12 +155,13 @@ class TargetSpec:
     adc: AdcSpec
     hierarchy: HierarchySpec
     costs: CostSpec
+    device: DeviceSpec
     source: str = field(default="<dict>", compare=False)  #: file path or ``builtin:NAME``; not fingerprinted
 
     def to_dict(self) -> dict[str, Any]:
-        """Canonical nested dict (with ``schema``, without ``source``)."""
+        """Canonical nested dict (with ``schema``, without ``source``; an ideal ``device`` section left out)."""
         out: dict[str, Any] = {"schema": SCHEMA_VERSION, "name": self.name, "description": self.description}
-        out.update({s: dataclasses.asdict(getattr(self, s)) for s in _SECTIONS})
+        out.update({s: dataclasses.asdict(getattr(self, s)) for s in _SECTIONS if s != "device" or not self.device.ideal})
         return out
 
     def fingerprint(self) -> str:
@@ -403,6 +428,13 @@ def _combination_problems(v: dict[str, Any]) -> list[tuple[str, str]]:
     if m_c > cols:
         why = f"one {signed} {wb}-bit weight on {k}-bit cells needs m_c = {m_c} columns"
         out.append(("crossbar.cols", f"crossbar.cols = {cols} is too few: {why}"))
+    sa0, sa1 = v["device.sa0_rate"], v["device.sa1_rate"]
+    if sa0 + sa1 > 1:
+        out.append(("device.sa1_rate", f"device.sa0_rate + device.sa1_rate = {sa0 + sa1} exceeds 1"))
+    ratio = v["device.on_off_ratio"]
+    if 0 < ratio <= 1:
+        why = "G_max / G_min must be above 1 (or 0 for an ideal off state)"
+        out.append(("device.on_off_ratio", f"device.on_off_ratio = {ratio}: {why}"))
     return out
 
 

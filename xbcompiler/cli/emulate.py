@@ -1,4 +1,8 @@
-"""``xbc emulate DIR (--input FILE.npy ... | --random N)``: run a compiled netlist on inputs."""
+"""``xbc emulate DIR (--input FILE.npy ... | --random N)``: run a compiled netlist on inputs.
+
+``--mode device`` programs the netlist onto a chip first (``xb.program``) with ``--seed`` and the
+``--set device.KEY=VALUE`` overrides of its target's ``[device]`` section (docs/faults.md).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from ..diagnostics import CompileError
-from .args import command_parser, int_arg
+from .args import add_set, command_parser, int_arg, parse_overrides
 from .console import EXIT_OK, console, say
 from .files import write_atomically
 from .models import load_npy, random_inputs
@@ -19,9 +23,11 @@ def add(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     source.add_argument("--input", action="append", metavar="FILE.npy",
                         help="one input array (batch first); repeat for several inputs")
     source.add_argument("--random", metavar="N", help="run on N seeded random samples")
-    p.add_argument("--seed", default="0", metavar="N", help="seed of --random (default 0)")
-    p.add_argument("--mode", default=None, help="emulator mode (default: integer for a quantised netlist, else "
-                                                "ideal); an unknown mode is XB505")
+    p.add_argument("--seed", default="0", metavar="N",
+                   help="seed of --random and of programming the chip in --mode device (default 0)")
+    p.add_argument("--mode", default=None, help="emulator mode: ideal, integer or device (default: integer for a "
+                                                "quantised netlist, else ideal); an unknown mode is XB505")
+    add_set(p)
     p.add_argument("-o", "--output", metavar="OUT.npy", help="write the output here (.npz for several outputs)")
     return p
 
@@ -37,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
     n = None if args.random is None else int_arg(args.random, "--random", 1)
     if args.output is not None and Path(args.output).suffix not in (".npy", ".npz"):
         raise CompileError("XB003", f"bad -o '{args.output}': expected a .npy (or .npz) file name")
+    overrides = parse_overrides(args.overrides)
+    if overrides and args.mode != "device":
+        raise CompileError("XB003", "--set changes the device of a programmed chip: it needs --mode device",
+                           hint="other target keys need a recompile: xbc compile --set KEY=VALUE")
     netlist = load_netlist(args.netlist)
     specs = netlist.doc.inputs
     if n is not None:
@@ -44,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         inputs = tuple(load_npy(Path(p), specs[i] if i < len(specs) else None) for i, p in enumerate(args.input))
     with torch.no_grad():
-        result = emulate(netlist, inputs, mode=args.mode)
+        device = {"seed": seed, "overrides": overrides} if args.mode == "device" else {}
+        result = emulate(netlist, inputs, mode=args.mode, **device)
     outputs = [t.detach().cpu().numpy() for t in output_tensors(result)]
     stdout = console()
     for i, arr in enumerate(outputs):

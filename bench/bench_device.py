@@ -1,0 +1,86 @@
+"""Device-mode emulation (issue 12): a programmed chip with faults, variation and read noise, against torch
+and the peer, in one run.
+
+ResNet-20 (random weights, seeded) at batch 64 on ``isaac-like`` with 8-bit weights and inputs,
+compiled with the default pipeline and a calibration batch, programmed once with ``program_sigma =
+0.1``, ``read_noise = 0.02``, ``sa0_rate = 0.0175``, ``sa1_rate = 0.0904``; then timed in paired rounds:
+
+- ``xb.emulate(chip, x)`` (device mode: every read of every copy through the ADC);
+- the model in torch;
+- the peer, IBM's aihwkit-lightning (bench extra), with 8-bit converters, output and weight noise and
+  128-row tiles, as ``bench_emulation.py`` builds it.
+
+Programming (sampling every cell) is timed apart. Goals: device / torch at most 10 (stretch 4); ours /
+peer at most 0.5.
+
+Run: ``python bench/bench_device.py [--repeat N] [--batch B] [--no-peer]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+from bench_emulation import build_peer
+from common import paired_rounds, report, round_ratio
+
+import xbcompiler as xb
+from tests.models import MODELS
+
+DEVICE = {"device.program_sigma": 0.1, "device.read_noise": 0.02, "device.sa0_rate": 0.0175,
+          "device.sa1_rate": 0.0904}
+PRECISION = {"precision.weight_bits": 8, "precision.input_bits": 8}
+GOALS = {"over_torch": 10.0, "over_torch_stretch": 4.0, "over_peer": 0.5}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--model", default="resnet20", choices=sorted(MODELS))
+    parser.add_argument("--no-peer", action="store_true")
+    args = parser.parse_args()
+    case = MODELS[args.model]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(args.batch, *case.input_shape[1:], generator=gen)
+    calibration = torch.randn(16, *case.input_shape[1:], generator=gen)
+    model = case.factory()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", xb.XBWarning)
+        compiled = xb.compile(model, (x[:1],), "isaac-like", overrides=PRECISION, calibration=calibration)
+    start = time.perf_counter()
+    chip = xb.program(compiled, seed=0, overrides=DEVICE)
+    program_s = time.perf_counter() - start
+    sa0, sa1 = chip.fault_fractions()
+    start = time.perf_counter()
+    xb.emulate(chip, x[:1])  # builds the device kernels (effective levels of every copy)
+    prepare_s = time.perf_counter() - start
+    peer, why = (None, "--no-peer") if args.no_peer else build_peer(model, x)
+    print(f"peer: {why}" if peer is not None else f"peer: skipped, {why}")
+
+    def torch_fn():
+        with torch.no_grad():
+            model(x)
+
+    def peer_fn():
+        with torch.no_grad():
+            peer(x)
+
+    fns = {"ours": lambda: xb.emulate(chip, x), "torch": torch_fn, **({"peer": peer_fn} if peer is not None else {})}
+    times = paired_rounds(fns, args.repeat)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    values = {"over_torch": round_ratio(times, "ours", "torch"), "goal": GOALS["over_torch"],
+              "stretch": GOALS["over_torch_stretch"], "device_s": median["ours"], "torch_s": median["torch"],
+              "program_s": program_s, "prepare_s": prepare_s, "crossbars": compiled.summary["crossbars"],
+              "sa0_measured": sa0, "sa1_measured": sa1, "rounds": args.repeat, "threads": torch.get_num_threads()}
+    if peer is not None:
+        values.update(over_peer=round_ratio(times, "ours", "peer"), peer_goal=GOALS["over_peer"],
+                      peer_over_torch=round_ratio(times, "peer", "torch"), peer_s=median["peer"])
+    report(f"device_{args.model}_b{args.batch}_isaac_like", **values)
+
+
+if __name__ == "__main__":
+    main()

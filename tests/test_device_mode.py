@@ -1,0 +1,276 @@
+"""Device mode (issue 12): programmed chips, stuck-at faults, variation and read noise (docs/faults.md)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import xbcompiler as xb
+from tests.models import MODELS
+from xbcompiler import cli
+from xbcompiler.emulator.programming import SA1
+from xbcompiler.target import load_target
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def compiled(name: str, target: str = "tiny", pipeline: str = "default", overrides=None, batch: int = 2):
+    case = MODELS[name]
+    model, x = case.build(), case.example_input()[:batch]
+    cal = torch.randn(4, *x.shape[1:], generator=torch.Generator().manual_seed(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", xb.XBWarning)
+        return xb.compile(model, (x,), target, pipeline, overrides=overrides, calibration=cal), x
+
+
+def outputs(result) -> list[torch.Tensor]:
+    from xbcompiler.verify import output_tensors
+
+    return output_tensors(result)
+
+
+# --- an ideal device is integer mode --------------------------------------------------------------
+
+CASES = [(m, p, enc) for m in ("lenet", "conv1d_net", "mlp", "mobilenetv2_small")
+         for p in ("default", "fully-folded", "fully-unfolded") for enc in ("differential", "offset")] + \
+    [(m, p, enc) for m in ("resnet20", "se_net") for p in ("default", "fully-folded") for enc in ("differential", "offset")]
+
+
+@pytest.mark.parametrize("model,pipeline,encoding", CASES)
+def test_an_ideal_device_equals_integer_mode_bit_for_bit(model, pipeline, encoding):
+    cm, x = compiled(model, "tiny" if pipeline == "fully-folded" else "isaac-like", pipeline,
+                     {"encoding.signed": encoding, "precision.adc_bits": 5} if pipeline == "fully-folded"
+                     else {"encoding.signed": encoding})
+    integer = outputs(xb.emulate(cm, x, mode="integer"))
+    chip = xb.program(cm, seed=3)
+    assert chip.spec.ideal and chip.fault_fractions() == (0.0, 0.0)
+    device = outputs(xb.emulate(chip, x))
+    assert len(integer) == len(device)
+    for a, b in zip(integer, device):
+        assert torch.equal(a, b)
+
+
+def test_flipped_columns_and_lossy_adcs_stay_exact_on_an_ideal_device():
+    cm, x = compiled("lenet", "isaac-like", "default", {"precision.weight_bits": 8, "precision.input_bits": 8,
+                                                         "encoding.flip_columns": True, "precision.adc_bits": 5})
+    assert cm.netlist.array(cm.netlist.layers[0], "flips") is not None
+    a = outputs(xb.emulate(cm, x, mode="integer"))[0]
+    assert torch.equal(a, outputs(xb.emulate(cm, x, mode="device", seed=0))[0])
+
+
+# --- the device model ------------------------------------------------------------------------------
+
+def small_linear(n_in: int = 64, n_out: int = 8, target: str = "isaac-like", pipeline: str = "fully-folded",
+                 overrides=None):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(n_in, n_out)).eval()
+    x = torch.randn(3, n_in)
+    overrides = {"adc.mode": "lossless", "precision.weight_bits": 8, "precision.input_bits": 8,
+                 "encoding.flip_columns": False, **(overrides or {})}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", xb.XBWarning)
+        cm = xb.compile(model, (x,), target, pipeline, overrides=overrides, calibration=x)
+    return cm, x
+
+
+def kernel_of(chip):
+    from xbcompiler.emulator import emulator_for
+
+    emulator = emulator_for(chip, "device", "cpu")
+    return emulator.layers[chip.layers[0].name]
+
+
+def test_one_stuck_cell_changes_the_accumulator_by_its_lost_level(tmp_path):
+    cm, x = small_linear()
+    net = cm.netlist
+    xbar = net.crossbars[0]
+    cells = net.crossbar_cells(xbar.id)  # [rows, physical cols] levels
+    r, c = np.argwhere(cells < 3)[0]  # a free cell below the top level (2-bit cells)
+    sa1 = np.zeros((xbar.rows, xbar.physical_cols), dtype=bool)
+    sa1[r, c] = True
+    path = tmp_path / "faults.npz"
+    np.savez(path, **{f"sa1/{xbar.id}": sa1})
+    chip = xb.program(net, overrides={"device.fault_map": str(path)})
+    assert chip.cells[xbar.id].stuck[r, c] == SA1 and (chip.cells[xbar.id].stuck == SA1).sum() == 1
+    ideal, faulty = kernel_of(xb.program(net)), kernel_of(chip)
+    xq = ideal.as4d(ideal.quantize(x))
+    delta = (faulty.accumulator(xq) - ideal.accumulator(xq)).reshape(x.shape[0], -1).double()
+    enc = ideal.enc
+    m_c = xbar.physical_cols // xbar.cols
+    column, plane = divmod(int(c), m_c)
+    coef = enc.plane_signs[plane] * 2.0 ** enc.plane_shifts[plane]
+    matrix_row = xbar.slices[0].rows[0] + int(r) - xbar.slices[0].at[0]
+    driven = xq.reshape(x.shape[0], -1)[:, matrix_row].double() + enc.input_offset
+    expected = torch.zeros_like(delta)
+    expected[:, xbar.slices[0].cols[0] + column - xbar.slices[0].at[1]] = driven * coef * (3 - cells[r, c])
+    assert torch.equal(delta, expected)
+
+
+def test_measured_fault_fractions_match_the_rates():
+    cm, _ = small_linear(512, 256)
+    chip = xb.program(cm, seed=5, overrides={"device.sa0_rate": 0.02, "device.sa1_rate": 0.1})
+    n = sum(c.stuck.size for c in chip.cells.values())
+    assert n > 100_000
+    for measured, rate in zip(chip.fault_fractions(), (0.02, 0.1)):
+        assert abs(measured - rate) < 3 * np.sqrt(rate * (1 - rate) / n)
+
+
+def test_seeds_change_the_faults_and_higher_rates_only_add_faults():
+    cm, _ = small_linear(256, 64)
+    low = xb.program(cm, seed=1, overrides={"device.sa1_rate": 0.05})
+    high = xb.program(cm, seed=1, overrides={"device.sa1_rate": 0.2})
+    other = xb.program(cm, seed=2, overrides={"device.sa1_rate": 0.05})
+    for xid, state in low.cells.items():
+        assert not ((state.stuck == SA1) & (high.cells[xid].stuck != SA1)).any()
+    assert any(not np.array_equal(s.stuck, other.cells[i].stuck) for i, s in low.cells.items())
+    again = xb.program(cm, seed=1, overrides={"device.sa1_rate": 0.05})
+    assert all(np.array_equal(s.stuck, again.cells[i].stuck) for i, s in low.cells.items())
+
+
+def test_a_crossbars_draws_do_not_depend_on_the_other_layers():
+    small, _ = small_linear(64, 8)
+    torch.manual_seed(0)
+    chip = xb.program(small, seed=4, overrides={"device.sa1_rate": 0.3, "device.program_sigma": 0.1})
+    from xbcompiler.emulator.programming import _Streams
+
+    xbar = small.netlist.crossbars[0]
+    rows = chip.cells[xbar.id].stuck.shape[0]
+    u = _Streams(4).at(xbar.id, 0).random((xbar.rows, xbar.physical_cols))[:rows]
+    assert np.array_equal(chip.cells[xbar.id].stuck == SA1, u >= 1 - 0.3)
+
+
+def test_same_seed_same_outputs_across_processes():
+    script = (
+        "import sys, warnings, hashlib, torch, xbcompiler as xb\n"
+        f"sys.path.insert(0, {ROOT!r})\n"
+        "from tests.test_device_mode import small_linear, outputs\n"
+        "cm, x = small_linear(64, 8, overrides={'adc.mode': 'fixed'})\n"
+        "y = outputs(xb.emulate(cm, x, mode='device', seed=int(sys.argv[1]), overrides={'device.sa1_rate': 0.1,"
+        " 'device.program_sigma': 0.1, 'device.read_noise': 0.01}))[0]\n"
+        "print(hashlib.sha256(y.numpy().tobytes()).hexdigest())\n")
+
+    def run(seed: int, hashseed: str) -> str:
+        env = {**os.environ, "PYTHONHASHSEED": hashseed}
+        return subprocess.run([sys.executable, "-c", script, str(seed)], capture_output=True, text=True, env=env,
+                              check=True, timeout=300).stdout.strip()
+
+    assert run(7, "1") == run(7, "2") != run(8, "1")
+
+
+def test_each_non_ideality_moves_the_outputs_and_repeats_under_one_seed():
+    cm, x = small_linear(64, 8, overrides={"adc.mode": "fixed"})
+    ideal = outputs(xb.emulate(cm, x, mode="integer"))[0]
+    for key, value in (("device.sa0_rate", 0.2), ("device.sa1_rate", 0.2), ("device.program_sigma", 0.3),
+                       ("device.read_noise", 0.05)):
+        a = outputs(xb.emulate(cm, x, mode="device", seed=1, overrides={key: value}))[0]
+        chip = xb.program(cm, seed=1, overrides={key: value})
+        assert not torch.equal(a, ideal), key
+        assert torch.equal(a, outputs(xb.emulate(chip, x))[0]), key  # the same chip and noise draws
+
+
+def test_an_off_state_current_matters_only_with_variation():
+    cm, x = small_linear(64, 8, overrides={"adc.mode": "fixed"})
+    base = {"device.program_sigma": 0.2}
+    a = outputs(xb.emulate(cm, x, mode="device", seed=1, overrides=base))[0]
+    b = outputs(xb.emulate(cm, x, mode="device", seed=1, overrides={**base, "device.on_off_ratio": 10.0}))[0]
+    c = outputs(xb.emulate(cm, x, mode="device", seed=1, overrides={"device.on_off_ratio": 10.0}))[0]
+    assert not torch.equal(a, b) and torch.equal(c, outputs(xb.emulate(cm, x, mode="integer"))[0])
+
+
+# --- errors ----------------------------------------------------------------------------------------
+
+def test_device_mode_refuses_what_it_cannot_run(tmp_path):
+    cm, x = small_linear()
+    with pytest.raises(xb.CompileError) as err:
+        xb.emulate(cm, x, mode="integer", seed=1)
+    assert err.value.code == "XB505"
+    with pytest.raises(xb.CompileError) as err:
+        xb.emulate(xb.program(cm), x, seed=1)
+    assert err.value.code == "XB505"
+    with pytest.raises(xb.CompileError) as err:
+        xb.program(cm, overrides={"crossbar.rows": 64})
+    assert err.value.code == "XB407"
+    with pytest.raises(xb.CompileError) as err:
+        xb.program(cm, seed=-1)
+    assert err.value.code == "XB505"
+    with pytest.raises(xb.CompileError) as err:
+        xb.program(cm, overrides={"device.sa1_rate": 0.7, "device.sa0_rate": 0.6})
+    assert err.value.code == "XB404"
+    from xbcompiler.emulator import Emulator
+
+    with pytest.raises(xb.CompileError) as err:
+        Emulator(cm.netlist, "device")
+    assert err.value.code == "XB531"
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", xb.XBWarning)
+        float_net = xb.compile(nn.Sequential(nn.Linear(4, 2)).eval(), (torch.randn(1, 4),), "tiny")
+    with pytest.raises(xb.CompileError) as err:
+        xb.emulate(float_net, torch.randn(1, 4), mode="device")
+    assert err.value.code == "XB531"
+
+
+def test_bad_fault_maps_are_coded_errors(tmp_path):
+    cm, _ = small_linear()
+    xbar = cm.netlist.crossbars[0]
+    shape = (xbar.rows, xbar.physical_cols)
+    cases = {
+        "missing": None,
+        "unknown": {"sa1/t99.x99": np.zeros(shape, bool)},
+        "kind": {f"sa2/{xbar.id}": np.zeros(shape, bool)},
+        "shape": {f"sa1/{xbar.id}": np.zeros((2, 2), bool)},
+        "dtype": {f"sa1/{xbar.id}": np.zeros(shape, np.uint8)},
+        "both": {f"sa0/{xbar.id}": np.ones(shape, bool), f"sa1/{xbar.id}": np.ones(shape, bool)},
+    }
+    for name, members in cases.items():
+        path = tmp_path / f"{name}.npz"
+        if members is not None:
+            np.savez(path, **members)
+        with pytest.raises(xb.CompileError) as err:
+            xb.program(cm, overrides={"device.fault_map": str(path)})
+        assert err.value.code == "XB530", name
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(xb.CompileError) as err:
+        xb.program(cm, overrides={"device.fault_map": str(tmp_path / "junk.npz")})
+    assert err.value.code == "XB530"
+
+
+def test_target_device_section_is_validated_and_an_ideal_one_is_not_fingerprinted():
+    t = load_target("tiny")
+    assert t.device.ideal and "device" not in t.to_dict()
+    noisy = t.with_overrides({"device.read_noise": 0.01})
+    assert noisy.to_dict()["device"]["read_noise"] == 0.01 and noisy.fingerprint() != t.fingerprint()
+    for key, value in (("device.on_off_ratio", 0.5), ("device.sa1_rate", 1.5), ("device.program_sigma", -0.1)):
+        with pytest.raises(xb.CompileError) as err:
+            t.with_overrides({key: value})
+        assert err.value.code == "XB404", key
+
+
+# --- command line ----------------------------------------------------------------------------------
+
+def test_cli_emulates_a_programmed_chip(tmp_path, capsys):
+    cm, x = small_linear(overrides={"adc.mode": "fixed"})
+    out = tmp_path / "net"
+    cm.save(out)
+    np.save(tmp_path / "x.npy", x.numpy())
+
+    def run(*extra) -> tuple[int, str]:
+        code = cli.main(["emulate", str(out), "--input", str(tmp_path / "x.npy"), *extra])
+        return code, capsys.readouterr().out
+
+    code, ideal = run("--mode", "integer")
+    assert code == 0
+    code, same = run("--mode", "device", "--seed", "3")
+    assert code == 0 and same == ideal
+    code, faulty = run("--mode", "device", "--seed", "3", "--set", "device.sa1_rate=0.3")
+    assert code == 0 and faulty != ideal
+    assert run("--mode", "device", "--seed", "3", "--set", "device.sa1_rate=0.3")[1] == faulty
+    assert run("--set", "device.sa1_rate=0.3")[0] == 2
+    assert run("--mode", "device", "--set", "crossbar.rows=64")[0] == 2

@@ -1,0 +1,158 @@
+"""Programming a chip: the device state of every physical cell, sampled once (SPEC 0.4, docs/faults.md).
+
+``xb.program(netlist, seed=0, overrides={"device.sa1_rate": 0.01})`` reads the device parameters of the
+netlist's target (``[device]``, with dotted ``overrides``) and gives each physical cell of every crossbar
+
+- a fault: stuck at ``G_min`` (SA0, probability ``sa0_rate``), stuck at ``G_max`` (SA1, ``sa1_rate``) or
+  free, from a uniform draw ``u``: SA0 when ``u < sa0_rate``, SA1 when ``u >= 1 - sa1_rate``; or, with
+  ``device.fault_map``, the measured map instead;
+- a programming variation ``theta ~ N(0, program_sigma^2)``: the cell's conductance is
+  ``G_target * exp(theta)``.
+
+Draws come from counter-based Philox streams keyed by the seed, two per crossbar (faults,
+variation) starting at counters set by the sha256 of the crossbar id, each read row-major over the
+crossbar's full physical shape: a cell's draws depend only on (seed, crossbar id, cell). Adding a layer does not
+reshuffle the others, and the same seed with a higher rate only adds faults (the draws ``u`` stay).
+Only rows up to the last one a record uses are drawn (a prefix of the stream); the rest are never
+driven.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..diagnostics import CompileError, Location
+from ..netlist import Netlist
+from ..netlist.placement import used_extent
+from ..target import DeviceSpec, target_from_dict
+
+FREE, SA0, SA1 = 0, 1, 2
+"""Values of :attr:`CellState.stuck`."""
+
+
+@dataclass(frozen=True)
+class CellState:
+    """The cells of one crossbar, rows ``[0, stuck.shape[0])`` by every physical column.
+
+    ``stuck``: :data:`FREE`, :data:`SA0` or :data:`SA1` (uint8); ``theta``: the variation exponent
+    (float32), None when ``program_sigma`` is 0.
+    """
+
+    stuck: np.ndarray
+    theta: np.ndarray | None
+
+
+class ProgrammedChip(Netlist):
+    """A netlist programmed onto a chip: its records plus the sampled state of every cell.
+
+    ``xb.emulate(chip, x)`` runs it in ``device`` mode; many batches run on the same cells.
+    """
+
+    def __init__(self, netlist: Netlist, spec: DeviceSpec, seed: int, cells: dict[str, CellState]):
+        super().__init__(netlist.doc, dict(netlist.arrays))
+        self.spec, self.seed, self.cells = spec, seed, cells
+
+    def fault_fractions(self) -> tuple[float, float]:
+        """Measured (SA0, SA1) fractions over every sampled cell."""
+        total = sum(c.stuck.size for c in self.cells.values())
+        sa0 = sum(int((c.stuck == SA0).sum()) for c in self.cells.values())
+        sa1 = sum(int((c.stuck == SA1).sum()) for c in self.cells.values())
+        return sa0 / max(total, 1), sa1 / max(total, 1)
+
+
+def device_spec(netlist: Netlist, overrides: Mapping[str, Any] | None = None) -> DeviceSpec:
+    """The netlist's ``[device]`` section with dotted ``overrides`` (``device.KEY``) applied and validated."""
+    bad = [k for k in (overrides or {}) if not str(k).startswith("device.")]
+    if bad:
+        raise CompileError("XB407", f"programming overrides must be device keys, got {bad}",
+                           hint="e.g. {'device.sa1_rate': 0.01}; other target keys need a recompile")
+    target = target_from_dict(netlist.doc.target, file="netlist.json $.target")
+    return (target.with_overrides(overrides) if overrides else target).device
+
+
+class _Streams:
+    """Philox streams keyed by the seed; each (crossbar id, purpose) starts at its own counter.
+
+    The 256-bit counter of a stream is ``(0, purpose, h0, h1)`` with ``h0, h1`` the first 16 bytes of
+    the sha256 of the crossbar id: draws advance the lowest word only, so streams never meet.
+    """
+
+    def __init__(self, seed: int):
+        self.bits = np.random.Philox(key=seed)
+        self.generator = np.random.Generator(self.bits)
+        self.state = self.bits.state
+
+    def at(self, crossbar_id: str, purpose: int) -> np.random.Generator:
+        h0, h1 = np.frombuffer(hashlib.sha256(crossbar_id.encode()).digest()[:16], dtype=np.uint64)
+        state = dict(self.state)
+        state["state"] = {"counter": np.array([0, purpose, h0, h1], dtype=np.uint64),
+                          "key": self.state["state"]["key"]}
+        state.update(buffer_pos=4, has_uint32=0, uinteger=0)
+        self.bits.state = state
+        return self.generator
+
+
+def program(netlist, seed: int = 0, overrides: Mapping[str, Any] | None = None) -> ProgrammedChip:
+    """Sample the device state of every cell of ``netlist`` (a Netlist, CompiledModel or directory)."""
+    from . import as_netlist
+
+    netlist = as_netlist(netlist)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise CompileError("XB505", f"the programming seed must be a non-negative integer, got {seed!r}")
+    spec = device_spec(netlist, overrides)
+    measured = load_fault_map(netlist, spec.fault_map) if spec.fault_map else None
+    cells = {}
+    streams = _Streams(seed)
+    for x in netlist.crossbars:
+        rows = used_extent(netlist.layer(x.layer), x)[0]
+        shape = (rows, x.physical_cols)
+        if measured is not None:
+            stuck = measured[x.id][:rows]
+        elif spec.sa0_rate or spec.sa1_rate:
+            u = streams.at(x.id, 0).random(shape)
+            stuck = np.where(u < spec.sa0_rate, SA0, np.where(u >= 1 - spec.sa1_rate, SA1, FREE)).astype(np.uint8)
+        else:
+            stuck = np.zeros(shape, dtype=np.uint8)
+        theta = (streams.at(x.id, 1).standard_normal(shape, dtype=np.float32) * np.float32(spec.program_sigma)
+                 if spec.program_sigma else None)
+        cells[x.id] = CellState(stuck, theta)
+    return ProgrammedChip(netlist, spec, seed, cells)
+
+
+def load_fault_map(netlist: Netlist, path: str | Path) -> dict[str, np.ndarray]:
+    """A measured fault map: ``.npz`` members ``sa0/<crossbar id>`` and ``sa1/<crossbar id>``, boolean
+    ``[rows, physical_cols]`` arrays; a crossbar without members has no faults (XB530 on a bad map)."""
+    path = Path(path)
+
+    def bad(message: str) -> CompileError:
+        return CompileError("XB530", f"fault map {path}: {message}", location=Location(file=str(path)),
+                            hint="docs/faults.md describes the format")
+
+    if not path.is_file():
+        raise bad("no such file")
+    wanted = {x.id: x for x in netlist.crossbars}
+    out = {i: np.zeros((x.rows, x.physical_cols), dtype=np.uint8) for i, x in wanted.items()}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            for member in archive.files:
+                kind, _, crossbar = member.partition("/")
+                if kind not in ("sa0", "sa1") or crossbar not in wanted:
+                    raise bad(f"member '{member}' is not sa0/<crossbar id> or sa1/<crossbar id> of this netlist")
+                x = wanted[crossbar]
+                array = archive[member]
+                if array.dtype != np.bool_ or array.shape != (x.rows, x.physical_cols):
+                    raise bad(f"member '{member}' must be a boolean array of shape {(x.rows, x.physical_cols)}, "
+                              f"got {array.dtype} {array.shape}")
+                state = out[crossbar]
+                if (array & (state != FREE)).any():
+                    raise bad(f"a cell of crossbar {crossbar} is stuck both at 0 and at 1")
+                state[array] = SA0 if kind == "sa0" else SA1
+    except (OSError, ValueError, EOFError) as exc:
+        raise bad(f"unreadable ({exc})") from None
+    return out
