@@ -25,7 +25,7 @@ import warnings
 
 import torch
 from bench_emulation import build_peer
-from common import paired_rounds, report, round_ratio
+from common import forward, paired_rounds, report, round_ratio
 
 import xbcompiler as xb
 from tests.models import MODELS
@@ -61,15 +61,8 @@ def main() -> None:
     peer, why = (None, "--no-peer") if args.no_peer else build_peer(model, x)
     print(f"peer: {why}" if peer is not None else f"peer: skipped, {why}")
 
-    def torch_fn():
-        with torch.no_grad():
-            model(x)
-
-    def peer_fn():
-        with torch.no_grad():
-            peer(x)
-
-    fns = {"ours": lambda: xb.emulate(chip, x), "torch": torch_fn, **({"peer": peer_fn} if peer is not None else {})}
+    fns = {"ours": lambda: xb.emulate(chip, x), "torch": forward(model, x),
+           **({"peer": forward(peer, x)} if peer is not None else {})}
     times = paired_rounds(fns, args.repeat)
     median = {name: statistics.median(t) for name, t in times.items()}
     values = {"over_torch": round_ratio(times, "ours", "torch"), "goal": GOALS["over_torch"],

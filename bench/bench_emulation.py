@@ -33,7 +33,7 @@ import statistics
 import warnings
 
 import torch
-from common import paired_rounds, report, round_ratio
+from common import forward, paired_rounds, report, round_ratio
 
 import xbcompiler as xb
 from tests.models import IMAGENET_MODELS, MODELS
@@ -110,15 +110,8 @@ def bench_case(label: str, model: torch.nn.Module, x: torch.Tensor, pipeline: st
     with torch.no_grad():
         err = rel_err(emulator(x), model(x))
 
-    def torch_fn():
-        with torch.no_grad():
-            model(x)
-
-    def peer_fn():
-        with torch.no_grad():
-            peer(x)
-
-    fns = {"ours": lambda: emulator(x), "torch": torch_fn, **({"peer": peer_fn} if peer is not None else {})}
+    fns = {"ours": lambda: emulator(x), "torch": forward(model, x),
+           **({"peer": forward(peer, x)} if peer is not None else {})}
     times = paired_rounds(fns, repeat, torch.cuda.synchronize if device == "cuda" else None)
     median = {name: statistics.median(t) for name, t in times.items()}
     name = f"{label}_b{x.shape[0]}_{pipeline.replace('-', '_')}_{device}"

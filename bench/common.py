@@ -59,6 +59,16 @@ def emulator_over_torch(emulator, model, x, device: str, repeat: int) -> tuple[f
     return paired_ratio(run_emulator, run_torch, repeat)
 
 
+def forward(model, x):
+    """A callable running ``model(x)`` without autograd (the torch and peer sides of a paired timing)."""
+    import torch
+
+    def run():
+        with torch.no_grad():
+            model(x)
+    return run
+
+
 def report(name: str, **values) -> None:
     """Print one benchmark result as a readable line and a JSON line."""
     text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())

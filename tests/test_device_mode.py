@@ -39,15 +39,16 @@ def outputs(result) -> list[torch.Tensor]:
 # --- an ideal device is integer mode --------------------------------------------------------------
 
 CASES = [(m, p, enc) for m in ("lenet", "conv1d_net", "mlp", "mobilenetv2_small")
-         for p in ("default", "fully-folded", "fully-unfolded") for enc in ("differential", "offset")] + \
+         for p in ("default", "fully-folded", "fully-unfolded")
+         for enc in ("differential", "offset", "differential-zero-high")] + \
     [(m, p, enc) for m in ("resnet20", "se_net") for p in ("default", "fully-folded") for enc in ("differential", "offset")]
 
 
 @pytest.mark.parametrize("model,pipeline,encoding", CASES)
 def test_an_ideal_device_equals_integer_mode_bit_for_bit(model, pipeline, encoding):
+    overrides = {"encoding.signed": encoding, "encoding.flip_columns": encoding != "differential-zero-high"}
     cm, x = compiled(model, "tiny" if pipeline == "fully-folded" else "isaac-like", pipeline,
-                     {"encoding.signed": encoding, "precision.adc_bits": 5} if pipeline == "fully-folded"
-                     else {"encoding.signed": encoding})
+                     {**overrides, "precision.adc_bits": 5} if pipeline == "fully-folded" else overrides)
     integer = outputs(xb.emulate(cm, x, mode="integer"))
     chip = xb.program(cm, seed=3)
     assert chip.spec.ideal and chip.fault_fractions() == (0.0, 0.0)
@@ -182,6 +183,40 @@ def test_an_off_state_current_matters_only_with_variation():
     b = outputs(xb.emulate(cm, x, mode="device", seed=1, overrides={**base, "device.on_off_ratio": 10.0}))[0]
     c = outputs(xb.emulate(cm, x, mode="device", seed=1, overrides={"device.on_off_ratio": 10.0}))[0]
     assert not torch.equal(a, b) and torch.equal(c, outputs(xb.emulate(cm, x, mode="integer"))[0])
+
+
+def test_stuck_on_cells_of_zero_weights_cost_nothing_with_differential_zero_high(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 8)).eval()
+    with torch.no_grad():
+        model[0].weight[:, ::2] = 0  # every other input's weights are zero
+    x = torch.randn(4, 64)
+    changed = {}
+    for encoding in ("differential", "differential-zero-high"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", xb.XBWarning)
+            cm = xb.compile(model, (x,), "isaac-like", "fully-folded", calibration=x, overrides={
+                "encoding.signed": encoding, "encoding.flip_columns": False, "precision.weight_bits": 8,
+                "precision.input_bits": 8})
+        net = cm.netlist
+        layer = net.layers[0]
+        wq = net.weight(layer)
+        members = {}
+        for xbar in net.layer_crossbars(layer):
+            sa1 = np.zeros((xbar.rows, xbar.physical_cols), dtype=bool)
+            m_c = xbar.physical_cols // xbar.cols
+            for sl in xbar.slices:
+                zero = wq[sl.group, sl.rows[0]:sl.rows[1], sl.cols[0]:sl.cols[1]] == 0
+                for r, c in np.argwhere(zero):
+                    col = (sl.at[1] + c) * m_c
+                    sa1[sl.at[0] + r, col:col + m_c:2] = True  # the positive cell of each pair stuck on
+            members[f"sa1/{xbar.id}"] = sa1
+        path = tmp_path / f"{encoding}.npz"
+        np.savez(path, **members)
+        ideal = outputs(xb.emulate(cm, x, mode="integer"))[0]
+        faulty = outputs(xb.emulate(cm, x, mode="device", overrides={"device.fault_map": str(path)}))[0]
+        changed[encoding] = not torch.equal(ideal, faulty)
+    assert changed == {"differential": True, "differential-zero-high": False}
 
 
 # --- errors ----------------------------------------------------------------------------------------

@@ -241,3 +241,43 @@ def test_cli_calibrate(tmp_path, capsys):
 def test_target_lossless_bits_match_the_netlist():
     target = load_target("isaac-like")
     assert target.lossless_adc_bits(128) == 8  # 9 bits without flipping, one saved (SPEC 4.4)
+
+
+ZERO_HIGH = {"encoding.signed": "differential-zero-high", "encoding.flip_columns": False}
+
+
+@pytest.mark.parametrize("name", ["resnet_digits", "conv1d_net", "functional_net", "mobilenetv2_small"])
+def test_differential_zero_high_is_bit_exact_lossless_and_lossy(name):
+    for target in TARGETS:
+        compiled, model, x = compile_quant(name, target, {"adc.mode": "lossless", **ZERO_HIGH}, ZOO_PIPELINES[target])
+        assert_bit_exact(xb.verify(compiled.netlist, model, x))
+    compiled, model, x = compile_quant(name, "isaac-like", {**LOSSY["isaac-8bit-no-flip-adc7"][1], **ZERO_HIGH})
+    assert_bit_exact(xb.verify(compiled.netlist, model, x))
+
+
+def test_differential_zero_high_stores_zero_weights_high_in_both_cells():
+    compiled, _, _ = compile_quant("mlp", "tiny", {"adc.mode": "lossless", **ZERO_HIGH}, ZOO_PIPELINES["tiny"])
+    net = compiled.netlist
+    x = net.crossbars[0]
+    layer = net.layer(x.layer)
+    s = x.slices[0]
+    wq = net.weight(layer)[s.group, s.rows[0]:s.rows[1], s.cols[0]:s.cols[1]]
+    cells = net.crossbar_cells(x.id)
+    m_c = x.physical_cols // x.cols
+    top = (1 << layer.quant.encoding.cell_bits) - 1
+    r, c = np.argwhere(wq == 0)[0] if (wq == 0).any() else (None, None)
+    if r is not None:
+        row, col = s.at[0] + r, (s.at[1] + c) * m_c
+        assert (cells[row, col:col + m_c] == top).all()
+    k = layer.quant.encoding.cell_bits
+    for r, c in np.argwhere(wq != 0)[:20]:  # each pair (top - neg slice, top - pos slice) differs by the slice
+        row, col = s.at[0] + r, (s.at[1] + c) * m_c
+        pairs = cells[row, col:col + m_c].astype(np.int64).reshape(-1, 2)
+        assert sum((p - n) << (k * i) for i, (p, n) in enumerate(pairs)) == wq[r, c]
+        assert (pairs.max(1) == top).all()  # one cell of every pair stays high
+
+
+def test_differential_zero_high_refuses_column_flipping():
+    with pytest.raises(xb.CompileError) as err:
+        load_target("isaac-like", {"encoding.signed": "differential-zero-high"})
+    assert err.value.code == "XB404" and "flip" in str(err.value)

@@ -101,6 +101,20 @@ def test_xbc_report_prints_a_table_and_writes_plots(saved, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["totals"]["crossbars"] == compiled.summary["crossbars"]
     assert [layer["name"] for layer in data["layers"]] == [layer.name for layer in compiled.netlist.layers]
+    assert data["device"]["sa1_rate"] == 0.0 and "device: ideal" in text
+
+
+def test_xbc_report_shows_the_device_section(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4)).eval()
+    compiled = xb.compile(model, (torch.randn(1, 8),), xb.load_target("tiny", {"device.sa1_rate": 0.02,
+                                                                              "device.program_sigma": 0.1}))
+    compiled.save(tmp_path / "n")
+    assert main(["report", str(tmp_path / "n")]) == 0
+    text = capsys.readouterr().out
+    assert "device: program_sigma 0.1, sa1_rate 0.02" in text
+    assert main(["report", str(tmp_path / "n"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["device"]["program_sigma"] == 0.1
 
 
 def test_xbc_report_of_a_missing_netlist_is_bad_input(tmp_path, capsys):

@@ -54,7 +54,7 @@ class PrecisionSpec:
 class EncodingSpec:
     """How signed weights and inputs are put on unsigned cells and drivers (SPEC 0.2, 0.3)."""
 
-    signed: str = _key("signed-weight encoding", choices=("differential", "offset"))
+    signed: str = _key("signed-weight encoding", choices=("differential", "differential-zero-high", "offset"))
     flip_columns: bool = _key("ISAAC column flipping (saves one ADC bit)", False)
     input_signed: str = _key("signed-input scheme", "twos-complement", choices=("twos-complement", "offset"))
 
@@ -193,7 +193,7 @@ class TargetSpec:
     @property
     def m_c(self) -> int:
         """Physical columns per logical weight column (SPEC 0.1)."""
-        return self.weight_slices * (2 if self.encoding.signed == "differential" else 1)
+        return self.weight_slices * (1 if self.encoding.signed == "offset" else 2)
 
     @property
     def input_cycles(self) -> int:
@@ -424,10 +424,13 @@ def _combination_problems(v: dict[str, Any]) -> list[tuple[str, str]]:
     if dac > inp:
         out.append(("precision.dac_bits", f"precision.dac_bits = {dac} exceeds precision.input_bits = {inp}"))
     signed, wb, k, cols = v["encoding.signed"], v["precision.weight_bits"], v["crossbar.cell_bits"], v["crossbar.cols"]
-    m_c = slices_per_weight(signed, wb, k) * (2 if signed == "differential" else 1)
+    m_c = slices_per_weight(signed, wb, k) * (1 if signed == "offset" else 2)
     if m_c > cols:
         why = f"one {signed} {wb}-bit weight on {k}-bit cells needs m_c = {m_c} columns"
         out.append(("crossbar.cols", f"crossbar.cols = {cols} is too few: {why}"))
+    if signed == "differential-zero-high" and v["encoding.flip_columns"]:
+        why = "flipping a column would store the zeros of differential-zero-high low again"
+        out.append(("encoding.flip_columns", f"encoding.flip_columns = true: {why}"))
     sa0, sa1 = v["device.sa0_rate"], v["device.sa1_rate"]
     if sa0 + sa1 > 1:
         out.append(("device.sa1_rate", f"device.sa0_rate + device.sa1_rate = {sa0 + sa1} exceeds 1"))
@@ -439,5 +442,5 @@ def _combination_problems(v: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def slices_per_weight(signed: str, weight_bits: int, cell_bits: int) -> int:
-    """Cells per weight: offset stores all bits, differential the magnitude (one bit less)."""
-    return -(-(weight_bits - (signed == "differential")) // cell_bits)
+    """Cells per weight: offset stores all bits, the differential encodings the magnitude (one bit less)."""
+    return -(-(weight_bits - (signed != "offset")) // cell_bits)

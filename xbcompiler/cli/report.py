@@ -74,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(f"accumulation crossbars {t['accumulation_crossbars']}, tiles {t['tiles']}, chips {t['chips']}, "
                   f"area {t['area_um2'] * 1e-6:.3g} mm^2, pipeline period {_si(t['period_ns'] * 1e-9, 's')}")
+    device = report.device
+    ideal = not any(v for v in device.values())
+    console.print("device: ideal" if ideal else "device: " + ", ".join(f"{k} {v}" for k, v in device.items() if v)
+                  + " (xb.program samples these; docs/faults.md)")
     d = comparison.to_dict()
     console.print("strategies (cost model): " + ", ".join(
         f"{s} {v['crossbars']} crossbars / {v['phases']} phases" for s, v in d["totals"].items()))

@@ -165,8 +165,11 @@ class DeviceLayer(IntegerLayer):
             w = weight.to(dtype)
             scale = torch.exp2(-blk.step).to(dtype).view(1, 1, n, 1)
             top = blk.top.to(dtype).view(1, 1, n, 1)
-            # code weights: cycle weight * plane sign and shift (flips included) * 2**step, [T, P, n]
-            combine = cycles.view(-1, 1, 1) * (blk.coef * torch.exp2(blk.step).view(1, -1)).unsqueeze(0)
+            # codes -> value: per plane sign and shift (flips included) * 2**step, exact in ``plane_dtype``;
+            # then the cycles' weights, in float64
+            per_plane = blk.coef * torch.exp2(blk.step).view(1, -1)  # [P, n]
+            plane_dtype = exact_dtype(float((per_plane.abs() * blk.top.view(1, -1)).sum(0).max()))
+            per_plane = per_plane.to(plane_dtype)
             chunk = max(1, CHUNK_ELEMENTS // max(n_t * enc.planes * n * runs * copies, 1))
             parts = []
             for b0 in range(0, batch, chunk):
@@ -181,7 +184,8 @@ class DeviceLayer(IntegerLayer):
                 reads.mul_(scale)
                 reads = (reads.round_() if self.q.adc.rounding == "nearest-even" else reads.floor_())
                 codes = torch.minimum(reads.clamp_(min=0), top, out=reads).view(n_t, -1, enc.planes, n, runs * copies)
-                parts.append(torch.einsum("tbpnl,tpn->bnl", codes.double(), combine))
+                per_cycle = torch.einsum("tbpnl,pn->tbnl", codes.to(plane_dtype), per_plane)
+                parts.append(torch.einsum("t,tbnl->bnl", cycles, per_cycle.double()))
             y = torch.cat(parts).view(batch, n, out_h, out_w)
             x = driven[:, blk.c_lo:blk.c_hi].double()
             y = y + blk.sum_coef.view(1, -1, 1, 1) * self.conv(x, blk.mask.double(), padded=True)

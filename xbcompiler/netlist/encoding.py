@@ -3,7 +3,9 @@
 - Weights ``Wq`` become ``P`` planes of unsigned levels, ``Wq = sum_p sign[p] * 2**shift[p] * level[p]
   - weight_offset``: ``offset`` stores ``U = Wq + 2**(b_w - 1)`` on ``ceil(b_w / k)`` planes,
   ``differential`` stores ``max(Wq, 0)`` and ``max(-Wq, 0)`` on ``ceil((b_w - 1) / k)`` slices each,
-  planes ordered ``+s0, -s0, +s1, -s1, ...``.
+  planes ordered ``+s0, -s0, +s1, -s1, ...``; ``differential-zero-high`` stores the same pairs with both
+  cells counted down from the top level, ``(2**k - 1 - neg slice, 2**k - 1 - pos slice)``, so a zero
+  weight is high in both cells (SPEC 4.2) and the pair's difference is unchanged.
 - Inputs ``Xq`` are driven as ``Xq + input_offset`` and cut into the DAC cycles ``quant.cycles``.
 - A flipped column stores ``2**k - 1 - level`` on the rows that hold a weight.
 """
@@ -24,8 +26,13 @@ class Encoding:
     spec: EncodingSpec
 
     @property
+    def differential(self) -> bool:
+        """Signed weights as pairs of cells (``differential`` or ``differential-zero-high``)."""
+        return self.spec.signed != "offset"
+
+    @property
     def slices(self) -> int:
-        magnitude = self.spec.weight_bits - (self.spec.signed == "differential")
+        magnitude = self.spec.weight_bits - self.differential
         return -(-magnitude // self.spec.cell_bits)
 
     @property
@@ -80,5 +87,8 @@ class Encoding:
             u = wq + self.weight_offset
             return np.stack([(u >> shift) & mask for shift in self.plane_shifts])
         pos, neg = np.maximum(wq, 0), np.maximum(-wq, 0)
+        if self.spec.signed == "differential-zero-high":
+            return np.stack([mask - (((neg if sign > 0 else pos) >> shift) & mask)
+                             for sign, shift in zip(self.plane_signs, self.plane_shifts)])
         return np.stack([((pos if sign > 0 else neg) >> shift) & mask
                          for sign, shift in zip(self.plane_signs, self.plane_shifts)])

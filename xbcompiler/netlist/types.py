@@ -128,7 +128,7 @@ class Alternative(Record):
 class EncodingSpec(Record):
     """How a quantised layer's integers are put on cells and DACs (docs/quantization.md)."""
 
-    signed: Literal["differential", "offset"]
+    signed: Literal["differential", "differential-zero-high", "offset"]
     weight_bits: Annotated[int, Meta(ge=2, le=32)]
     cell_bits: Annotated[int, Meta(ge=1, le=16)]
     input_bits: Annotated[int, Meta(ge=1, le=32)]

@@ -7,7 +7,10 @@ Everything here works on integer-valued torch tensors (int64 or exactly-integer 
   ``Wq = sum_p sign[p] * 2**shift[p] * level[p] - weight_offset``. Offset encoding stores
   ``U = Wq + 2**(b_w-1)`` on ``S = ceil(b_w / k)`` planes (``weight_offset = 2**(b_w-1)``, removed
   digitally); differential stores ``max(Wq, 0)`` and ``max(-Wq, 0)`` on ``S = ceil((b_w-1) / k)``
-  slices each, planes ordered ``+s0, -s0, +s1, -s1, ...`` (the pair side by side).
+  slices each, planes ordered ``+s0, -s0, +s1, -s1, ...`` (the pair side by side);
+  ``differential-zero-high`` stores each pair counted down from the top level, ``(2**k - 1 - neg slice,
+  2**k - 1 - pos slice)``: a zero weight is high in both cells (stuck-on faults cost it nothing, SPEC
+  4.2) and the pair's difference, so everything read from it, is that of ``differential``.
 - Inputs ``Xq`` are driven as ``X' = Xq + input_offset`` (``2**(b_x-1)`` for signed inputs with the
   ``offset`` scheme, else 0) and cut into DAC *cycles*: cycle ``t`` applies bits ``[lo, lo + bits)`` of
   the unsigned pattern of ``X'`` with weight ``cycle_weight[t]``. Unsigned inputs take ``ceil(b_x/d)``
@@ -32,7 +35,7 @@ from ..target import slices_per_weight
 class Encoding:
     """How one layer's integers are put on cells and DACs (recorded in the netlist's ``quant`` entry)."""
 
-    signed: str  # "differential" | "offset"
+    signed: str  # "differential" | "differential-zero-high" | "offset"
     weight_bits: int
     cell_bits: int
     input_bits: int
@@ -98,6 +101,9 @@ def weight_levels(wq: torch.Tensor, enc: Encoding) -> torch.Tensor:
         u = wq + enc.weight_offset
         return torch.stack([(u >> shift) & mask for shift in enc.plane_shifts])
     pos, neg = wq.clamp(min=0), (-wq).clamp(min=0)
+    if enc.signed == "differential-zero-high":
+        return torch.stack([mask - (((neg if sign > 0 else pos) >> shift) & mask)
+                            for sign, shift in zip(enc.plane_signs, enc.plane_shifts)])
     return torch.stack([((pos if sign > 0 else neg) >> shift) & mask
                         for sign, shift in zip(enc.plane_signs, enc.plane_shifts)])
 

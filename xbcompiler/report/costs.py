@@ -52,9 +52,11 @@ class CostReport:
     layers: list[LayerCost]
     totals: dict
     target: str
+    device: dict  # the target's [device] section (docs/faults.md); what xb.program samples by default
 
     def to_dict(self) -> dict:
-        return {"target": self.target, "layers": [asdict(c) for c in self.layers], "totals": self.totals}
+        return {"target": self.target, "device": self.device, "layers": [asdict(c) for c in self.layers],
+                "totals": self.totals}
 
 
 def _layer_cost(layer, crossbars, target: TargetSpec) -> LayerCost:
@@ -100,4 +102,4 @@ def cost_report(netlist) -> CostReport:
         "tiles": tiles,
         "chips": doc.summary.chips,
     }
-    return CostReport(layers, totals, target.name)
+    return CostReport(layers, totals, target.name, asdict(target.device))

@@ -1,0 +1,25 @@
+"""``examples/fault_tolerance.py`` end to end with a tiny budget (issue 12)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_fault_tolerance_example_quick(tmp_path):
+    out = tmp_path / "faults"
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "fault_tolerance.py"), "--out", str(out), "--quick"],
+                          capture_output=True, text=True, timeout=600, check=False, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"float_accuracy", "sparsity", "tolerated_sa1_rate"} <= result.keys()
+    assert set(result["tolerated_sa1_rate"]) == {"differential", "differential-zero-high"}
+    assert result["float_accuracy"] > 50 and 0.3 < result["sparsity"] < 1
+    assert all(rate in (0.0, 0.2) for rate in result["tolerated_sa1_rate"].values())
+    table = (out / "faults.md").read_text()
+    assert table.count("| differential |") == 2 and table.count("| differential-zero-high |") == 2
+    assert (out / "faults.png").stat().st_size > 1000
