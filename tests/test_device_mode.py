@@ -219,6 +219,41 @@ def test_stuck_on_cells_of_zero_weights_cost_nothing_with_differential_zero_high
     assert changed == {"differential": True, "differential-zero-high": False}
 
 
+def test_write_verify_pulls_varied_cells_back_within_the_tolerance():
+    from xbcompiler.emulator.programming import FREE, effective_levels
+
+    cm, x = small_linear(128, 16, overrides={"adc.mode": "fixed"})
+    net = cm.netlist
+    device = {"device.program_sigma": 0.3}
+    plain = xb.program(cm, seed=2, overrides=device)
+    verified = xb.program(cm, seed=2, overrides={**device, "compensation.write_verify_pulses": 8})
+    assert plain.write_pulses == 0 and verified.write_pulses > 0
+
+    def out_of_tolerance(chip) -> int:
+        n = 0
+        for xbar in net.crossbars:
+            state = chip.cells[xbar.id]
+            levels = net.crossbar_cells(xbar.id)[:state.stuck.shape[0]].astype(float)
+            error = np.abs(effective_levels(levels, state.stuck, state.theta, chip.spec, 3) - levels)
+            n += int(((error > 0.5) & (state.stuck == FREE)).sum())
+        return n
+
+    assert out_of_tolerance(verified) < out_of_tolerance(plain) / 10
+    ideal = outputs(xb.emulate(cm, x, mode="integer"))[0]
+    err = lambda chip: float((outputs(xb.emulate(chip, x))[0] - ideal).abs().mean())  # noqa: E731
+    assert err(verified) < err(plain)
+
+
+def test_write_verify_spends_every_pulse_on_stuck_cells():
+    cm, _ = small_linear(64, 8)
+    pulses = 3
+    chip = xb.program(cm, seed=1, overrides={"device.sa1_rate": 0.1, "compensation.write_verify_pulses": pulses})
+    net = cm.netlist
+    wrong = sum(int((net.crossbar_cells(x.id)[:chip.cells[x.id].stuck.shape[0]][chip.cells[x.id].stuck == SA1]
+                     < 3).sum()) for x in net.crossbars)  # stuck on where the level is below the top
+    assert wrong > 0 and chip.write_pulses == pulses * wrong
+
+
 # --- errors ----------------------------------------------------------------------------------------
 
 def test_device_mode_refuses_what_it_cannot_run(tmp_path):
@@ -282,7 +317,10 @@ def test_target_device_section_is_validated_and_an_ideal_one_is_not_fingerprinte
     assert t.device.ideal and "device" not in t.to_dict()
     noisy = t.with_overrides({"device.read_noise": 0.01})
     assert noisy.to_dict()["device"]["read_noise"] == 0.01 and noisy.fingerprint() != t.fingerprint()
-    for key, value in (("device.on_off_ratio", 0.5), ("device.sa1_rate", 1.5), ("device.program_sigma", -0.1)):
+    assert "compensation" not in t.to_dict()
+    assert t.with_overrides({"compensation.write_verify_pulses": 2}).to_dict()["compensation"]["write_verify_pulses"] == 2
+    for key, value in (("device.on_off_ratio", 0.5), ("device.sa1_rate", 1.5), ("device.program_sigma", -0.1),
+                       ("compensation.write_verify_pulses", -1), ("compensation.write_verify_tolerance", -0.5)):
         with pytest.raises(xb.CompileError) as err:
             t.with_overrides({key: value})
         assert err.value.code == "XB404", key

@@ -144,7 +144,7 @@ def test_to_dict_is_canonical():
     assert d["schema"] == 1 and "source" not in d
     assert set(d) == {"schema", "name", "description", "crossbar", "precision", "encoding", "adc",
                       "hierarchy", "costs"}  # an ideal [device] section is left out
-    d = load_target("isaac-like", {"device.sa1_rate": 0.01}).to_dict()
+    d = load_target("isaac-like", {"device.sa1_rate": 0.01, "compensation.write_verify_pulses": 1}).to_dict()
     assert {f"{s}.{k}" for s, v in d.items() if isinstance(v, dict) for k in v} | \
         {k for k, v in d.items() if not isinstance(v, dict)} == set(KEYS)
 

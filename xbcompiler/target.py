@@ -117,6 +117,22 @@ class DeviceSpec:
 
 
 @dataclass(frozen=True)
+class CompensationSpec:
+    """How ``xb.program`` counters the device model (SPEC 3.5); the defaults do nothing.
+
+    Left out of :meth:`TargetSpec.to_dict` while at its defaults, like ``[device]``.
+    """
+
+    write_verify_pulses: int = _key("re-program a cell whose read-back error exceeds the tolerance, at most this "
+                                    "many extra pulses (0: no write-verify)", 0, lo=0, hi=100)
+    write_verify_tolerance: float = _key("largest read-back error a cell may keep, in cell levels", 0.5, lo=0)
+
+    @property
+    def inactive(self) -> bool:
+        return self == CompensationSpec()
+
+
+@dataclass(frozen=True)
 class _Header:
     """Top-level keys (validation only)."""
 
@@ -127,7 +143,7 @@ class _Header:
 
 _SECTIONS: dict[str, type] = {"crossbar": CrossbarSpec, "precision": PrecisionSpec, "encoding": EncodingSpec,
                               "adc": AdcSpec, "hierarchy": HierarchySpec, "costs": CostSpec,
-                              "device": DeviceSpec}
+                              "device": DeviceSpec, "compensation": CompensationSpec}
 
 
 def _schema() -> dict[str, tuple[type, dataclasses.Field]]:
@@ -156,12 +172,15 @@ class TargetSpec:
     hierarchy: HierarchySpec
     costs: CostSpec
     device: DeviceSpec
+    compensation: CompensationSpec
     source: str = field(default="<dict>", compare=False)  #: file path or ``builtin:NAME``; not fingerprinted
 
     def to_dict(self) -> dict[str, Any]:
-        """Canonical nested dict (with ``schema``, without ``source``; an ideal ``device`` section left out)."""
+        """Canonical nested dict (with ``schema``, without ``source``; ``device`` and ``compensation`` left out
+        while at their defaults)."""
         out: dict[str, Any] = {"schema": SCHEMA_VERSION, "name": self.name, "description": self.description}
-        out.update({s: dataclasses.asdict(getattr(self, s)) for s in _SECTIONS if s != "device" or not self.device.ideal})
+        idle = {"device": self.device.ideal, "compensation": self.compensation.inactive}
+        out.update({s: dataclasses.asdict(getattr(self, s)) for s in _SECTIONS if not idle.get(s, False)})
         return out
 
     def fingerprint(self) -> str:

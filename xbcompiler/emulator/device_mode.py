@@ -32,7 +32,7 @@ from ..netlist.placement import block_cells, footprint, spatial
 from ..netlist.types import Block, Layer
 from .integer import IntegerLayer
 from .integer_exact import exact_dtype
-from .programming import SA0, SA1, ProgrammedChip
+from .programming import ProgrammedChip, effective_levels
 from .runtime import register_kernel
 
 #: Elements of one chunk of reads (cycles x images x planes x columns x pixels) at most.
@@ -128,12 +128,8 @@ class DeviceLayer(IntegerLayer):
         phys = c * m_c + np.arange(n_p)[None, :, None, None]  # [Q, P, rows, n]
         stuck_all, theta_all = states
         stuck = stuck_all[k, r, phys]
-        effective = np.broadcast_to(levels, stuck.shape)
-        if theta_all is not None:
-            g0 = enc.max_level / (spec.on_off_ratio - 1) if spec.on_off_ratio else 0.0
-            gain = np.exp(theta_all[k, r, phys].astype(np.float64))
-            effective = effective * gain + g0 * (gain - 1)
-        effective = np.where(stuck == SA0, 0.0, np.where(stuck == SA1, float(enc.max_level), effective))
+        theta = None if theta_all is None else theta_all[k, r, phys]
+        effective = effective_levels(np.broadcast_to(levels, stuck.shape), stuck, theta, spec, enc.max_level)
         effective = np.where(placed[:, None], effective, 0.0)
         out = np.zeros((self.copies, span, n_p, n), dtype=np.float64)
         out[:, local] = effective.transpose(0, 2, 1, 3)

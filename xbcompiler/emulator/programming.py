@@ -9,6 +9,11 @@ netlist's target (``[device]``, with dotted ``overrides``) and gives each physic
 - a programming variation ``theta ~ N(0, program_sigma^2)``: the cell's conductance is
   ``G_target * exp(theta)``.
 
+With ``compensation.write_verify_pulses = n`` (the target's ``[compensation]`` section), every cell is
+then read back and re-programmed while its error ``|L_eff - L|`` (in levels) exceeds
+``write_verify_tolerance``, at most ``n`` more pulses: each pulse draws the cell a new ``theta``. A
+stuck cell never passes and takes all ``n``; ``chip.write_pulses`` counts the pulses given.
+
 Draws come from counter-based Philox streams keyed by the seed, two per crossbar (faults,
 variation) starting at counters set by the sha256 of the crossbar id, each read row-major over the
 crossbar's full physical shape: a cell's draws depend only on (seed, crossbar id, cell). Adding a layer does not
@@ -30,7 +35,7 @@ import numpy as np
 from ..diagnostics import CompileError, Location
 from ..netlist import Netlist
 from ..netlist.placement import used_extent
-from ..target import DeviceSpec, target_from_dict
+from ..target import CompensationSpec, DeviceSpec, target_from_dict
 
 FREE, SA0, SA1 = 0, 1, 2
 """Values of :attr:`CellState.stuck`."""
@@ -54,9 +59,11 @@ class ProgrammedChip(Netlist):
     ``xb.emulate(chip, x)`` runs it in ``device`` mode; many batches run on the same cells.
     """
 
-    def __init__(self, netlist: Netlist, spec: DeviceSpec, seed: int, cells: dict[str, CellState]):
+    def __init__(self, netlist: Netlist, spec: DeviceSpec, compensation: CompensationSpec, seed: int,
+                 cells: dict[str, CellState], write_pulses: int = 0):
         super().__init__(netlist.doc, dict(netlist.arrays))
-        self.spec, self.seed, self.cells = spec, seed, cells
+        self.spec, self.compensation, self.seed, self.cells = spec, compensation, seed, cells
+        self.write_pulses = write_pulses
 
     def fault_fractions(self) -> tuple[float, float]:
         """Measured (SA0, SA1) fractions over every sampled cell."""
@@ -66,14 +73,15 @@ class ProgrammedChip(Netlist):
         return sa0 / max(total, 1), sa1 / max(total, 1)
 
 
-def device_spec(netlist: Netlist, overrides: Mapping[str, Any] | None = None) -> DeviceSpec:
-    """The netlist's ``[device]`` section with dotted ``overrides`` (``device.KEY``) applied and validated."""
-    bad = [k for k in (overrides or {}) if not str(k).startswith("device.")]
+def chip_specs(netlist: Netlist, overrides: Mapping[str, Any] | None = None) -> tuple[DeviceSpec, CompensationSpec]:
+    """The netlist target's ``[device]`` and ``[compensation]`` sections with dotted ``overrides`` applied."""
+    bad = [k for k in (overrides or {}) if not str(k).startswith(("device.", "compensation."))]
     if bad:
-        raise CompileError("XB407", f"programming overrides must be device keys, got {bad}",
+        raise CompileError("XB407", f"programming overrides must be device or compensation keys, got {bad}",
                            hint="e.g. {'device.sa1_rate': 0.01}; other target keys need a recompile")
     target = target_from_dict(netlist.doc.target, file="netlist.json $.target")
-    return (target.with_overrides(overrides) if overrides else target).device
+    target = target.with_overrides(overrides) if overrides else target
+    return target.device, target.compensation
 
 
 class _Streams:
@@ -105,9 +113,10 @@ def program(netlist, seed: int = 0, overrides: Mapping[str, Any] | None = None) 
     netlist = as_netlist(netlist)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise CompileError("XB505", f"the programming seed must be a non-negative integer, got {seed!r}")
-    spec = device_spec(netlist, overrides)
+    spec, compensation = chip_specs(netlist, overrides)
     measured = load_fault_map(netlist, spec.fault_map) if spec.fault_map else None
     cells = {}
+    pulses = 0
     streams = _Streams(seed)
     for x in netlist.crossbars:
         rows = used_extent(netlist.layer(x.layer), x)[0]
@@ -119,10 +128,46 @@ def program(netlist, seed: int = 0, overrides: Mapping[str, Any] | None = None) 
             stuck = np.where(u < spec.sa0_rate, SA0, np.where(u >= 1 - spec.sa1_rate, SA1, FREE)).astype(np.uint8)
         else:
             stuck = np.zeros(shape, dtype=np.uint8)
-        theta = (streams.at(x.id, 1).standard_normal(shape, dtype=np.float32) * np.float32(spec.program_sigma)
+        variation = streams.at(x.id, 1)
+        theta = (variation.standard_normal(shape, dtype=np.float32) * np.float32(spec.program_sigma)
                  if spec.program_sigma else None)
+        layer = netlist.layer(x.layer)
+        if compensation.write_verify_pulses and layer.quant is not None:
+            levels = netlist.crossbar_cells(x.id)[:rows].astype(np.float64)
+            theta, given = write_verify(levels, stuck, theta, variation, spec, compensation,
+                                        (1 << layer.quant.encoding.cell_bits) - 1)
+            pulses += given
         cells[x.id] = CellState(stuck, theta)
-    return ProgrammedChip(netlist, spec, seed, cells)
+    return ProgrammedChip(netlist, spec, compensation, seed, cells, pulses)
+
+
+def effective_levels(levels: np.ndarray, stuck: np.ndarray, theta: np.ndarray | None, spec: DeviceSpec,
+                     top: int) -> np.ndarray:
+    """What cells programmed to ``levels`` read as, in levels (docs/faults.md, "The device model")."""
+    out = levels
+    if theta is not None:
+        g0 = top / (spec.on_off_ratio - 1) if spec.on_off_ratio else 0.0
+        gain = np.exp(theta.astype(np.float64))
+        out = levels * gain + g0 * (gain - 1)
+    return np.where(stuck == SA0, 0.0, np.where(stuck == SA1, float(top), out))
+
+
+def write_verify(levels: np.ndarray, stuck: np.ndarray, theta: np.ndarray | None, variation: np.random.Generator,
+                 spec: DeviceSpec, compensation: CompensationSpec, top: int) -> tuple[np.ndarray | None, int]:
+    """Re-program the cells whose read-back error exceeds the tolerance; the new ``theta`` and the pulses given."""
+    tolerance = compensation.write_verify_tolerance
+    bad = np.abs(effective_levels(levels, stuck, theta, spec, top) - levels) > tolerance
+    given = 0
+    for _ in range(compensation.write_verify_pulses):
+        if not bad.any():
+            break
+        given += int(bad.sum())
+        redo = bad & (stuck == FREE)
+        if theta is not None and redo.any():
+            theta = theta.copy()
+            theta[redo] = variation.standard_normal(int(redo.sum()), dtype=np.float32) * np.float32(spec.program_sigma)
+        bad = np.abs(effective_levels(levels, stuck, theta, spec, top) - levels) > tolerance
+    return theta, given
 
 
 def load_fault_map(netlist: Netlist, path: str | Path) -> dict[str, np.ndarray]:
