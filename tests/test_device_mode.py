@@ -240,7 +240,7 @@ def test_write_verify_pulls_varied_cells_back_within_the_tolerance():
 
     assert out_of_tolerance(verified) < out_of_tolerance(plain) / 10
     ideal = outputs(xb.emulate(cm, x, mode="integer"))[0]
-    err = lambda chip: float((outputs(xb.emulate(chip, x))[0] - ideal).abs().mean())  # noqa: E731
+    err = lambda chip: float((outputs(xb.emulate(chip, x))[0] - ideal).abs().mean())
     assert err(verified) < err(plain)
 
 

@@ -1,4 +1,4 @@
-"""``examples/fault_tolerance.py`` end to end with a tiny budget (issue 12)."""
+"""``examples/fault_tolerance.py`` and ``examples/variation_study.py`` end to end with a tiny budget (issue 12)."""
 
 from __future__ import annotations
 
@@ -23,3 +23,15 @@ def test_fault_tolerance_example_quick(tmp_path):
     table = (out / "faults.md").read_text()
     assert table.count("| differential |") == 2 and table.count("| differential-zero-high |") == 2
     assert (out / "faults.png").stat().st_size > 1000
+
+
+def test_variation_study_quick(tmp_path):
+    out = tmp_path / "variation"
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "variation_study.py"), "--out", str(out), "--quick"],
+                          capture_output=True, text=True, timeout=600, check=False, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(result["accuracy"]) == {"none", "write-verify (5 pulses)"}
+    for by_sigma in result["accuracy"].values():
+        assert by_sigma["0.0"] == result["integer_accuracy"]  # no variation: the integer datapath exactly
+    assert (out / "variation.md").read_text().count("| none |") == 2
