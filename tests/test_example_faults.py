@@ -10,12 +10,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_fault_tolerance_example_quick(tmp_path):
-    out = tmp_path / "faults"
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "fault_tolerance.py"), "--out", str(out), "--quick"],
+def run_quick(example: str, out: Path) -> dict:
+    """Run ``examples/EXAMPLE --out OUT --quick``; its last stdout line, parsed."""
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / example), "--out", str(out), "--quick"],
                           capture_output=True, text=True, timeout=600, check=False, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_fault_tolerance_example_quick(tmp_path):
+    out = tmp_path / "faults"
+    result = run_quick("fault_tolerance.py", out)
     assert {"float_accuracy", "sparsity", "tolerated_sa1_rate"} <= result.keys()
     assert set(result["tolerated_sa1_rate"]) == {"differential", "differential-zero-high"}
     assert result["float_accuracy"] > 50 and 0.3 < result["sparsity"] < 1
@@ -27,10 +32,7 @@ def test_fault_tolerance_example_quick(tmp_path):
 
 def test_variation_study_quick(tmp_path):
     out = tmp_path / "variation"
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "variation_study.py"), "--out", str(out), "--quick"],
-                          capture_output=True, text=True, timeout=600, check=False, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_quick("variation_study.py", out)
     assert set(result["accuracy"]) == {"none", "write-verify (5 pulses)"}
     for by_sigma in result["accuracy"].values():
         assert by_sigma["0.0"] == result["integer_accuracy"]  # no variation: the integer datapath exactly
