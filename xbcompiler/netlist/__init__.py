@@ -74,6 +74,18 @@ class Netlist:
     def _crossbar_index(self) -> dict[str, Crossbar]:
         return {x.id: x for x in self.doc.crossbars}
 
+    @cached_property
+    def _row_block_positions(self) -> dict[str, dict[tuple, int]]:
+        """Per layer, each row block key's position in ``quant.row_blocks`` order (computed once per layer)."""
+        return {}
+
+    def row_block_positions(self, layer: Layer) -> dict[tuple, int]:
+        """The position of each row block key of ``layer`` (for its per-row-block arrays: flips, ADC steps)."""
+        found = self._row_block_positions
+        if layer.name not in found:
+            found[layer.name] = row_blocks(layer, self.layer_crossbars(layer), self.weight(layer))[1]
+        return found[layer.name]
+
     def layer(self, name: str) -> Layer:
         try:
             return self._layer_index[name]
@@ -122,7 +134,7 @@ class Netlist:
         levels = enc.levels(wq) * occupied  # [P, rows, cols]
         flips = self.array(layer, "flips")
         if flips is not None:
-            _, index = row_blocks(layer, self.layer_crossbars(layer), weight)
+            index = self.row_block_positions(layer)
             flip = np.zeros(levels.shape, dtype=bool)
             for record in (*x.slices, *x.blocks):
                 f = flips[index[row_block_key(x, record)]] > 0  # [P, N_g]
