@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -33,30 +32,18 @@ import xbcompiler as xb
 from tests.models import digits_cnn
 from xbcompiler.datasets import Split, accuracy, digits, train_classifier
 from xbcompiler.prune.flow import PruneSettings, holdout, prune_classifier
+from xbcompiler.report import interval, plot_accuracy
 
 TARGET = ("isaac-like", {"crossbar.rows": 64, "crossbar.cols": 64, "precision.weight_bits": 8,
                          "precision.input_bits": 8, "encoding.flip_columns": False})
 ENCODINGS = ("differential", "differential-zero-high")
 RATES = (0.0, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 SA0_PER_SA1 = 1 / 5.2
-#: Student t quantiles (two-sided 95%) by degrees of freedom.
-T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23, 15: 2.13,
-       20: 2.09, 30: 2.04}
 START = time.perf_counter()
 
 
 def log(message: str) -> None:
     print(f"[{time.perf_counter() - START:6.1f} s] {message}", file=sys.stderr, flush=True)
-
-
-def interval(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% confidence interval."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, 0.0
-    dof = len(values) - 1
-    t = T95[max(k for k in T95 if k <= dof)]
-    return mean, t * statistics.stdev(values) / len(values) ** 0.5
 
 
 def chip_accuracy(chip, data) -> float:
@@ -94,9 +81,9 @@ def run(args) -> dict:
             overrides = {"device.sa1_rate": rate, "device.sa0_rate": rate * SA0_PER_SA1}
             maps = 1 if rate == 0 else args.maps
             accs = [chip_accuracy(xb.program(net, seed=s, overrides=overrides), data) for s in range(maps)]
-            mean, half = interval(accs)
-            rows.append((encoding, rate, mean, half, maps))
-            log(f"{encoding}: SA1 {100 * rate:g} %  accuracy {mean:6.2f} ± {half:.2f} % over {maps} map(s)")
+            result = interval(accs)
+            rows.append((encoding, rate, result))
+            log(f"{encoding}: SA1 {100 * rate:g} %  accuracy {result} % over {maps} map(s)")
         tolerated[encoding] = tolerated_rate(rows, encoding, clean[encoding])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,8 +99,8 @@ def run(args) -> dict:
 def tolerated_rate(rows, encoding: str, clean: float) -> float:
     """The highest rate of the grid up to which every mean accuracy stays within 1 point of ``clean``."""
     best = 0.0
-    for enc, rate, mean, _, _ in sorted(r for r in rows if r[0] == encoding):
-        if mean < clean - 1.0:
+    for _, rate, result in sorted((r for r in rows if r[0] == encoding), key=lambda r: r[1]):
+        if result.mean < clean - 1.0:
             break
         best = rate
     return best
@@ -124,30 +111,15 @@ def write_table(path: Path, rows, clean, float_accuracy, pruned_accuracy, sparsi
              f"({pruned_accuracy:.2f} %); integer (fault-free) accuracy: "
              + ", ".join(f"{k} {v:.2f} %" for k, v in clean.items()), "",
              "| encoding | SA1 rate | SA0 rate | accuracy (mean ± 95% CI) | maps |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {enc} | {100 * rate:g} % | {100 * rate * SA0_PER_SA1:.3g} % | {mean:.2f} ± {half:.2f} % | {maps} |"
-              for enc, rate, mean, half, maps in rows]
+    lines += [f"| {enc} | {100 * rate:g} % | {100 * rate * SA0_PER_SA1:.3g} % | {result} % | {result.n} |"
+              for enc, rate, result in rows]
     path.write_text("\n".join(lines) + "\n")
 
 
 def write_plot(path: Path, rows, clean) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for encoding in ENCODINGS:
-        pts = [(100 * rate, mean, half) for enc, rate, mean, half, _ in rows if enc == encoding]
-        xs, ys, hs = zip(*pts)
-        ax.errorbar(xs, ys, yerr=hs, marker="o", capsize=3, label=encoding)
-    ax.set_xlabel("SA1 rate (%), SA0 = SA1 / 5.2")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Pruned digits CNN under stuck-at faults")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    series = {enc: [(100 * rate, result) for e, rate, result in rows if e == enc] for enc in ENCODINGS}
+    plot_accuracy(path, series, "SA1 rate (%), SA0 = SA1 / 5.2", "Pruned digits CNN under stuck-at faults",
+                  reference=max(clean.values()), log_x=True)
 
 
 def main(argv=None) -> None:

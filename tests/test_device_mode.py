@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -347,3 +349,33 @@ def test_cli_emulates_a_programmed_chip(tmp_path, capsys):
     assert run("--mode", "device", "--seed", "3", "--set", "device.sa1_rate=0.3")[1] == faulty
     assert run("--set", "device.sa1_rate=0.3")[0] == 2
     assert run("--mode", "device", "--set", "crossbar.rows=64")[0] == 2
+
+
+# --- replicas ------------------------------------------------------------------------------------------
+
+REPLICATED = "fold-batchnorm,lower-im2col,lower-to-xbar,map-fully-folded,replicate-layers{budget=200,method=greedy},place-tiles"
+
+
+def test_each_replica_is_its_own_cells_and_computes_every_other_image():
+    cm, _ = compiled("lenet", "isaac-like", REPLICATED)
+    net = cm.netlist
+    replicated = [x for x in net.crossbars if x.replica_sites]
+    assert replicated
+    x = torch.randn(6, *cm.netlist.doc.inputs[0].shape, generator=torch.Generator().manual_seed(2))
+    ideal = outputs(xb.emulate(cm, x, mode="integer"))[0]
+    assert torch.equal(outputs(xb.emulate(xb.program(cm, seed=0), x))[0], ideal)  # ideal chip, replicas too
+    chip = xb.program(cm, seed=5, overrides={"device.sa1_rate": 0.05})
+    site = replicated[0].site_ids
+    assert len(site) > 1 and all(s in chip.cells for s in site)
+    assert not np.array_equal(chip.cells[site[0]].stuck, chip.cells[site[1]].stuck)  # faults of their own
+    # a fault map that breaks only the replicas changes only the images they compute
+    faults = {}
+    for xbar in replicated:
+        for replica in xbar.site_ids[1:]:
+            faults[f"sa1/{replica}"] = np.ones((xbar.rows, xbar.physical_cols), dtype=bool)
+    path = Path(tempfile.mkdtemp()) / "replicas.npz"
+    np.savez(path, **faults)
+    broken = outputs(xb.emulate(xb.program(cm, overrides={"device.fault_map": str(path)}), x))[0]
+    replicas = {len(xbar.site_ids) for xbar in replicated}
+    for b in range(len(x)):  # on the first copy of every layer exactly when b is a multiple of every count
+        assert torch.equal(broken[b], ideal[b]) == all(b % r == 0 for r in replicas), (b, replicas)

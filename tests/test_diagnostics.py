@@ -14,7 +14,7 @@ from xbcompiler.diagnostics import CODES, CompileError, Location
 DOC = Path(__file__).resolve().parents[1] / "docs" / "diagnostics.md"
 GROUPS = {"XB0": "Command line and files", "XB1": "Front end", "XB2": "Graph passes",
           "XB3": "Mapping and placement", "XB4": "Target descriptions", "XB5": "Netlist and emulator",
-          "XB6": "Pass framework and pipelines"}
+          "XB6": "Pass framework and pipelines", "XB7": "Sweeps"}
 INTRO = """# Diagnostics
 
 Every error the compiler reports on bad input is a `CompileError` with a stable code; tests match codes,

@@ -33,7 +33,13 @@ def test_fault_tolerance_example_quick(tmp_path):
 def test_variation_study_quick(tmp_path):
     out = tmp_path / "variation"
     result = run_quick("variation_study.py", out)
-    assert set(result["accuracy"]) == {"none", "write-verify (5 pulses)"}
-    for by_sigma in result["accuracy"].values():
-        assert by_sigma["0.0"] == result["integer_accuracy"]  # no variation: the integer datapath exactly
-    assert (out / "variation.md").read_text().count("| none |") == 2
+    compensations = {"none", "residual programming", "column gain", "write-verify (5 pulses)"}
+    assert set(result["accuracy"]) == {"offset", "differential"}
+    for encoding, by_compensation in result["accuracy"].items():
+        assert set(by_compensation) == compensations
+        for by_sigma in by_compensation.values():
+            # no variation: the integer datapath exactly, whatever the compensation
+            assert by_sigma["0.0"] == result["integer_accuracy"][encoding]
+    table = (out / "variation.md").read_text()
+    assert table.count("| offset | none |") == 2 and table.count("| differential | column gain |") == 2
+    assert all((out / f"variation_{e}.png").stat().st_size > 1000 for e in ("offset", "differential"))

@@ -80,11 +80,11 @@ def test_builtin_exact_values():
     assert dataclasses.astuple(isaac.precision) == (16, 16, 1, 8)
     assert (isaac.encoding.signed, isaac.encoding.flip_columns) == ("offset", True)
     assert dataclasses.astuple(isaac.hierarchy) == (168, 96)
-    assert dataclasses.astuple(prime.crossbar) == (256, 256, 4)
+    assert dataclasses.astuple(prime.crossbar) == (256, 256, 4, 0)  # no FORMS fragments
     assert dataclasses.astuple(prime.precision) == (8, 8, 3, 6)
     assert (prime.encoding.signed, prime.adc.mode) == ("differential", "calibrated")
     assert dataclasses.astuple(prime.hierarchy) == (64, 64)
-    assert dataclasses.astuple(tiny.crossbar) == (16, 16, 2)
+    assert dataclasses.astuple(tiny.crossbar) == (16, 16, 2, 0)
     assert dataclasses.astuple(tiny.precision) == (4, 4, 1, 6)
     assert tiny.encoding.signed == "differential" and dataclasses.astuple(tiny.hierarchy) == (16, 8)
     assert tiny.costs == CostSpec() and tiny.adc.output_bits == 0
@@ -144,7 +144,9 @@ def test_to_dict_is_canonical():
     assert d["schema"] == 1 and "source" not in d
     assert set(d) == {"schema", "name", "description", "crossbar", "precision", "encoding", "adc",
                       "hierarchy", "costs"}  # an ideal [device] section is left out
-    d = load_target("isaac-like", {"device.sa1_rate": 0.01, "compensation.write_verify_pulses": 1}).to_dict()
+    assert "fragment_rows" not in d["crossbar"]  # left out at 0, so the fingerprints of older targets stand
+    d = load_target("isaac-like", {"device.sa1_rate": 0.01, "compensation.write_verify_pulses": 1,
+                                   "crossbar.fragment_rows": 8}).to_dict()
     assert {f"{s}.{k}" for s, v in d.items() if isinstance(v, dict) for k in v} | \
         {k for k, v in d.items() if not isinstance(v, dict)} == set(KEYS)
 
@@ -346,7 +348,9 @@ def test_missing_wins_over_range(tmp_path):
     ("weight_bits = 4", "weight_bits = 1", "precision.weight_bits"),
     ("adc_bits = 6", "adc_bits = 0", "precision.adc_bits"),
     ("adc_bits = 6", "adc_bits = 17", "precision.adc_bits"),
-    ('signed = "differential"', 'signed = "polarized"', "encoding.signed"),
+    ('signed = "differential"', 'signed = "bipolar"', "encoding.signed"),
+    ('signed = "differential"', 'signed = "polarized"', "crossbar.fragment_rows"),  # polarized needs fragments
+    ("cell_bits = 2", "cell_bits = 2\nfragment_rows = 3", "crossbar.fragment_rows"),  # 3 does not divide 16
     ("tiles = 2", "tiles = 0", "hierarchy.tiles"),
     ("[hierarchy]", "[adc]\nmode = 'ideal'\n[hierarchy]", "adc.mode"),
     ("[hierarchy]", "[adc]\noutput_bits = 33\n[hierarchy]", "adc.output_bits"),
@@ -410,3 +414,15 @@ def test_builtin_files_are_commented():
         for line in path.read_text().splitlines():
             if "=" in line and not line.startswith(("#", "description")):
                 assert "#" in line, (path.name, line)
+
+
+def test_polarized_needs_fragments_and_no_flipping():
+    """FORMS: ``polarized`` stores one column per slice (m_c = S) and refuses column flipping (XB404)."""
+    t = load_target("isaac-like", {"encoding.signed": "polarized", "crossbar.fragment_rows": 8,
+                                   "encoding.flip_columns": False, "precision.weight_bits": 8})
+    assert (t.weight_slices, t.m_c) == (4, 4) and t.to_dict()["crossbar"]["fragment_rows"] == 8
+    err = error_of("isaac-like", {"encoding.signed": "polarized", "crossbar.fragment_rows": 8})
+    assert err.code == "XB404" and err.location.key == "encoding.flip_columns"
+    # other encodings ignore fragment_rows, but it must still divide the rows
+    assert load_target("tiny", {"crossbar.fragment_rows": 4}).crossbar.fragment_rows == 4
+    assert error_of("tiny", {"crossbar.fragment_rows": 5}).location.key == "crossbar.fragment_rows"

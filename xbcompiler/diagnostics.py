@@ -9,6 +9,7 @@ Codes are stable and tests match them, never the prose:
 - ``XB4xx`` target descriptions
 - ``XB5xx`` netlist and emulator
 - ``XB6xx`` pass framework and pipelines
+- ``XB7xx`` sweeps (campaigns of trials)
 """
 
 from __future__ import annotations
@@ -23,17 +24,25 @@ CODES: dict[str, str] = {
     "XB003": "bad command-line value",
     "XB004": "output directory cannot be written",
     "XB005": "optional dependency not installed",
+    "XB006": "input too large for this machine",
     "XB101": "model cannot be traced",
     "XB102": "data-dependent control flow",
     "XB103": "operator not supported",
     "XB104": "bad example inputs",
     "XB105": "unsupported operand of a weight-stationary op",
+    "XB106": "unknown front end",
+    "XB120": "non-finite parameter or buffer",
+    "XB121": "crossbar layer with zero inputs or outputs",
+    "XB122": "model returns no tensor",
     "XB201": "graph pass failed a numeric check",
     "XB202": "graph annotation missing",
     "XB220": "quantisation needs calibration data",
     "XB221": "floating-point multiply left in a crossbar segment",
     "XB222": "calibration data does not fit the model",
+    "XB223": "calibration data empty or not finite",
     "XB230": "reorder solver fell back to the heuristic (warning)",
+    "XB250": "polarization needs a polarized target",
+    "XB251": "a crossbar fragment holds weights of both signs (model not polarized)",
     "XB301": "layer cannot be mapped on this target",
     "XB302": "model needs more chips than allowed",
     "XB303": "crossbar program failed verification",
@@ -68,12 +77,24 @@ CODES: dict[str, str] = {
     "XB521": "row blocks disagree with the quantised netlist",
     "XB530": "bad fault map",
     "XB531": "device mode needs a quantised netlist programmed onto a chip",
+    "XB532": "remap-faults stopped at its time limit (warning)",
+    "XB535": "polarized layer's fragment signs disagree with its weights",
+    "XB540": "column-gain compensation needs calibration data",
     "XB601": "unknown pass",
     "XB602": "bad pipeline text",
     "XB603": "pipeline contract violated",
     "XB604": "bad pass option",
     "XB605": "unknown pipeline name",
     "XB606": "no verifier for the IR",
+    "XB701": "unknown sweep spec key",
+    "XB702": "wrong type for sweep spec key",
+    "XB703": "missing sweep spec key",
+    "XB704": "bad value in a sweep spec",
+    "XB705": "malformed sweep spec file",
+    "XB706": "sweep directory holds another sweep",
+    "XB707": "sweep results unreadable",
+    "XB708": "bad sweep evaluation data",
+    "XB710": "sweep trial raised an unexpected error",
 }
 
 

@@ -43,7 +43,7 @@ def _table() -> dict[str, HostOp]:
             entries.append((f"{prefix}.{n}", getattr(module, n), category))
 
     add("activation", F, "torch.nn.functional",
-        "relu relu6 leaky_relu gelu silu hardswish hardsigmoid sigmoid tanh softmax log_softmax hardtanh elu")
+        "relu relu6 leaky_relu gelu silu hardswish hardsigmoid sigmoid tanh softmax log_softmax hardtanh elu mish")
     add("activation", torch, "torch", "relu sigmoid tanh softmax clamp clip")
     add("normalisation", F, "torch.nn.functional", "batch_norm layer_norm group_norm")
     add("pooling", F, "torch.nn.functional",
@@ -59,11 +59,17 @@ def _table() -> dict[str, HostOp]:
     add("shape", operator, "operator", "getitem")
     add("shape", builtins, "builtins", "getattr")
     add("arithmetic", math, "math", "sqrt")
+    add("product", torch, "torch", "einsum")
+    add("product", F, "torch.nn.functional", "scaled_dot_product_attention")
+    add("resampling", F, "torch.nn.functional", "interpolate pixel_shuffle pixel_unshuffle")
+    add("shape", torch, "torch", "unbind unflatten")
+    add("selection", torch, "torch", "where masked_fill gt lt ge le eq ne logical_not logical_and logical_or")
+    add("selection", operator, "operator", "gt lt ge le invert")
     entries.append(("xbcompiler.quant.ops.requantize", requantize, "quantisation"))
     add("method", torch.Tensor, "torch.Tensor",
         "view reshape permute transpose contiguous flatten size dim unsqueeze squeeze mean sum chunk split "
         "expand expand_as relu sigmoid tanh softmax clamp add sub mul div pow matmul neg exp sqrt abs "
-        "repeat index_select amax")
+        "repeat index_select amax unbind unflatten masked_fill")
     return {name: HostOp(name, fn, category) for name, fn, category in entries}
 
 

@@ -45,7 +45,8 @@ def per_read(xq: torch.Tensor, wq: torch.Tensor, enc: Encoding, flips: torch.Ten
     Each (cycle ``t``, plane ``p``) read ``I = digits_t @ stored_p`` goes through the ADC:
     ``code = min(R(I / 2**step), 2**bits - 1)``; the value ``code * 2**step`` is recovered (flipped
     columns: ``max_level * sum(digits) - value``), weighted by the cycle and the plane, and summed;
-    the weight offset and the input offset are removed digitally.
+    the weight offset and the input offset are removed digitally. A polarized block (one fragment)
+    is read from ``|wq|`` and each column's sum takes the sign of that column's weights.
     """
     levels = torch.from_numpy(enc.levels(wq.numpy()))  # [P, rows, cols]
     if flips is None:
@@ -62,6 +63,8 @@ def per_read(xq: torch.Tensor, wq: torch.Tensor, enc: Encoding, flips: torch.Ten
     cycle_w = torch.tensor([w for w, _, _ in enc.cycles])[:, None, None, None]
     plane_w = torch.tensor([s << k for s, k in zip(enc.plane_signs, enc.plane_shifts)])[None, :, None, None]
     y = (cycle_w * plane_w * values).sum((0, 1))
+    if enc.spec.signed == "polarized":
+        y = y * torch.where((wq < 0).any(0), -1, 1)
     return y - enc.weight_offset * (xq.to(torch.int64) + enc.input_offset).sum(-1, keepdim=True) \
         - enc.input_offset * wq.sum(0)
 

@@ -38,6 +38,7 @@ class CrossbarSpec:
     rows: int = _key("word lines (inputs) per crossbar", lo=8, hi=1024)
     cols: int = _key("bit lines (physical columns) per crossbar", lo=8, hi=1024)
     cell_bits: int = _key("bits stored per cell (k)", lo=1, hi=8)
+    fragment_rows: int = _key("rows of one FORMS fragment (encoding.signed = polarized; 0: none)", 0, lo=0, hi=1024)
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,8 @@ class PrecisionSpec:
 class EncodingSpec:
     """How signed weights and inputs are put on unsigned cells and drivers (SPEC 0.2, 0.3)."""
 
-    signed: str = _key("signed-weight encoding", choices=("differential", "differential-zero-high", "offset"))
+    signed: str = _key("signed-weight encoding", choices=("differential", "differential-zero-high", "offset",
+                                                                  "polarized"))
     flip_columns: bool = _key("ISAAC column flipping (saves one ADC bit)", False)
     input_signed: str = _key("signed-input scheme", "twos-complement", choices=("twos-complement", "offset"))
 
@@ -126,6 +128,10 @@ class CompensationSpec:
     write_verify_pulses: int = _key("re-program a cell whose read-back error exceeds the tolerance, at most this "
                                     "many extra pulses (0: no write-verify)", 0, lo=0, hi=100)
     write_verify_tolerance: float = _key("largest read-back error a cell may keep, in cell levels", 0.5, lo=0)
+    residual_programming: bool = _key("program slices most significant first, read each back and re-slice the "
+                                      "weight's residual into the slices below", False)
+    column_gain: bool = _key("per-column power-of-two gain and integer offset, measured on a calibration batch, "
+                             "folded into the shift and the bias", False)
 
     @property
     def inactive(self) -> bool:
@@ -181,6 +187,8 @@ class TargetSpec:
         out: dict[str, Any] = {"schema": SCHEMA_VERSION, "name": self.name, "description": self.description}
         idle = {"device": self.device.ideal, "compensation": self.compensation.inactive}
         out.update({s: dataclasses.asdict(getattr(self, s)) for s in _SECTIONS if not idle.get(s, False)})
+        if not self.crossbar.fragment_rows:  # left out at its default, like the idle sections
+            del out["crossbar"]["fragment_rows"]
         return out
 
     def fingerprint(self) -> str:
@@ -212,7 +220,7 @@ class TargetSpec:
     @property
     def m_c(self) -> int:
         """Physical columns per logical weight column (SPEC 0.1)."""
-        return self.weight_slices * (1 if self.encoding.signed == "offset" else 2)
+        return self.weight_slices * columns_per_slice(self.encoding.signed)
 
     @property
     def input_cycles(self) -> int:
@@ -256,7 +264,7 @@ def load_target(name_or_path: str | Path, overrides: Mapping[str, Any] | None = 
     known = list_targets()
     if not isinstance(name_or_path, Path) and text in known:
         path, source = known[text], f"builtin:{text}"
-    elif isinstance(name_or_path, Path) or "/" in text or "\\" in text or text.endswith(".toml"):
+    elif isinstance(name_or_path, Path) or "/" in text or "\\" in text or text.endswith(".toml") or Path(text).is_dir():
         path = Path(name_or_path)
         source = str(path)
     else:
@@ -290,12 +298,17 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise CompileError("XB405", f"target {path} is a directory, not a .toml file", location=Location(file=str(path)),
+                           hint="pass a target .toml file or a built-in name: " + ", ".join(list_targets()))
     if not path.is_file():
         raise CompileError("XB001", f"target file not found: {path}", location=Location(file=str(path)),
                            hint="built-in names: " + ", ".join(list_targets()))
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
+    except RecursionError:
+        raise CompileError("XB405", f"malformed TOML in {path}: nested too deep", location=Location(file=str(path))) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         where = re.search(r"line (\d+), column (\d+)", str(exc))
         details = [f"line {where[1]}, column {where[2]}"] if where else []
@@ -434,6 +447,15 @@ def _range_problem(key: str, value: Any) -> str | None:
     return None
 
 
+def value_problem(key: str, value: Any) -> str | None:
+    """Why ``value`` is not a valid value of the dotted target ``key`` on its own (type, range, choices), or
+    None; combinations with other keys are not checked. ``key`` must be in :data:`KEYS`."""
+    tp = _SCHEMA[key][0]
+    if not _type_ok(tp, value):
+        return f"{key}: expected {_TYPE_WORDS[tp]}, got {_toml_type(value)} {value!r}"
+    return _range_problem(key, float(value) if tp is float else value)
+
+
 def _combination_problems(v: dict[str, Any]) -> list[tuple[str, str]]:
     """Values each in range that cannot go together."""
     out = []
@@ -443,13 +465,14 @@ def _combination_problems(v: dict[str, Any]) -> list[tuple[str, str]]:
     if dac > inp:
         out.append(("precision.dac_bits", f"precision.dac_bits = {dac} exceeds precision.input_bits = {inp}"))
     signed, wb, k, cols = v["encoding.signed"], v["precision.weight_bits"], v["crossbar.cell_bits"], v["crossbar.cols"]
-    m_c = slices_per_weight(signed, wb, k) * (1 if signed == "offset" else 2)
+    m_c = slices_per_weight(signed, wb, k) * columns_per_slice(signed)
     if m_c > cols:
         why = f"one {signed} {wb}-bit weight on {k}-bit cells needs m_c = {m_c} columns"
         out.append(("crossbar.cols", f"crossbar.cols = {cols} is too few: {why}"))
     if signed == "differential-zero-high" and v["encoding.flip_columns"]:
         why = "flipping a column would store the zeros of differential-zero-high low again"
         out.append(("encoding.flip_columns", f"encoding.flip_columns = true: {why}"))
+    out += _fragment_problems(v)
     sa0, sa1 = v["device.sa0_rate"], v["device.sa1_rate"]
     if sa0 + sa1 > 1:
         out.append(("device.sa1_rate", f"device.sa0_rate + device.sa1_rate = {sa0 + sa1} exceeds 1"))
@@ -460,6 +483,26 @@ def _combination_problems(v: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def _fragment_problems(v: dict[str, Any]) -> list[tuple[str, str]]:
+    """FORMS fragments: ``polarized`` needs ``fragment_rows`` >= 1 dividing the rows, and no column flipping."""
+    signed, frag, rows = v["encoding.signed"], v["crossbar.fragment_rows"], v["crossbar.rows"]
+    if signed == "polarized" and frag == 0:
+        why = "encoding.signed = 'polarized' needs the rows of a fragment (e.g. 8)"
+        return [("crossbar.fragment_rows", f"crossbar.fragment_rows = 0: {why}")]
+    if frag and rows % frag:
+        return [("crossbar.fragment_rows", f"crossbar.fragment_rows = {frag} does not divide crossbar.rows = {rows}")]
+    if signed == "polarized" and v["encoding.flip_columns"]:
+        why = "a polarized fragment is read alone; flipping is not defined per fragment"
+        return [("encoding.flip_columns", f"encoding.flip_columns = true: {why}")]
+    return []
+
+
+def columns_per_slice(signed: str) -> int:
+    """Physical columns per weight slice: a differential pair, or one column (offset, polarized magnitudes)."""
+    return 1 if signed in ("offset", "polarized") else 2
+
+
 def slices_per_weight(signed: str, weight_bits: int, cell_bits: int) -> int:
-    """Cells per weight: offset stores all bits, the differential encodings the magnitude (one bit less)."""
+    """Cells per weight: offset stores all bits, the differential and polarized encodings the magnitude (one bit
+    less)."""
     return -(-(weight_bits - (signed != "offset")) // cell_bits)

@@ -1,6 +1,7 @@
 """The ``xbc`` command line (docs/cli.md): one module per command, registered by :func:`build_parser`.
 
-Commands: compile, verify, emulate, targets, passes, demo, report, prune, inspect. Each command module
+Commands: compile, verify, emulate, targets, passes, demo, report, prune, polarize, inspect, sweep
+(and sweep-report). Each command module
 has ``add(sub, common)``, which registers its sub-parser, and ``run(args) -> int``; the shared helpers
 live in :mod:`.args` (command-line values), :mod:`.models` (loading the user's model and arrays),
 :mod:`.console` (exit statuses, error rendering, tables) and :mod:`.files` (atomic output).
@@ -22,13 +23,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import traceback
 from collections.abc import Sequence
 
 from .. import __version__
 from ..diagnostics import CompileError
-from . import compile, demo, emulate, inspect, passes, prune, report, targets, verify
+from . import compile, demo, emulate, inspect, passes, polarize, prune, report, sweep, targets, verify
 from .args import parse_overrides, parse_shape
 from .console import (
     EXIT_BAD_INPUT,
@@ -47,7 +49,7 @@ from .files import save_atomically
 from .models import load_model, load_module, random_inputs, split_model_spec
 
 #: The command modules, in the order ``xbc --help`` lists them.
-COMMANDS = (compile, verify, emulate, targets, passes, demo, report, prune, inspect)
+COMMANDS = (compile, verify, emulate, targets, passes, demo, report, prune, polarize, inspect, sweep)
 
 __all__ = [
     "COMMANDS", "DEMO_TARGET", "EXIT_BAD_INPUT", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_MISMATCH", "EXIT_OK",
@@ -60,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``xbc`` with ``argv`` (default ``sys.argv[1:]``) and return the exit status."""
     parser = build_parser()
     try:
-        args = parser.parse_args(None if argv is None else list(argv))
+        args = parser.parse_args(attach_negative_values(sys.argv[1:] if argv is None else list(argv)))
     except SystemExit as exc:  # --help, --version, usage errors (argparse exits 2)
         return _status(exc.code)
     if args.command is None:
@@ -83,11 +85,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
     except Exception as exc:  # noqa: BLE001 -- anything else is a bug in xbcompiler
-        if args.debug:
-            traceback.print_exc()
-        hint = "" if args.debug else " (a bug in xbcompiler; rerun with --debug to see the traceback)"
-        print(f"xbc: internal error: {type(exc).__name__}: {one_line(exc)}{hint}", file=sys.stderr)
-        return EXIT_INTERNAL
+        if isinstance(exc, RecursionError) or out_of_memory(exc):  # exhausted by the input: a coded error
+            print(render(too_large(exc)), file=sys.stderr)
+            return EXIT_BAD_INPUT
+        return _internal(exc, args.debug)
+
+
+def attach_negative_values(argv: list[str]) -> list[str]:
+    """``--flag -1,8`` as ``--flag=-1,8``: argparse takes a value starting with a dash for a flag, and the
+    user would get "expected one argument" instead of the coded error that names the bad value."""
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and re.fullmatch(r"-[\d(][\d,.()\s-]*", token):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
+def _internal(exc: BaseException, debug: bool) -> int:
+    if debug:
+        traceback.print_exception(exc)
+    hint = "" if debug else " (a bug in xbcompiler; rerun with --debug to see the traceback)"
+    print(f"xbc: internal error: {type(exc).__name__}: {one_line(exc)}{hint}", file=sys.stderr)
+    return EXIT_INTERNAL
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocator's refusal (MemoryError; torch raises a RuntimeError for it)."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text.lower()))
+
+
+def too_large(exc: BaseException) -> CompileError:
+    """XB006 for memory or recursion exhausted by what the user asked for."""
+    what = "nesting too deep" if isinstance(exc, RecursionError) else "not enough memory"
+    return CompileError("XB006", f"{what} for this input: {one_line(exc)[:200]}",
+                        hint="use a smaller batch, shape or file; a deeply nested file is not a valid input")
 
 
 def _status(code: object) -> int:

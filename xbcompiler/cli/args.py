@@ -26,14 +26,30 @@ def add_set(p: argparse.ArgumentParser) -> None:
                    help="override a target key, e.g. crossbar.rows=256 (repeatable)")
 
 
-def int_arg(text: str, flag: str, lo: int | None = None) -> int:
+#: Largest integer a command-line flag takes (seeds included): what torch and numpy seed with.
+MAX_INT = 2**63 - 1
+#: Most tensor elements a command makes up or reads as inputs (1 GiB of float32); beyond it: XB006.
+MAX_ELEMENTS = 1 << 28
+
+
+def int_arg(text: str, flag: str, lo: int | None = None, hi: int = MAX_INT) -> int:
     try:
         value = int(str(text).strip())
     except ValueError:
         raise CompileError("XB003", f"bad {flag} '{text}': expected an integer") from None
     if lo is not None and value < lo:
         raise CompileError("XB003", f"bad {flag} '{text}': must be at least {lo}")
+    if value > hi:
+        raise CompileError("XB003", f"bad {flag} '{text}': must be at most {hi}")
     return value
+
+
+def check_elements(shape: Sequence[int], what: str) -> None:
+    """XB006 when a tensor of ``shape`` would exceed :data:`MAX_ELEMENTS` elements."""
+    n = math.prod(int(d) for d in shape)
+    if n > MAX_ELEMENTS:
+        raise CompileError("XB006", f"{what} of shape {list(shape)} would hold {n:,} elements, more than the "
+                                    f"{MAX_ELEMENTS:,} a command may allocate", hint="use a smaller batch or shape")
 
 
 def float_arg(text: str, flag: str) -> float:
@@ -56,6 +72,7 @@ def parse_shape(text: str) -> tuple[int, ...]:
     if not body or any(d <= 0 for d in dims):
         raise CompileError("XB003", f"bad --input-shape '{text}': every size must be a positive integer",
                            hint=SHAPE_HINT)
+    check_elements(dims, "--input-shape")
     return dims
 
 

@@ -35,6 +35,9 @@ def add(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--pipeline", default="default", metavar="SPEC",
                    help="named pipeline or pass list, e.g. 'fold-batchnorm,lower-im2col,...' (default: default)")
     p.add_argument("--max-chips", metavar="N", help="fail (XB302) when the model needs more than N chips")
+    p.add_argument("--frontend", default="auto", metavar="auto|export|fx",
+                   help="capture with torch.export (export), symbolic tracing (fx), or export falling back to "
+                        "tracing (auto, the default)")
     p.add_argument("--coverage", action="store_true",
                    help="print where every node runs; without -o, print only that and compile nothing")
     p.add_argument("--instrument", action="append", default=[], metavar="LIST",
@@ -53,20 +56,23 @@ def add(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from .. import compile as xb_compile
+    from ..frontend.capture import capture, check_frontend
     from ..frontend.coverage import coverage
-    from ..frontend.trace import check_inputs, trace
+    from ..frontend.trace import check_inputs
     from ..target import load_target
 
     # cheap checks first, so a typo costs no model import
     seed = int_arg(args.seed, "--seed", 0)
+    check_frontend(args.frontend)
     shapes = [parse_shape(s) for s in args.input_shape]
     max_chips = None if args.max_chips is None else int_arg(args.max_chips, "--max-chips", 1)
     if args.output is None and not args.coverage:
         raise CompileError("XB003", "compile needs -o DIR",
                            hint="pass -o DIR for the netlist, or --coverage to only print operator coverage")
     out = Path(args.output) if args.output is not None else None
-    if out is not None and out.exists() and not out.is_dir():
-        raise CompileError("XB004", f"output {out} exists and is not a directory", location=Location(file=str(out)))
+    for flag, path in (("-o", out), ("--dump-ir", None if args.dump_ir is None else Path(args.dump_ir))):
+        if path is not None and path.exists() and not path.is_dir():
+            raise CompileError("XB004", f"{flag} {path} exists and is not a directory", location=Location(file=str(path)))
     overrides = parse_overrides(args.overrides)
     target = load_target(args.target, overrides)
     instruments = instruments_for(args.instrument, args.dump_ir)
@@ -78,9 +84,12 @@ def run(args: argparse.Namespace) -> int:
     stdout = console()
 
     if out is None:  # --coverage only: trace and classify, nothing compiled or written
-        with status_spinner("tracing the model..."), xb_warnings() as found:
-            rows = coverage(trace(model, check_inputs(inputs)))
+        with status_spinner("capturing the model..."), xb_warnings() as found:
+            captured = capture(model, check_inputs(inputs), args.frontend)
+            rows = coverage(captured.gm)
         print_coverage(stdout, rows)
+        say(stdout, f"front end: {captured.frontend}" + (f" (torch.export failed: {captured.fallback})"
+                                                         if captured.fallback else ""))
         for w in found:
             say(stdout, f"warning: {w}", "yellow")
         return EXIT_OK
@@ -88,10 +97,11 @@ def run(args: argparse.Namespace) -> int:
     repro = repro_command(args, shapes, seed)
     with status_spinner(f"compiling for {target.name}..."), xb_warnings() as found:
         cm = xb_compile(model, inputs, target, passes, overrides=None, instruments=instruments, seed=seed,
-                        repro=repro, calibration=calibration(args, shapes, seed))
+                        repro=repro, calibration=calibration(args, shapes, seed), frontend=args.frontend)
     save_atomically(cm, out)  # compiled fully in memory first: an error above leaves nothing in DIR
     if args.coverage:
         print_coverage(stdout, cm.coverage)
+        say(stdout, f"front end: {cm.netlist.doc.provenance['frontend']['used']}")
     print_summary(stdout, cm.netlist, merge_warnings(found, cm.warnings))
     if cm.timings:
         say(stdout, "timings: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in cm.timings.items()))
@@ -160,6 +170,8 @@ def repro_command(args: argparse.Namespace, shapes: Sequence[Sequence[int]], see
     parts = ["xbc", "compile", q(args.model)]
     parts += [f"--input-shape {shape_text(s)}" for s in shapes]
     parts += ["--target", q(args.target)]
+    if args.frontend != "auto":
+        parts += ["--frontend", q(args.frontend)]
     parts += [f"--set {q(s)}" for s in args.overrides]
     parts += ["--pipeline", "'{pipeline}'"]
     parts += [f"--instrument {q(i)}" for i in args.instrument]

@@ -155,6 +155,24 @@ def print_coverage(out, rows) -> None:
     for r in rows:
         counts[r.placement] = counts.get(r.placement, 0) + 1
     say(out, "coverage: " + ", ".join(f"{_PLACEMENT.get(k, k)} {v}" for k, v in counts.items()))
+    print_macs(out, rows)
+
+
+def print_macs(out, rows) -> None:
+    """Multiply-accumulates per sample by operator, on crossbars and on the host, and the crossbar share."""
+    from ..frontend.coverage import crossbar_share, mac_shares
+
+    shares = mac_shares(rows)
+    if not shares:
+        return
+    t = table("MACs per sample by operator", ["operator", "on crossbar", "on host", "share of all MACs"],
+              right=["on crossbar", "on host", "share of all MACs"])
+    total = sum(m.crossbar + m.host for m in shares)
+    for m in shares:
+        row(t, m.operator, f"{m.crossbar:,}", f"{m.host:,}", f"{100 * (m.crossbar + m.host) / total:.2f}%")
+    out.print(t)
+    say(out, f"MACs on crossbars: {sum(m.crossbar for m in shares):,} of {total:,} "
+             f"({100 * crossbar_share(rows):.2f}%); on the host: {sum(m.host for m in shares):,}")
 
 
 _PLACEMENT = {"crossbar": "on crossbar", "host": "on host", "folded": "folded", "removed": "removed"}

@@ -1,7 +1,8 @@
 """``xbc emulate DIR (--input FILE.npy ... | --random N)``: run a compiled netlist on inputs.
 
 ``--mode device`` programs the netlist onto a chip first (``xb.program``) with ``--seed`` and the
-``--set device.KEY=VALUE`` overrides of its target's ``[device]`` section (docs/faults.md).
+``--set device.KEY=VALUE`` / ``--set compensation.KEY=VALUE`` overrides of its target (docs/faults.md);
+``--calibrate FILE.npy`` is the batch ``compensation.column_gain`` measures the columns on.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def add(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--mode", default=None, help="emulator mode: ideal, integer or device (default: integer for a "
                                                 "quantised netlist, else ideal); an unknown mode is XB505")
     add_set(p)
+    p.add_argument("--calibrate", metavar="FILE.npy",
+                   help="--mode device: inputs (batch first) that compensation.column_gain calibrates on")
     p.add_argument("-o", "--output", metavar="OUT.npy", help="write the output here (.npz for several outputs)")
     return p
 
@@ -44,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
     if args.output is not None and Path(args.output).suffix not in (".npy", ".npz"):
         raise CompileError("XB003", f"bad -o '{args.output}': expected a .npy (or .npz) file name")
     overrides = parse_overrides(args.overrides)
-    if overrides and args.mode != "device":
-        raise CompileError("XB003", "--set changes the device of a programmed chip: it needs --mode device",
+    if (overrides or args.calibrate is not None) and args.mode != "device":
+        raise CompileError("XB003", "--set and --calibrate program a chip: they need --mode device",
                            hint="other target keys need a recompile: xbc compile --set KEY=VALUE")
     netlist = load_netlist(args.netlist)
     specs = netlist.doc.inputs
@@ -54,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         inputs = tuple(load_npy(Path(p), specs[i] if i < len(specs) else None) for i, p in enumerate(args.input))
     with torch.no_grad():
-        device = {"seed": seed, "overrides": overrides} if args.mode == "device" else {}
+        calibration = None if args.calibrate is None else load_npy(Path(args.calibrate), specs[0])
+        device = {"seed": seed, "overrides": overrides, "calibration": calibration} if args.mode == "device" else {}
         result = emulate(netlist, inputs, mode=args.mode, **device)
     outputs = [t.detach().cpu().numpy() for t in output_tensors(result)]
     stdout = console()

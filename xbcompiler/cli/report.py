@@ -19,6 +19,8 @@ def add(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--plot", action="store_true", help="write occupancy.png and layers.png into DIR")
     p.add_argument("--plot-dir", metavar="OUT", help="write the plots here instead of DIR")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--inputs", metavar="FILE.npy",
+                   help="a batch of inputs: count the FORMS zero-skipped fragment-cycles of polarized layers on it")
     return p
 
 
@@ -40,7 +42,12 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     netlist = load_netlist(args.netlist)
-    report = cost_report(netlist)
+    inputs = None
+    if args.inputs is not None:
+        from .models import load_npy
+
+        inputs = load_npy(Path(args.inputs), netlist.doc.inputs[0])
+    report = cost_report(netlist, inputs)
     comparison = compare_netlist(netlist)
     plots = []
     if args.plot or args.plot_dir:
@@ -74,6 +81,13 @@ def run(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(f"accumulation crossbars {t['accumulation_crossbars']}, tiles {t['tiles']}, chips {t['chips']}, "
                   f"area {t['area_um2'] * 1e-6:.3g} mm^2, pipeline period {_si(t['period_ns'] * 1e-9, 's')}")
+    for lc in report.layers:
+        if lc.fragment_rows:
+            skip = "" if lc.fragment_cycles is None else \
+                (f", zero-skip {lc.zero_skipped_cycles} of {lc.fragment_cycles} fragment-cycles "
+                 f"({100 * lc.zero_skipped_cycles / max(lc.fragment_cycles, 1):.1f} %)")
+            console.print(f"{lc.name}: polarized, {lc.fragment_rows}-row fragments, lossless ADC "
+                          f"{lc.adc_lossless_bits} bits{skip}")
     device = report.device
     ideal = not any(v for v in device.values())
     console.print("device: ideal" if ideal else "device: " + ", ".join(f"{k} {v}" for k, v in device.items() if v)

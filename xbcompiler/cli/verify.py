@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..diagnostics import CompileError
-from .args import command_parser, float_arg, int_arg
+from .args import check_elements, command_parser, float_arg, int_arg
 from .console import (
     EXIT_MISMATCH,
     EXIT_OK,
@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     batch = int_arg(args.batch, "--batch", 1)
     tolerance = float_arg(args.tolerance, "--tolerance")
     netlist = load_netlist(args.netlist)
+    for spec in netlist.doc.inputs:
+        check_elements((batch, *spec.shape), "--batch")
     model, _ = load_model(args.model)
     with status_spinner("verifying..."):
         report = run_verify(verify, netlist, model, args.model, mode=args.mode, tolerance=tolerance, seed=seed,

@@ -30,6 +30,8 @@ class QuantisedLayer:
                  "bias": np.zeros(m.cols, dtype=np.int64) if q.bias is None else q.bias.astype(np.int64)}
         if per.flips is not None:
             named["flips"] = per.flips
+        if per.signs is not None:
+            named["signs"] = per.signs
         if enc.input_offset:
             named["input_correction"] = -enc.input_offset * weight.sum(axis=1).reshape(-1)
         self.arrays = {f"layers/{layer.name}/{k}": v for k, v in named.items()}
@@ -41,7 +43,8 @@ class QuantisedLayer:
             shifts=[int(v) for v in q.shifts(m.cols)[::q.group_cols]],
             encoding=nt.EncodingSpec(signed=enc.signed, weight_bits=enc.weight_bits, cell_bits=enc.cell_bits,
                                      input_bits=enc.input_bits, dac_bits=enc.dac_bits, input_signed=enc.input_signed,
-                                     input_scheme=enc.input_scheme, flip_columns=enc.flip_columns),
+                                     input_scheme=enc.input_scheme, flip_columns=enc.flip_columns,
+                                     fragment_rows=target.crossbar.fragment_rows if enc.signed == "polarized" else 0),
             planes=[nt.Plane(sign=s, shift=k) for s, k in zip(enc.plane_signs, enc.plane_shifts)],
             cycles=[nt.Cycle(weight=w, lo=lo, bits=nb) for w, lo, nb in enc.cycles],
             adc=nt.AdcSpec(mode=target.adc.mode, rounding=target.adc.rounding,

@@ -71,7 +71,9 @@ def crossbar_records(program: XbarProgram, target) -> dict[str, list[nt.Crossbar
         out[x.layer].append(nt.Crossbar(
             layer=x.layer, tile=x.tile, slot=x.slot, chip=x.chip, rows=x.rows, cols=x.cols,
             physical_cols=x.cols * m_c, slices=slices, blocks=blocks,
-            replica_sites=[tuple(site) for site in x.replica_sites]))
+            replica_sites=[tuple(site) for site in x.replica_sites],
+            row_permutation=None if x.row_permutation is None else list(x.row_permutation),
+            column_permutation=None if x.column_permutation is None else list(x.column_permutation)))
     return out
 
 

@@ -36,28 +36,30 @@ def emulator_for(netlist, mode: str, device, literal: bool = False) -> Emulator:
 
 
 def emulate(netlist, inputs, mode: str | None = None, *, literal: bool = False, seed: int | None = None,
-            overrides=None):
+            overrides=None, calibration=None):
     """Run a netlist on ``inputs`` (a tensor or tuple of tensors) on their device; returns the model's outputs.
 
     ``mode`` None is ``device`` for a programmed chip (:func:`program`), ``integer`` for a quantised
     netlist and ``ideal`` otherwise. ``literal`` executes the crossbars one by one from their derived
     cells, phase by phase (slow; the oracle of the fast path). ``mode="device"`` on a netlist programs
-    it first with ``seed`` (default 0) and the ``device.*`` ``overrides`` (the chip is kept on the
-    netlist for the next call with the same seed and overrides).
+    it first with ``seed`` (default 0), the ``device.*`` / ``compensation.*`` ``overrides`` and the
+    ``calibration`` batch of ``compensation.column_gain`` (the chip is kept on the netlist for the next
+    call with the same seed, overrides and calibration tensor).
     """
     netlist = as_netlist(netlist)
     inputs = as_input_tuple(netlist, inputs)
     chip = isinstance(netlist, ProgrammedChip)
     mode = mode or ("device" if chip else "integer" if netlist.quantised else "ideal")
-    if (seed is not None or overrides) and (chip or mode != "device"):
-        raise CompileError("XB505", "seed and overrides program a netlist: they need mode='device' and a netlist, "
+    if (seed is not None or overrides or calibration is not None) and (chip or mode != "device"):
+        raise CompileError("XB505", "seed, overrides and calibration program a netlist: they need mode='device' "
+                                    "and a netlist, "
                                     "not " + ("a programmed chip (program it again instead)" if chip else f"mode '{mode}'"))
     if mode == "device" and not chip:
         chips = netlist.__dict__.setdefault("_chips", {})
-        key = (seed or 0, tuple(sorted((overrides or {}).items())))
+        key = (seed or 0, tuple(sorted((overrides or {}).items())), id(calibration))
         if key not in chips:
             chips.clear()  # one programmed chip kept per netlist
-            chips[key] = program(netlist, seed or 0, overrides)
+            chips[key] = program(netlist, seed or 0, overrides, calibration)
         netlist = chips[key]
     return emulator_for(netlist, mode, inputs[0].device, literal)(inputs)
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ..diagnostics import CompileError, Location
 from ..netlist import Netlist
 from ..netlist.encoding import Encoding
-from ..netlist.placement import RowBlock, conv_out, row_blocks, row_ranges
+from ..netlist.placement import RowBlock, conv_out, fragment_blocks, row_blocks, row_ranges
 from ..netlist.types import Layer
 from .datapath import int_range, weight_levels
 from .integer_exact import ExactProduct, exact_dtype
@@ -76,12 +76,13 @@ class IntegerLayer:
             self.row_blocks = read_back(layer, crossbars, derived_cells(netlist, layer, weight))
         else:
             self.row_blocks = row_blocks(layer, crossbars, weight)[0]
+        self.row_blocks = fragment_blocks(layer, self.row_blocks)  # polarized: one read per fragment
         check_row_blocks(layer, self.row_blocks)
         lo, hi = int_range(q.input_bits, q.input_signed)
         self.x_bits = (lo, hi)
         self.driven_max = max(abs(lo), hi) + enc.input_offset
         self._constants(q, get)
-        steps, bits, flips = get("adc_step"), get("adc_bits"), get("flips")
+        steps, bits, flips, signs = get("adc_step"), get("adc_bits"), get("flips"), get("signs")
         exact = np.zeros((self.groups, self.c_g * self.kernel[0] * self.kernel[1], self.n_g), dtype=np.int64)
         self.blocks: list[Block] = []
         for i, b in enumerate(self.row_blocks):
@@ -90,7 +91,8 @@ class IntegerLayer:
             cols = np.arange(self.n_g) if path == "per-read" else np.flatnonzero(lossy)
             exact[b.group][b.rows] += np.where(np.isin(np.arange(self.n_g), cols), 0, b.weight.astype(np.int64))
             if len(cols):
-                self.blocks.append(self._block(b, levels, cols, steps[i], bits[i], flip))
+                self.blocks.append(self._block(b, levels, cols, steps[i], bits[i], flip,
+                                               None if signs is None else signs[i]))
         self.exact = None
         if exact.any():
             w, colsum = self._exact_conv(exact)
@@ -130,7 +132,8 @@ class IntegerLayer:
         w = np.moveaxis(w.reshape(c_hi - c_lo, kh, kw, *weight.shape[1:]), (0, 1, 2), (-3, -2, -1))
         return c_lo, c_hi, np.ascontiguousarray(w)
 
-    def _block(self, b: RowBlock, levels: torch.Tensor, cols: np.ndarray, steps, bits, flips) -> Block:
+    def _block(self, b: RowBlock, levels: torch.Tensor, cols: np.ndarray, steps, bits, flips, signs=None) -> Block:
+        """A row block's lossy columns; a polarized read's sign (``signs [N_g]``) multiplies its coefficients."""
         enc, dev = self.enc, self.device
         stored = levels[:, :, cols].numpy()  # [P, rows, n]
         c_lo, c_hi, w = self._to_conv(b.rows, np.moveaxis(stored, 0, -1))  # [n, P, C, kh, kw]
@@ -139,6 +142,9 @@ class IntegerLayer:
         base = torch.tensor([s * 2.0 ** k for s, k in zip(enc.plane_signs, enc.plane_shifts)], dtype=torch.float64)
         coef = base[:, None] * torch.from_numpy(np.where(flip, -1.0, 1.0))
         sum_coef = (base[:, None] * torch.from_numpy(flip.astype(np.float64))).sum(0) * enc.max_level
+        if signs is not None:
+            sign = torch.from_numpy(signs[cols].astype(np.float64))
+            coef, sum_coef = coef * sign, sum_coef * sign
         return Block(b.group, b.group * self.c_g + c_lo, b.group * self.c_g + c_hi, cols,
                      torch.from_numpy(np.moveaxis(w, 1, 0).astype(np.float32)).to(dev), torch.from_numpy(mask).to(dev),
                      torch.from_numpy(steps[cols].astype(np.float64)).to(dev),

@@ -13,6 +13,10 @@ and then used as a chip would use them:
 
 For integer mode the row blocks are read back from the derived cells the same way (every copy of a
 weight must agree) and run through the per-read datapath.
+
+Cells are at their physical places: on a crossbar ``remap-faults`` permuted, each placement row is
+driven on its word line and each placement column read from its logical column (the permutation undone
+by the routing of inputs and outputs).
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ from ..netlist.placement import (
     block_cells,
     crossbar_matrix_cells,
     footprint,
+    permutations,
+    physical_cells,
+    physical_extent,
     row_block_key,
     row_ranges,
     spatial,
-    used_extent,
 )
 from ..netlist.types import Crossbar, Layer, Slice
 
@@ -40,9 +46,11 @@ CHUNK_ELEMENTS = 1 << 24
 
 
 def derived_cells(netlist: Netlist, layer: Layer, weight: np.ndarray | None = None) -> np.ndarray:
-    """``[crossbars, rows, cols]``: the cells of every crossbar of the layer, derived from its records."""
+    """``[crossbars, rows, cols]``: the cells of every crossbar of the layer, derived from its records, at their
+    physical places."""
     weight = netlist.weight(layer) if weight is None else weight
-    return np.stack([crossbar_matrix_cells(layer, x, weight) for x in netlist.layer_crossbars(layer)]) \
+    return np.stack([physical_cells(x, crossbar_matrix_cells(layer, x, weight))
+                     for x in netlist.layer_crossbars(layer)]) \
         if layer.crossbars else np.zeros((0, 1, 1), dtype=weight.dtype)
 
 
@@ -51,17 +59,18 @@ def read_back(layer: Layer, crossbars: list[Crossbar], cells: np.ndarray) -> lis
     found: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for k, x in enumerate(crossbars):
         plane = cells[k]
+        to_row, to_col = permutations(x)
         for record in (*x.slices, *x.blocks):
             key = row_block_key(x, record)
             if isinstance(record, Slice):
                 f = footprint(layer, record)
                 m_rows = np.arange(*record.rows)
                 cols = np.arange(*record.cols)
-                values = plane[f.r0:f.r1, f.c0:f.c1]
+                values = plane[np.ix_(to_row[f.r0:f.r1], to_col[f.c0:f.c1])]
             else:
                 r, c, m_row, m_col = block_cells(layer, record)
                 n_o = record.out_channels[1] - record.out_channels[0]
-                copies = plane[r, c].reshape(-1, layer.w_o, n_o)
+                copies = plane[to_row[r], to_col[c]].reshape(-1, layer.w_o, n_o)
                 if not (copies == copies[:, :1]).all():
                     raise CompileError("XB320", f"layer '{layer.name}': the {layer.w_o} copies of a weight in one "
                                                 "block differ", location=Location(crossbar=x.id))
@@ -151,14 +160,15 @@ class ToeplitzLayer:
                 runs[k] = 1
             else:
                 runs[k, out_row] = 1
+            to_row, to_col = permutations(x)
             for b in x.blocks:
                 r, c, m_row, m_col = block_cells(layer, b)
-                chan[k, r] = b.group * c_g + m_row // (kh * kw)
-                dy[k, r] = (m_row // kw % kh) * g.dilation[0]
-                col[k, r] = b.slice * layer.w_o * g.stride[1] + (r - b.at[0]) % layer.w_i
+                chan[k, to_row[r]] = b.group * c_g + m_row // (kh * kw)
+                dy[k, to_row[r]] = (m_row // kw % kh) * g.dilation[0]
+                col[k, to_row[r]] = b.slice * layer.w_o * g.stride[1] + (r - b.at[0]) % layer.w_i
                 x_out = b.slice * layer.w_o + (c - b.at[1]) % layer.w_o
-                target[k, c] = np.where(x_out < w_out, (b.group * n_g + m_col) * w_out + x_out, dump)
-        extents = [used_extent(layer, x) for x in crossbars]
+                target[k, to_col[c]] = np.where(x_out < w_out, (b.group * n_g + m_col) * w_out + x_out, dump)
+        extents = [physical_extent(layer, x) for x in crossbars]
         used_rows = max(1, max((r for r, _ in extents), default=1))
         used_cols = max(1, max((c for _, c in extents), default=1))
 

@@ -9,10 +9,17 @@ netlist's target (``[device]``, with dotted ``overrides``) and gives each physic
 - a programming variation ``theta ~ N(0, program_sigma^2)``: the cell's conductance is
   ``G_target * exp(theta)``.
 
-With ``compensation.write_verify_pulses = n`` (the target's ``[compensation]`` section), every cell is
-then read back and re-programmed while its error ``|L_eff - L|`` (in levels) exceeds
-``write_verify_tolerance``, at most ``n`` more pulses: each pulse draws the cell a new ``theta``. A
-stuck cell never passes and takes all ``n``; ``chip.write_pulses`` counts the pulses given.
+Compensations (the target's ``[compensation]`` section, SPEC 3.5), as the chip would run them:
+
+- ``write_verify_pulses = n``: every cell is read back and re-programmed while its error
+  ``|L_eff - L|`` (in levels) exceeds ``write_verify_tolerance``, at most ``n`` more pulses: each pulse
+  draws the cell a new ``theta``. A stuck cell never passes and takes all ``n``; ``chip.write_pulses``
+  counts the pulses given.
+- ``residual_programming``: the cells of a weight's side (the planes of one sign) are programmed most
+  significant slice first; each is read back and the rest of the side's value is re-sliced into the
+  slices below it (:func:`residual_program`), so the lower cells absorb the upper ones' errors. The
+  levels the cells were programmed to are kept in :attr:`CellState.levels`.
+- ``column_gain``: measured on a calibration batch after programming (:mod:`.column_gain`).
 
 Draws come from counter-based Philox streams keyed by the seed, two per crossbar (faults,
 variation) starting at counters set by the sha256 of the crossbar id, each read row-major over the
@@ -25,6 +32,7 @@ driven.
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +42,10 @@ import numpy as np
 
 from ..diagnostics import CompileError, Location
 from ..netlist import Netlist
-from ..netlist.placement import used_extent
+from ..netlist.encoding import Encoding
+from ..netlist.placement import physical_extent
 from ..target import CompensationSpec, DeviceSpec, target_from_dict
+from .column_gain import ColumnCorrection, calibrate_columns
 
 FREE, SA0, SA1 = 0, 1, 2
 """Values of :attr:`CellState.stuck`."""
@@ -46,11 +56,13 @@ class CellState:
     """The cells of one crossbar, rows ``[0, stuck.shape[0])`` by every physical column.
 
     ``stuck``: :data:`FREE`, :data:`SA0` or :data:`SA1` (uint8); ``theta``: the variation exponent
-    (float32), None when ``program_sigma`` is 0.
+    (float32), None when ``program_sigma`` is 0; ``levels``: the levels the cells were programmed to
+    when a compensation changed them from the netlist's (uint16), else None.
     """
 
     stuck: np.ndarray
     theta: np.ndarray | None
+    levels: np.ndarray | None = None
 
 
 class ProgrammedChip(Netlist):
@@ -64,6 +76,8 @@ class ProgrammedChip(Netlist):
         super().__init__(netlist.doc, dict(netlist.arrays))
         self.spec, self.compensation, self.seed, self.cells = spec, compensation, seed, cells
         self.write_pulses = write_pulses
+        #: per layer name, the measured correction of ``compensation.column_gain`` (:mod:`.column_gain`)
+        self.column_corrections: dict[str, ColumnCorrection] = {}
 
     def fault_fractions(self) -> tuple[float, float]:
         """Measured (SA0, SA1) fractions over every sampled cell."""
@@ -106,8 +120,10 @@ class _Streams:
         return self.generator
 
 
-def program(netlist, seed: int = 0, overrides: Mapping[str, Any] | None = None) -> ProgrammedChip:
-    """Sample the device state of every cell of ``netlist`` (a Netlist, CompiledModel or directory)."""
+def program(netlist, seed: int = 0, overrides: Mapping[str, Any] | None = None, calibration=None) -> ProgrammedChip:
+    """Sample the device state of every cell of ``netlist`` (a Netlist, CompiledModel or directory), then
+    run the target's compensations; ``calibration`` (a batch of model inputs) is what
+    ``compensation.column_gain`` measures the columns on."""
     from . import as_netlist
 
     netlist = as_netlist(netlist)
@@ -119,26 +135,36 @@ def program(netlist, seed: int = 0, overrides: Mapping[str, Any] | None = None) 
     pulses = 0
     streams = _Streams(seed)
     for x in netlist.crossbars:
-        rows = used_extent(netlist.layer(x.layer), x)[0]
-        shape = (rows, x.physical_cols)
-        if measured is not None:
-            stuck = measured[x.id][:rows]
-        elif spec.sa0_rate or spec.sa1_rate:
-            u = streams.at(x.id, 0).random(shape)
-            stuck = np.where(u < spec.sa0_rate, SA0, np.where(u >= 1 - spec.sa1_rate, SA1, FREE)).astype(np.uint8)
-        else:
-            stuck = np.zeros(shape, dtype=np.uint8)
-        variation = streams.at(x.id, 1)
-        theta = (variation.standard_normal(shape, dtype=np.float32) * np.float32(spec.program_sigma)
-                 if spec.program_sigma else None)
         layer = netlist.layer(x.layer)
-        if compensation.write_verify_pulses and layer.quant is not None:
-            levels = netlist.crossbar_cells(x.id)[:rows].astype(np.float64)
-            theta, given = write_verify(levels, stuck, theta, variation, spec, compensation,
-                                        (1 << layer.quant.encoding.cell_bits) - 1)
-            pulses += given
-        cells[x.id] = CellState(stuck, theta)
-    return ProgrammedChip(netlist, spec, compensation, seed, cells, pulses)
+        rows = physical_extent(layer, x)[0]
+        shape = (rows, x.physical_cols)
+        compensate = layer.quant is not None and (compensation.write_verify_pulses or compensation.residual_programming)
+        levels = netlist.crossbar_cells(x.id)[:rows].astype(np.float64) if compensate else None
+        for site in x.site_ids:  # the crossbar and each replica: cells of their own
+            if measured is not None:
+                stuck = measured[site][:rows]
+            elif spec.sa0_rate or spec.sa1_rate:
+                u = streams.at(site, 0).random(shape)
+                stuck = np.where(u < spec.sa0_rate, SA0, np.where(u >= 1 - spec.sa1_rate, SA1, FREE)).astype(np.uint8)
+            else:
+                stuck = np.zeros(shape, dtype=np.uint8)
+            variation = streams.at(site, 1)
+            theta = (variation.standard_normal(shape, dtype=np.float32) * np.float32(spec.program_sigma)
+                     if spec.program_sigma else None)
+            programmed = None
+            if compensate and compensation.residual_programming:
+                programmed, theta, given = residual_program(levels, stuck, theta, variation, spec, compensation,
+                                                            Encoding(layer.quant.encoding))
+                pulses += given
+            elif compensate:
+                theta, given = write_verify(levels, stuck, theta, variation, spec, compensation,
+                                            (1 << layer.quant.encoding.cell_bits) - 1)
+                pulses += given
+            cells[site] = CellState(stuck, theta, programmed)
+    chip = ProgrammedChip(netlist, spec, compensation, seed, cells, pulses)
+    if compensation.column_gain:
+        chip.column_corrections = calibrate_columns(chip, calibration)
+    return chip
 
 
 def effective_levels(levels: np.ndarray, stuck: np.ndarray, theta: np.ndarray | None, spec: DeviceSpec,
@@ -170,6 +196,45 @@ def write_verify(levels: np.ndarray, stuck: np.ndarray, theta: np.ndarray | None
     return theta, given
 
 
+def residual_program(levels: np.ndarray, stuck: np.ndarray, theta: np.ndarray | None,
+                     variation: np.random.Generator, spec: DeviceSpec, compensation: CompensationSpec,
+                     enc: Encoding) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Cross-slice residual programming of one crossbar's cells ``[rows, physical_cols]`` (SPEC 3.5, 1).
+
+    Physical column ``c * P + p`` holds plane ``p`` of logical column ``c``. Per logical column and side
+    (the planes of one sign), the side's value ``V = sum_s 2**(k*s) * L_s`` is programmed slice by slice,
+    most significant first: slice ``s`` gets the digit ``s`` of ``R`` rounded and clipped to what slices
+    ``s..0`` can hold, where ``R`` is ``V`` less what the slices above read back as. With write-verify
+    on, each slice is verified before it is read back. Returns the programmed levels, ``theta`` and the
+    write pulses given.
+    """
+    top = enc.max_level
+    n_p = enc.planes
+    rows, phys = levels.shape
+    planes = levels.reshape(rows, phys // n_p, n_p)
+    stuck_p = stuck.reshape(planes.shape)
+    theta_p = None if theta is None else theta.reshape(planes.shape).copy()
+    out = np.zeros(planes.shape, dtype=np.uint16)
+    given = 0
+    k = enc.spec.cell_bits
+    for sign in sorted(set(enc.plane_signs)):
+        side = sorted((i for i, g in enumerate(enc.plane_signs) if g == sign), key=lambda i: -enc.plane_shifts[i])
+        residual = sum(planes[..., i] * 2.0 ** enc.plane_shifts[i] for i in side)
+        for i in side:
+            shift = enc.plane_shifts[i]
+            capacity = 2.0 ** (shift + k) - 1  # the largest value slices ``shift / k .. 0`` can hold
+            digit = np.floor(np.clip(np.rint(residual), 0, capacity) / 2.0 ** shift)
+            t = None if theta_p is None else theta_p[..., i]
+            if compensation.write_verify_pulses:
+                t, pulses = write_verify(digit, stuck_p[..., i], t, variation, spec, compensation, top)
+                given += pulses
+                if t is not None:
+                    theta_p[..., i] = t
+            residual = residual - effective_levels(digit, stuck_p[..., i], t, spec, top) * 2.0 ** shift
+            out[..., i] = digit
+    return out.reshape(rows, phys), None if theta_p is None else theta_p.reshape(rows, phys), given
+
+
 def load_fault_map(netlist: Netlist, path: str | Path) -> dict[str, np.ndarray]:
     """A measured fault map: ``.npz`` members ``sa0/<crossbar id>`` and ``sa1/<crossbar id>``, boolean
     ``[rows, physical_cols]`` arrays; a crossbar without members has no faults (XB530 on a bad map)."""
@@ -181,7 +246,7 @@ def load_fault_map(netlist: Netlist, path: str | Path) -> dict[str, np.ndarray]:
 
     if not path.is_file():
         raise bad("no such file")
-    wanted = {x.id: x for x in netlist.crossbars}
+    wanted = {site: x for x in netlist.crossbars for site in x.site_ids}
     out = {i: np.zeros((x.rows, x.physical_cols), dtype=np.uint8) for i, x in wanted.items()}
     try:
         with np.load(path, allow_pickle=False) as archive:
@@ -198,6 +263,6 @@ def load_fault_map(netlist: Netlist, path: str | Path) -> dict[str, np.ndarray]:
                 if (array & (state != FREE)).any():
                     raise bad(f"a cell of crossbar {crossbar} is stuck both at 0 and at 1")
                 state[array] = SA0 if kind == "sa0" else SA1
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise bad(f"unreadable ({exc})") from None
     return out

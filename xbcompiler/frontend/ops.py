@@ -6,6 +6,7 @@ The host allow-list itself is :data:`xbcompiler.hostops.HOST_OPS`, shared with t
 from __future__ import annotations
 
 import operator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +56,12 @@ def _bn(mod: nn.BatchNorm1d, p: str):
                           f"{p}.bias" if mod.affine else None, False, 0.0, mod.eps), {}
 
 
+def _upsample(mod: nn.Upsample, p: str):
+    return F.interpolate, ("x",), {"size": mod.size, "scale_factor": mod.scale_factor, "mode": mod.mode,
+                                   "align_corners": mod.align_corners,
+                                   "recompute_scale_factor": mod.recompute_scale_factor}
+
+
 #: Host modules rewritten to their functional form: type -> (function, args, kwargs) builder.
 #: In the args, "x" is the module's input and "<path>.<attr>" strings are its parameters/buffers.
 MODULE_TO_FUNCTION = {
@@ -92,7 +99,71 @@ MODULE_TO_FUNCTION = {
     nn.AdaptiveMaxPool1d: lambda m, p: (F.adaptive_max_pool1d, ("x", m.output_size), {}),
     nn.AdaptiveMaxPool2d: lambda m, p: (F.adaptive_max_pool2d, ("x", m.output_size), {}),
     nn.Flatten: lambda m, p: (torch.flatten, ("x", m.start_dim, m.end_dim), {}),
+    nn.Unflatten: lambda m, p: (torch.unflatten, ("x", m.dim, tuple(m.unflattened_size)), {}),
+    nn.Mish: lambda m, p: (F.mish, ("x",), {}),
+    nn.PixelShuffle: lambda m, p: (F.pixel_shuffle, ("x", m.upscale_factor), {}),
+    nn.PixelUnshuffle: lambda m, p: (F.pixel_unshuffle, ("x", m.downscale_factor), {}),
+    nn.Upsample: _upsample,
+    nn.UpsamplingNearest2d: _upsample,
+    nn.UpsamplingBilinear2d: _upsample,
 }
 
 #: Module types removed in inference.
 REMOVED_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity)
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """An operator or module neither front end accepts, and what to write instead."""
+
+    names: tuple[str, ...]  # ATen short names and torch.nn module type names it is refused as
+    shown: str  # how docs/operators.md names it
+    instead: str
+
+
+#: What to write instead of what is refused (docs/operators.md, "Not supported and what to use instead").
+ALTERNATIVES: tuple[Alternative, ...] = (
+    Alternative(("lstm", "gru", "rnn_tanh", "rnn_relu", "LSTM", "GRU", "RNN"), "`nn.LSTM`, `nn.GRU`, `nn.RNN`",
+                "recurrent layers are not mapped yet: unroll the recurrence with nn.Linear for the input and "
+                "hidden weights and host gates (torch.sigmoid, torch.tanh)"),
+    Alternative(("conv_transpose1d", "conv_transpose2d", "ConvTranspose1d", "ConvTranspose2d"),
+                "`nn.ConvTranspose1d`, `nn.ConvTranspose2d`",
+                "upsample with F.interpolate (mode 'nearest' or 'bilinear') or nn.PixelShuffle, then an nn.Conv2d"),
+    Alternative(("conv3d", "Conv3d"), "`nn.Conv3d`", "fold the depth into the channels or the batch and use nn.Conv2d"),
+    Alternative(("instance_norm", "InstanceNorm1d", "InstanceNorm2d"), "`nn.InstanceNorm1d`, `nn.InstanceNorm2d`",
+                "nn.GroupNorm(C, C): one group per channel"),
+    Alternative(("embedding", "Embedding"), "`nn.Embedding`",
+                "a one-hot input times an nn.Linear(bias=False): the table sits on crossbars"),
+    Alternative(("cumsum",), "`torch.cumsum`",
+                "x @ self.tri with tri a lower-triangular nn.Parameter: a crossbar product"),
+    Alternative(("sort", "topk", "argsort", "argmax", "argmin"), "`torch.sort`, `topk`, `argsort`, `argmax`",
+                "data-dependent selection: do it on the compiled model's output, outside the netlist"),
+    Alternative(("fft_fft", "fft_rfft", "stft", "fft"), "`torch.fft.*`, `torch.stft`",
+                "compute spectral features before the model"),
+    Alternative(("var", "std", "var_mean"), "`torch.var`, `torch.std`",
+                "torch.mean((x - x.mean(d, keepdim=True)) ** 2, d)"),
+    Alternative(("max", "min"), "`torch.max(x, dim)`, `torch.min(x, dim)`", "torch.amax / torch.amin (values only)"),
+    Alternative(("gather", "scatter", "index", "index_put"), "`torch.gather`, `scatter`, tensor indexing",
+                "slicing, torch.index_select with a constant index, or torch.where"),
+    Alternative(("upsample_bicubic2d",), "`F.interpolate(mode='bicubic')`", "mode 'bilinear' or 'nearest'"),
+    Alternative(("MultiheadAttention", "TransformerEncoderLayer", "TransformerEncoder", "TransformerDecoderLayer"),
+                "`nn.MultiheadAttention`, `nn.TransformerEncoder(Layer)` under `--frontend fx`",
+                "compile with --frontend export (the default 'auto' tries it first)"),
+)
+
+_BY_NAME = {name.lower(): a.instead for a in ALTERNATIVES for name in a.names}
+_DEFAULT_HINT = "see `xbc compile --coverage` and docs/operators.md for the allow-list and what to use instead"
+
+
+def hint_for(*names: str) -> str:
+    """The hint of a refusal: what to use instead of the first of ``names`` (op or module type) listed."""
+    for name in names:
+        text = _BY_NAME.get(name.lower().lstrip("_")) if name else None
+        if text:
+            return text
+    return _DEFAULT_HINT
+
+
+def known_unsupported(name: str) -> bool:
+    """Whether ``name`` (an op or module type) is listed in :data:`ALTERNATIVES`."""
+    return name.lower().lstrip("_") in _BY_NAME

@@ -79,6 +79,16 @@ def _user_frame(exc: BaseException) -> str | None:
     return f"{text}: {f.line.strip()}" if f.line and f.line.strip() else text
 
 
+def in_module(node: fx.Node) -> str:
+    """`` in module 'path' (Type)`` for a node recorded inside a submodule's forward, else ``""``."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path, kind = list(stack.values())[-1]
+    kind = kind.__name__ if isinstance(kind, type) else str(kind).rsplit(".", 1)[-1]
+    return f" in module '{path}' ({kind})" if path else ""
+
+
 def _err(code: str, message: str, node: fx.Node | None = None, hint: str | None = None) -> CompileError:
     return CompileError(code, message, hint=hint,
                         location=Location(node=node.name if node is not None else None, source=source_of(node)))
@@ -86,11 +96,20 @@ def _err(code: str, message: str, node: fx.Node | None = None, hint: str | None 
 
 def trace(model: nn.Module, example_inputs: tuple) -> fx.GraphModule:
     """Trace a copy of ``model`` (never the model itself) into the canonical graph, with shapes."""
+    return trace_copy(private_copy(model), check_inputs(example_inputs))
+
+
+def private_copy(model: nn.Module) -> nn.Module:
+    """An eval-mode deep copy of ``model`` without forward hooks (XB101 if it is not a module)."""
     if not isinstance(model, nn.Module):
         raise CompileError("XB101", f"expected a torch.nn.Module, got {type(model).__name__}")
-    inputs = check_inputs(example_inputs)
     model = copy.deepcopy(model).eval()
     _drop_hooks(model)
+    return model
+
+
+def trace_copy(model: nn.Module, inputs: tuple) -> fx.GraphModule:
+    """:func:`trace` on a model :func:`private_copy` made (traced as it is)."""
     try:
         graph = XbTracer().trace(model)
     except Exception as exc:  # noqa: BLE001 - every trace failure becomes a coded error
@@ -212,7 +231,7 @@ def _normalise_module(gm: fx.GraphModule, node: fx.Node) -> None:
     builder = ops.MODULE_TO_FUNCTION.get(type(mod))
     if builder is None:
         raise _err("XB103", f"module type {type(mod).__name__} ('{node.target}') is not supported", node,
-                   hint="supported host operators: `xbc compile --coverage` lists them; see docs/operators.md")
+                   hint=ops.hint_for(type(mod).__name__))
     if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.running_mean is None:
         raise _err("XB103", f"BatchNorm '{node.target}' has no running statistics", node,
                    hint="construct it with track_running_stats=True")
@@ -259,8 +278,11 @@ def _normalise_function(gm: fx.GraphModule, node: fx.Node) -> None:
         return
     name = ops.host_name(node.target)
     if name is None:
-        raise _err("XB103", f"operator {_display(node)} is not supported", node,
-                   hint="see `xbc compile --coverage` and docs/operators.md for the allow-list")
+        raise _err("XB103", f"operator {_display(node)} is not supported{in_module(node)}", node,
+                   hint=ops.hint_for(_display(node)))
+    if name == "torch.einsum" and any(_param(gm, a) is not None for a in node.all_input_nodes):
+        raise _err("XB105", "einsum with a parameter operand would keep that weight on the host", node,
+                   hint="write the product with the weight as F.linear(x, W) or x @ W: it goes on crossbars")
     if name == "builtins.getattr" and node.args[1] not in ops.GETATTR_ALLOWED:
         raise _err("XB103", f"attribute access '.{node.args[1]}' is not supported on the host", node)
 
@@ -270,8 +292,8 @@ def _normalise_method(gm: fx.GraphModule, node: fx.Node) -> None:
         _remove(gm, node, "no effect in inference")
         return
     if ops.method_name(node.target) is None:
-        raise _err("XB103", f"method Tensor.{node.target} is not supported", node,
-                   hint="see `xbc compile --coverage` and docs/operators.md for the allow-list")
+        raise _err("XB103", f"method Tensor.{node.target} is not supported{in_module(node)}", node,
+                   hint=ops.hint_for(node.target))
 
 
 def _functional_to_module(gm: fx.GraphModule, node: fx.Node, kind: str) -> bool:

@@ -36,3 +36,4 @@ class LayerPeriphery:
     adc_error: AdcErrorInfo
     crossbar_adc: tuple[tuple[int, int, int], ...]  # per crossbar of the layer: (lossless, bits, step) bits
     truncate_bits: int = 0  # LSBs PRIME-style output truncation drops (``adc.output_bits``)
+    signs: np.ndarray | None = None  # int8 [blocks, N_g]: each polarized fragment read's sign (FORMS), else None

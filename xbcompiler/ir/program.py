@@ -108,6 +108,8 @@ class Crossbar(NamedTuple):
     slot: int | None = None
     chip: int | None = None
     replica_sites: tuple[tuple[int, int, int], ...] = ()  # (tile, slot, chip) of copies 2..replicas
+    row_permutation: tuple[int, ...] | None = None  # remap-faults: word line of each placement row
+    column_permutation: tuple[int, ...] | None = None  # remap-faults: logical column of each placement column
 
     @property
     def id(self) -> str:
@@ -246,6 +248,11 @@ def _verify_crossbars(program: XbarProgram, target) -> None:
         raise fail("two crossbars (or replicas) share a tile slot")
     if target is not None and (replicas[:, 1] >= target.hierarchy.crossbars_per_tile).any():
         raise fail("a replica exceeds the tile capacity")
+    for x in program.crossbars:
+        for perm, size in ((x.row_permutation, x.rows), (x.column_permutation, x.cols)):
+            if perm is not None and sorted(perm) != list(range(size)):
+                raise fail(f"crossbar {x.id}: a row or column permutation that does not permute its {size}",
+                           crossbar=x.id)
 
 
 def _repeats(tile: np.ndarray, slot: np.ndarray) -> bool:

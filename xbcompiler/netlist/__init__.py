@@ -21,7 +21,14 @@ from ..diagnostics import CompileError, Location
 from ..gcpause import fewer_collections
 from .check import check_document, check_target, check_weights, declared_arrays
 from .encoding import Encoding
-from .placement import block_cells, crossbar_matrix_cells, footprint, row_block_key, row_blocks
+from .placement import (
+    block_cells,
+    crossbar_matrix_cells,
+    footprint,
+    physical_cells,
+    row_block_key,
+    row_blocks,
+)
 from .store import (
     NETLIST_FILE,
     WEIGHTS_FILE,
@@ -121,13 +128,15 @@ class Netlist:
         Float layer: ``[rows, cols]`` real weights (one logical column per weight). Quantised layer:
         ``[rows, physical_cols]`` cell levels: logical column ``j`` is physical columns ``j * m_c ..
         j * m_c + m_c - 1`` (``m_c = physical_cols // cols``), its first ``P`` the layer's weight planes in
-        order (the rest zero), flipped columns stored complemented.
+        order (the rest zero), flipped columns stored complemented. Physical places: a crossbar ``remap-faults``
+        permuted holds placement cell ``(r, c)`` at row ``row_permutation[r]``, logical column
+        ``column_permutation[c]``.
         """
         x = self.crossbar(crossbar_id)
         layer = self.layer(x.layer)
         weight = self.weight(layer)
         if layer.quant is None:
-            return crossbar_matrix_cells(layer, x, weight)
+            return physical_cells(x, crossbar_matrix_cells(layer, x, weight))
         enc = Encoding(layer.quant.encoding)
         wq = crossbar_matrix_cells(layer, x, weight.astype(np.int64))
         occupied = crossbar_matrix_cells(layer, x, np.ones(weight.shape, dtype=bool))
@@ -143,7 +152,7 @@ class Netlist:
             levels = np.where(flip & occupied, enc.max_level - levels, levels)
         out = np.zeros((x.rows, x.cols, x.physical_cols // x.cols), dtype=levels.dtype)
         out[:, :, :enc.planes] = np.moveaxis(levels, 0, -1)
-        return out.reshape(x.rows, x.physical_cols)
+        return physical_cells(x, out.reshape(x.rows, x.physical_cols))
 
     # --- writing ---------------------------------------------------------------------------------
     def json_bytes(self) -> bytes:

@@ -2,7 +2,8 @@
 
 Each failure is a coded :class:`CompileError` naming the field by its JSON path (``$.layers[3].first_crossbar``):
 
-- XB510 an index or range outside what its layer, crossbar or target allows;
+- XB510 an index or range outside what its layer, crossbar or target allows (a crossbar permutation that is
+  not one, or moves a row onto a word line of another row block);
 - XB511 two placement records of one crossbar overlap on a cell;
 - XB512 a weight placed other than ``copies`` times (or a weight no record places is not zero);
 - XB513 tile, slot or chip numbers inconsistent with the target's hierarchy;
@@ -21,7 +22,16 @@ import numpy as np
 from ..diagnostics import CompileError, Location
 from ..target import TargetSpec, target_from_dict
 from .encoding import Encoding
-from .placement import conv_out, footprint, row_blocks, row_ranges, spatial, weight_counts
+from .placement import (
+    conv_out,
+    footprint,
+    fragment_blocks,
+    row_blocks,
+    row_classes,
+    row_ranges,
+    spatial,
+    weight_counts,
+)
 from .routing import crossbar_tables, layer_fanin
 from .types import Crossbar, Document, Layer
 
@@ -162,7 +172,8 @@ def _check_layer(layer: Layer, path: str) -> None:
             raise fail("XB510", f"{path}.arrays.{name}.shape", f"is {ref.shape}, the layer needs {shape}")
     if layer.quant is None:
         if arrays.weight.dtype != "float32" or any(getattr(arrays, n) is not None for n in
-                                                   ("input_correction", "adc_compensation", "adc_step", "adc_bits", "flips")):
+                                                   ("input_correction", "adc_compensation", "adc_step", "adc_bits", "flips",
+                                                    "signs")):
             raise fail("XB510", f"{path}.arrays", "a float layer has float32 weights and no integer datapath arrays")
         return
     _check_quant(layer, path)
@@ -189,6 +200,11 @@ def _check_quant(layer: Layer, path: str) -> None:
             raise fail("XB510", f"{path}.arrays.{name}", f"must be present with shape {shape}")
     if arrays.bias is None or arrays.bias.dtype != "int64":
         raise fail("XB510", f"{path}.arrays.bias", "a quantised layer has an int64 bias")
+    polarized = q.encoding.signed == "polarized"
+    if polarized != (q.encoding.fragment_rows > 0) or polarized != (arrays.signs is not None) or \
+            (polarized and (arrays.signs.shape != [blocks, layer.n_g] or arrays.signs.dtype != "int8")):
+        raise fail("XB510", f"{path}.arrays.signs", "a polarized layer (and only one) has fragment_rows >= 1 and an "
+                                                    f"int8 signs array of shape {[blocks, layer.n_g]}")
 
 
 def _check_crossbar(layer: Layer, x: Crossbar, path: str, index: int, target: TargetSpec) -> None:
@@ -231,6 +247,24 @@ def _check_crossbar(layer: Layer, x: Crossbar, path: str, index: int, target: Ta
                 break
             if prints[a][0].overlaps(prints[b][0]):
                 raise fail("XB511", prints[b][1], f"overlaps {prints[a][1]} on crossbar {x.id}", where)
+    _check_permutations(layer, x, path)
+
+
+def _check_permutations(layer: Layer, x: Crossbar, path: str) -> None:
+    """XB510 unless ``row_permutation`` / ``column_permutation`` permute the crossbar's rows / logical columns and
+    every row lands on a word line of its own row blocks or a spare one (:func:`row_classes`)."""
+    for name, size in (("row_permutation", x.rows), ("column_permutation", x.cols)):
+        perm = getattr(x, name)
+        if perm is not None and sorted(perm) != list(range(size)):
+            raise fail("XB510", f"{path}.{name}", f"is not a permutation of 0..{size - 1}", x.id)
+    if x.row_permutation is not None:
+        classes = row_classes(layer, x)
+        to = classes[np.asarray(x.row_permutation)]
+        wrong = np.flatnonzero((classes >= 0) & (to >= 0) & (to != classes))
+        if wrong.size:
+            r = int(wrong[0])
+            raise fail("XB510", f"{path}.row_permutation", f"moves row {r} onto word line {x.row_permutation[r]}, "
+                                                           "which another row block's reads drive", x.id)
 
 
 def _check_sites(doc: Document, target: TargetSpec) -> None:
@@ -293,13 +327,27 @@ def check_weights(doc: Document, arrays: Mapping[str, np.ndarray]) -> None:
             raise fail("XB512", f"{path}.arrays.weight", "a weight that no crossbar holds is not zero")
         if layer.quant is not None:
             _check_integer_weights(layer, path, weight)
-            blocks, _ = row_blocks(layer, xbars, weight)
+            blocks = fragment_blocks(layer, row_blocks(layer, xbars, weight)[0])
             got = [(b.group, row_ranges(b.rows)) for b in blocks]
             want = [(b.group, [tuple(r) for r in b.rows]) for b in layer.quant.row_blocks]
             if got != want:
                 raise CompileError("XB521", f"{path}.quant.row_blocks: the crossbars read back as row blocks "
                                             f"{got[:2]}..., the netlist lists {want[:2]}...", location=Location(node=path))
+            if layer.arrays.signs is not None:
+                _check_signs(blocks, arrays[layer.arrays.signs.key], path)
         _check_routing(layer, xbars, path)
+
+
+def _check_signs(blocks, signs: np.ndarray, path: str) -> None:
+    """XB535 unless every polarized read's sign is +1 or -1 and no weight of the read has the other sign."""
+    for i, b in enumerate(blocks):
+        s = signs[i].astype(np.int64)
+        wrong = (np.abs(s) != 1) | (b.weight.astype(np.int64) * s < 0).any(0)
+        if wrong.any():
+            col = int(np.flatnonzero(wrong)[0])
+            raise CompileError("XB535", f"{path}.arrays.signs[{i}][{col}]: sign {int(s[col])} does not hold the "
+                                        f"weights of fragment rows {row_ranges(b.rows)} of group {b.group}, column {col}",
+                               location=Location(node=path))
 
 
 def _check_integer_weights(layer: Layer, path: str, weight: np.ndarray) -> None:

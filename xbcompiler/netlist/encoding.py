@@ -5,7 +5,9 @@
   ``differential`` stores ``max(Wq, 0)`` and ``max(-Wq, 0)`` on ``ceil((b_w - 1) / k)`` slices each,
   planes ordered ``+s0, -s0, +s1, -s1, ...``; ``differential-zero-high`` stores the same pairs with both
   cells counted down from the top level, ``(2**k - 1 - neg slice, 2**k - 1 - pos slice)``, so a zero
-  weight is high in both cells (SPEC 4.2) and the pair's difference is unchanged.
+  weight is high in both cells (SPEC 4.2) and the pair's difference is unchanged; ``polarized`` (FORMS)
+  stores ``|Wq|`` on ``ceil((b_w - 1) / k)`` planes of sign +1, the sign being one per fragment read
+  (row block) and column, the layer's ``signs`` array.
 - Inputs ``Xq`` are driven as ``Xq + input_offset`` and cut into the DAC cycles ``quant.cycles``.
 - A flipped column stores ``2**k - 1 - level`` on the rows that hold a weight.
 """
@@ -28,11 +30,16 @@ class Encoding:
     @property
     def differential(self) -> bool:
         """Signed weights as pairs of cells (``differential`` or ``differential-zero-high``)."""
-        return self.spec.signed != "offset"
+        return self.spec.signed not in ("offset", "polarized")
+
+    @property
+    def polarized(self) -> bool:
+        """Magnitudes in the cells, one sign per fragment read and column (FORMS)."""
+        return self.spec.signed == "polarized"
 
     @property
     def slices(self) -> int:
-        magnitude = self.spec.weight_bits - self.differential
+        magnitude = self.spec.weight_bits - (self.spec.signed != "offset")
         return -(-magnitude // self.spec.cell_bits)
 
     @property
@@ -41,12 +48,12 @@ class Encoding:
 
     @property
     def plane_signs(self) -> list[int]:
-        return [1] * self.slices if self.spec.signed == "offset" else [1, -1] * self.slices
+        return [1, -1] * self.slices if self.differential else [1] * self.slices
 
     @property
     def plane_shifts(self) -> list[int]:
         k = self.spec.cell_bits
-        per = 1 if self.spec.signed == "offset" else 2
+        per = 2 if self.differential else 1
         return [k * s for s in range(self.slices) for _ in range(per)]
 
     @property
@@ -80,11 +87,11 @@ class Encoding:
         return max((1 << bits) - 1 for _, _, bits in self.cycles)
 
     def levels(self, wq: np.ndarray) -> np.ndarray:
-        """Cell levels ``[P, *wq.shape]`` (int64) of integer weights."""
+        """Cell levels ``[P, *wq.shape]`` (int64) of integer weights (of ``|wq|`` when polarized)."""
         wq = np.asarray(wq, dtype=np.int64)
         mask = self.max_level
-        if self.spec.signed == "offset":
-            u = wq + self.weight_offset
+        if not self.differential:
+            u = np.abs(wq) if self.polarized else wq + self.weight_offset
             return np.stack([(u >> shift) & mask for shift in self.plane_shifts])
         pos, neg = np.maximum(wq, 0), np.maximum(-wq, 0)
         if self.spec.signed == "differential-zero-high":

@@ -12,6 +12,11 @@ weight sits in which cell of a crossbar, for the two kinds of placement record.
   for every ``x`` in ``[0, w_o)``, with ``n_dy = dy_hi - dy_lo``.
 
 Every other cell of a crossbar is zero.
+
+These are *placement* coordinates. A crossbar ``remap-faults`` permuted (``row_permutation``,
+``column_permutation``) holds placement cell ``(r, c)`` on word line ``row_permutation[r]`` and logical
+column ``column_permutation[c]`` (:func:`permutations`, :func:`physical_cells`); whatever reads cells
+on the chip (programming, device mode, literal execution, ``crossbar_cells``) maps them so.
 """
 
 from __future__ import annotations
@@ -58,6 +63,69 @@ def used_extent(layer: Layer, crossbar: Crossbar) -> tuple[int, int]:
         rows = max(rows, b.at[0] + n_rows)
         cols = max(cols, b.at[1] + (b.out_channels[1] - b.out_channels[0]) * layer.w_o)
     return rows, cols
+
+
+def permutations(crossbar: Crossbar) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, cols)``: the word line of each placement row and the logical column of each placement column
+    (int64; the identity where the crossbar has no permutation)."""
+    rows, cols = crossbar.row_permutation, crossbar.column_permutation
+    return (np.arange(crossbar.rows) if rows is None else np.asarray(rows, dtype=np.int64),
+            np.arange(crossbar.cols) if cols is None else np.asarray(cols, dtype=np.int64))
+
+
+def permuted(crossbar: Crossbar) -> bool:
+    return crossbar.row_permutation is not None or crossbar.column_permutation is not None
+
+
+def physical_cells(crossbar: Crossbar, cells: np.ndarray) -> np.ndarray:
+    """``[rows, cols * m]`` cells in placement coordinates (``m`` columns per logical column) at their physical places."""
+    if not permuted(crossbar):
+        return cells
+    rows, cols = permutations(crossbar)
+    out = np.zeros_like(cells)
+    out.reshape(crossbar.rows, crossbar.cols, -1)[rows[:, None], cols[None, :]] = \
+        cells.reshape(crossbar.rows, crossbar.cols, -1)
+    return out
+
+
+def physical_extent(layer: Layer, crossbar: Crossbar) -> tuple[int, int]:
+    """``(rows, logical columns)`` up to the last *physical* one a record covers (:func:`used_extent` permuted)."""
+    rows, cols = used_extent(layer, crossbar)
+    if not permuted(crossbar):
+        return rows, cols
+    r, c = permutations(crossbar)
+    return int(r[:rows].max(initial=-1)) + 1, int(c[:cols].max(initial=-1)) + 1
+
+
+def row_classes(layer: Layer, crossbar: Crossbar) -> np.ndarray:
+    """Per placement row, which reads drive it: -1 for a row no record covers (a spare row), else an id shared by
+    exactly the rows whose records belong to the same row blocks (:func:`row_block_key`).
+
+    ``remap-faults`` keeps every row on a word line of its own class or a spare one (docs/netlist.md).
+    """
+    keys: list[set] = [set() for _ in range(crossbar.rows)]
+    for record in (*crossbar.slices, *crossbar.blocks):
+        f = footprint(layer, record)
+        for r in range(f.r0, min(f.r1, crossbar.rows)):
+            keys[r].add(row_block_key(crossbar, record))
+    ids: dict[frozenset, int] = {}
+    return np.array([ids.setdefault(frozenset(k), len(ids)) if k else -1 for k in keys], dtype=np.int64)
+
+
+def read_cells(layer: Layer, crossbar: Crossbar) -> np.ndarray:
+    """``[rows, cols]`` bool in placement coordinates: the cells some read sums, a row of a row block by a
+    logical column that row block reads (cells no record occupies included: they hold ``G_min``)."""
+    rows: dict[tuple, np.ndarray] = {}
+    cols: dict[tuple, np.ndarray] = {}
+    for record in (*crossbar.slices, *crossbar.blocks):
+        key = row_block_key(crossbar, record)
+        f = footprint(layer, record)
+        rows.setdefault(key, np.zeros(crossbar.rows, dtype=bool))[f.r0:f.r1] = True
+        cols.setdefault(key, np.zeros(crossbar.cols, dtype=bool))[f.c0:f.c1] = True
+    out = np.zeros((crossbar.rows, crossbar.cols), dtype=bool)
+    for key, r in rows.items():
+        out |= r[:, None] & cols[key][None, :]
+    return out
 
 
 def block_matrix_rows(layer: Layer, block: Block) -> np.ndarray:
@@ -198,3 +266,17 @@ def row_ranges(rows: np.ndarray) -> list[tuple[int, int]]:
     """Sorted row indices as half-open ranges."""
     breaks = np.flatnonzero(np.diff(rows) != 1) + 1
     return [(int(r[0]), int(r[-1]) + 1) for r in np.split(rows, breaks)] if len(rows) else []
+
+
+def fragment_blocks(layer: Layer, blocks: list[RowBlock]) -> list[RowBlock]:
+    """A polarized layer's reads: every row block cut along its fragment grid (``quant.encoding.fragment_rows``
+    consecutive matrix rows, ``[j F, (j + 1) F)``), in reading order; other layers' row blocks unchanged."""
+    q = layer.quant
+    if q is None or q.encoding.signed != "polarized":
+        return blocks
+    frag = q.encoding.fragment_rows
+    out = []
+    for b in blocks:
+        ids = b.rows // frag
+        out += [RowBlock(b.group, b.rows[ids == f], b.weight[ids == f]) for f in np.unique(ids)]
+    return sorted(out, key=lambda b: (b.group, tuple(row_ranges(b.rows))))

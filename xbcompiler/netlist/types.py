@@ -128,7 +128,7 @@ class Alternative(Record):
 class EncodingSpec(Record):
     """How a quantised layer's integers are put on cells and DACs (docs/quantization.md)."""
 
-    signed: Literal["differential", "differential-zero-high", "offset"]
+    signed: Literal["differential", "differential-zero-high", "offset", "polarized"]
     weight_bits: Annotated[int, Meta(ge=2, le=32)]
     cell_bits: Annotated[int, Meta(ge=1, le=16)]
     input_bits: Annotated[int, Meta(ge=1, le=32)]
@@ -136,6 +136,7 @@ class EncodingSpec(Record):
     input_signed: bool
     input_scheme: Literal["twos-complement", "offset"] = "twos-complement"
     flip_columns: bool = False
+    fragment_rows: Count = 0  # polarized: rows of a FORMS fragment (row blocks are cut along this grid)
 
 
 class Plane(Record):
@@ -205,6 +206,7 @@ class LayerArrays(Record):
     adc_step: ArrayRef | None = None
     adc_bits: ArrayRef | None = None
     flips: ArrayRef | None = None
+    signs: ArrayRef | None = None  # polarized: int8 [row blocks, N_g], each fragment read's sign
 
 
 class Layer(Record):
@@ -305,11 +307,21 @@ class Crossbar(Record):
     column_channels: list[Annotated[int, Meta(ge=-1, le=MAX_DIM)]] | None = None
     row_inputs: list[Annotated[int, Meta(ge=-1, le=MAX_DIM)]] | None = None
     adc: CrossbarAdc | None = None
+    row_permutation: list[Count] | None = None
+    """``remap-faults``: the word line of each placement row (absent: the identity)."""
+    column_permutation: list[Count] | None = None
+    """``remap-faults``: the logical column position of each placement column, its ``m_c`` bit lines
+    moving together (absent: the identity)."""
 
     @property
     def id(self) -> str:
         """``t<tile>.x<slot>``: the name diagnostics, reports and ``xbc inspect`` use."""
         return f"t{self.tile}.x{self.slot}"
+
+    @property
+    def site_ids(self) -> list[str]:
+        """The ids of every copy of this crossbar: its own, then its ``replica_sites``' (each its own cells)."""
+        return [self.id, *(f"t{tile}.x{slot}" for tile, slot, _ in self.replica_sites)]
 
 
 class Summary(Record):

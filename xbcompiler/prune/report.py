@@ -35,8 +35,9 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 
 def write_pareto(path: str | Path, series: dict[str, list[tuple[float, float]]], *, title: str = "",
-                 dense: tuple[float, float] | None = None) -> Path:
-    """PNG of accuracy (percent) against compute crossbars, one marker set per series, each with its front."""
+                 dense: tuple[float, float] | None = None, xlabel: str = "compute crossbars") -> Path:
+    """PNG of accuracy (percent) against a cost (compute crossbars by default), one marker set per series, each
+    with its front."""
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -49,7 +50,7 @@ def write_pareto(path: str | Path, series: dict[str, list[tuple[float, float]]],
         ax.step(fx, fy, where="post", color=line.get_facecolor()[0], alpha=0.5)
     if dense is not None:
         ax.axhline(dense[1], color="grey", linestyle=":", label="dense accuracy")
-    ax.set_xlabel("compute crossbars")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)

@@ -21,6 +21,8 @@ class Schedule(Protocol):
 
     frozen: bool
 
+    # optional: ``phase`` (the history's phase name before freezing, default "prune") and ``metrics()``
+    # (extra per-epoch history values, shown on the progress line)
     def epoch_start(self, epoch: int) -> None: ...
     def sparse(self) -> AbstractContextManager: ...
     def step(self) -> None: ...
@@ -71,7 +73,7 @@ def run_schedule(model: torch.nn.Module, schedule: Schedule, group_sets: list[Gr
         task = bar.add_task(title, total=epochs * len(loader), info="")
         for epoch in range(epochs):
             schedule.epoch_start(epoch)
-            phase = "finetune" if schedule.frozen else "prune"
+            phase = "finetune" if schedule.frozen else getattr(schedule, "phase", "prune")
             model.train()
             total, batches = 0.0, 0
             for x, y in loader:
@@ -88,9 +90,12 @@ def run_schedule(model: torch.nn.Module, schedule: Schedule, group_sets: list[Gr
             accuracy = _evaluate(model, schedule, evaluate)
             row = {"epoch": epoch, "phase": phase, "loss": total / max(batches, 1), "accuracy": accuracy,
                    "sparsity": group_sparsity(group_sets, schedule.keep())}
+            extra = schedule.metrics() if hasattr(schedule, "metrics") else {}
+            row.update(extra)
             history.append(row)
             acc = "" if accuracy is None else f" acc {accuracy:.4g}"
-            info = f"ep {epoch} {phase} loss {row['loss']:.4g}{acc} sparsity {row['sparsity']:.3f}"
+            more = "".join(f" {k} {v}" for k, v in extra.items())
+            info = f"ep {epoch} {phase} loss {row['loss']:.4g}{acc} sparsity {row['sparsity']:.3f}{more}"
             bar.update(task, info=info)
             if keep_best and phase == "finetune" and accuracy is not None and (best is None or accuracy >= best[0]):
                 best = (accuracy, copy.deepcopy(model.state_dict()))

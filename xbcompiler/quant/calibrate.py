@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import fx
 
+from ..diagnostics import CompileError
+
 #: Values sampled per tensor and batch for a percentile below 100.
 SAMPLE = 1 << 20
 
@@ -35,14 +37,25 @@ class Range:
 
 
 def as_batches(calibration) -> list[tuple[torch.Tensor, ...]]:
-    """Calibration data as a list of input tuples: a tensor (one batch), or an iterable of tensors/tuples."""
+    """Calibration data as a list of input tuples: a tensor (one batch), or an iterable of tensors/tuples.
+
+    XB223 when it holds no sample or a NaN or infinite value: scales fitted to it would be garbage.
+    """
     if isinstance(calibration, torch.Tensor):
-        return [(calibration,)]
-    if isinstance(calibration, tuple) and calibration and all(isinstance(t, torch.Tensor) for t in calibration):
-        return [calibration]
-    batches = []
-    for item in calibration:
-        batches.append((item,) if isinstance(item, torch.Tensor) else tuple(item))
+        batches = [(calibration,)]
+    elif isinstance(calibration, tuple) and calibration and all(isinstance(t, torch.Tensor) for t in calibration):
+        batches = [calibration]
+    else:
+        batches = [(item,) if isinstance(item, torch.Tensor) else tuple(item) for item in calibration]
+    tensors = [t for batch in batches for t in batch if isinstance(t, torch.Tensor)]
+    if not tensors or all(t.dim() == 0 or t.shape[0] == 0 for t in tensors):
+        raise CompileError("XB223", "the calibration data holds no sample",
+                           hint="pass a batch of typical inputs (batch first), e.g. a few hundred training images")
+    for i, t in enumerate(tensors):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CompileError("XB223", f"calibration tensor {i} holds {int((~torch.isfinite(t)).sum())} NaN or "
+                                        f"infinite value(s) of {t.numel()}",
+                               hint="clean the data; quantisation scales fitted to it would be meaningless")
     return batches
 
 

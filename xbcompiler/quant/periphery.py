@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from ..ir.matrix import LogicalMatrix
 from ..ir.periphery import AdcErrorInfo, LayerPeriphery
 from ..ir.program import XbarProgram
+from .fragments import check_polarized, read_signs, split_blocks
 from .scheme import int_range, quantize
 from .slicing import Encoding, adc_codes, flip_flags, input_digits, weight_levels
 
@@ -73,19 +74,29 @@ def _ranges(rows: np.ndarray) -> tuple[tuple[int, int], ...]:
     return tuple((int(r[0]), int(r[-1]) + 1) for r in np.split(rows, breaks))
 
 
-def _crossbar_rows(program: XbarProgram, name: str) -> list[int]:
-    """Rows summed by the largest read of each crossbar of the layer (its ADC must take that read)."""
-    kw = program.matrices[name].geometry.kernel[1]
+def _crossbar_rows(program: XbarProgram, name: str, fragment_rows: int = 0) -> list[int]:
+    """Rows summed by the largest read of each crossbar of the layer (its ADC must take that read);
+    with ``fragment_rows`` a read is one fragment of a row block."""
+    kh, kw = program.matrices[name].geometry.kernel
     reads: dict[int, list[int]] = defaultdict(list)
-    runs: dict[tuple[int, int], int] = defaultdict(int)
+    runs: dict[tuple[int, int], list[range]] = defaultdict(list)
+
+    def largest(rows: np.ndarray) -> int:
+        return int(np.bincount(rows // fragment_rows).max(initial=0)) if fragment_rows else len(rows)
+
     for b in program.blocks:
         if b.layer == name:
-            reads[b.crossbar].append((b.channels[1] - b.channels[0]) * (b.kernel_rows[1] - b.kernel_rows[0]) * kw)
+            n = (b.channels[1] - b.channels[0]) * (b.kernel_rows[1] - b.kernel_rows[0]) * kw
+            if fragment_rows:
+                c, dy = np.arange(*b.channels)[:, None, None], np.arange(*b.kernel_rows)[None, :, None]
+                n = largest(((c * kh + dy) * kw + np.arange(kw)).reshape(-1))
+            reads[b.crossbar].append(n)
     for s in program.slices:
         if s.layer == name:
-            runs[(s.crossbar, s.group)] += s.row_hi - s.row_lo
-    for (x, _), rows in runs.items():
-        reads[x].append(rows)
+            runs[(s.crossbar, s.group)].append(range(s.row_lo, s.row_hi))
+    for (x, _), ranges in runs.items():
+        reads[x].append(largest(np.unique(np.concatenate([np.asarray(r) for r in ranges]))) if fragment_rows
+                        else sum(len(r) for r in ranges))
     return [max(reads[x.index], default=0) for x in program.layer_crossbars(name)]
 
 
@@ -94,39 +105,49 @@ def assign(program: XbarProgram, name: str, target) -> LayerPeriphery:
     m = program.matrices[name]
     enc = encoding_of(target, m.quant)
     weight = np.rint(m.weight).astype(np.int64)
+    fragment_rows = target.crossbar.fragment_rows if enc.signed == "polarized" else 0
     blocks = row_blocks(program, name)
+    if fragment_rows:
+        check_polarized(name, weight, fragment_rows)
+        blocks = split_blocks(blocks, fragment_rows)
     n_g = m.cols // m.geometry.groups
     steps = np.zeros((len(blocks), n_g), dtype=np.int8)
     bits = np.zeros((len(blocks), n_g), dtype=np.int8)
     flips = np.zeros((len(blocks), enc.planes, n_g), dtype=np.uint8)
+    signs = np.ones((len(blocks), n_g), dtype=np.int8)
     for i, (g, rows) in enumerate(blocks):
         _, bits[i], steps[i] = adc_setting(target, len(rows))
         levels = weight_levels(torch.from_numpy(weight[g][rows]), enc)
         flips[i] = flip_flags(levels, torch.ones(levels.shape[1:], dtype=torch.bool), enc).numpy()
+        signs[i] = read_signs(weight[g][rows])
+    signs = signs if fragment_rows else None
     row_ranges = tuple((int(g), _ranges(rows)) for g, rows in blocks)
-    crossbar_adc = tuple(adc_setting(target, rows) for rows in _crossbar_rows(program, name))
+    crossbar_adc = tuple(adc_setting(target, rows) for rows in _crossbar_rows(program, name, fragment_rows))
     comp, error = compensation(m, enc, row_ranges, steps, flips if enc.flip_columns else None,
-                               target.adc.rounding, target.adc.compensate_bias, None)
+                               target.adc.rounding, target.adc.compensate_bias, None, signs)
     return LayerPeriphery(row_ranges, steps, bits, flips if enc.flip_columns else None, comp, error, crossbar_adc,
-                          truncate_bits(m, enc, target.adc.output_bits))
+                          truncate_bits(m, enc, target.adc.output_bits), signs)
 
 
 def compensation(m: LogicalMatrix, enc: Encoding, blocks, steps: np.ndarray, flips: np.ndarray | None,
-                 rounding: str, compensate: bool, measured: tuple[np.ndarray, np.ndarray] | None
-                 ) -> tuple[np.ndarray, AdcErrorInfo]:
+                 rounding: str, compensate: bool, measured: tuple[np.ndarray, np.ndarray] | None,
+                 signs: np.ndarray | None = None) -> tuple[np.ndarray, AdcErrorInfo]:
     """The ADC bias compensation (int64 ``[N]``) of a layer and the error that remains.
 
     ``measured`` is the per-column mean and standard deviation of what the ADCs lose on calibration
     data. Without it the loss is modelled: with ``floor`` rounding a read's value is low by
     ``(2**m - 1) / 2`` on average (uniform low bits), summed over a column's reads as the
-    shift-and-add weights them; nearest-even rounding has no bias. The compensation is that mean
-    rounded to an integer (added only with ``adc.compensate_bias``).
+    shift-and-add weights them (times each polarized read's ``signs [B, n_g]``); nearest-even rounding
+    has no bias. The compensation is that mean rounded to an integer (added only with
+    ``adc.compensate_bias``).
     """
     steps = steps.astype(np.float64)  # [B, n_g]
     if flips is None:
         flips = np.zeros((steps.shape[0], enc.planes, steps.shape[1]), dtype=np.uint8)
     coef = np.array([s * 2.0 ** k for s, k in zip(enc.plane_signs, enc.plane_shifts)])[None, :, None] * \
         np.where(flips > 0, -1.0, 1.0)
+    if signs is not None:
+        coef = coef * signs[:, None, :]
     w_t = np.array([w for w, _, _ in enc.cycles], dtype=np.float64)
     delta = np.exp2(steps)[:, None, :]
     n_g = steps.shape[1]
@@ -202,6 +223,8 @@ class IntegerRun:
         cycle_w = torch.tensor([w for w, _, _ in enc.cycles])[:, None, None, None]
         plane_w = torch.tensor([s << k for s, k in zip(enc.plane_signs, enc.plane_shifts)])[None, :, None, None]
         y = (cycle_w * plane_w * values).sum((0, 1))
+        if per.signs is not None:
+            y = y * torch.from_numpy(per.signs[i].astype(np.int64))
         y = y - enc.weight_offset * (xq + enc.input_offset).sum(-1, keepdim=True) - enc.input_offset * wq.sum(0)
         return y, xq @ wq
 

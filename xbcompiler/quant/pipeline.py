@@ -15,7 +15,8 @@ def with_quantization(passes: list[Pass]) -> list[Pass]:
 
     ``fold-pow2-scales`` quantises the im2col matrices the crossbars will hold, after BatchNorm folding
     and before the lowering to the crossbar program; the periphery passes decide the ADCs of the
-    placed program (docs/quantization.md). Passes already in the pipeline are not added again.
+    placed program (docs/quantization.md), before the first pass that needs them (``remap-faults``) or at the
+    end. Passes already in the pipeline are not added again.
     """
     names = [p.name for p in passes]
     if QUANTIZE not in names:
@@ -25,4 +26,7 @@ def with_quantization(passes: list[Pass]) -> list[Pass]:
         at = names.index("lower-im2col") + 1
         passes = [*passes[:at], *parse_pipeline(QUANTIZE), *passes[at:]]
     missing = [name for name in PERIPHERY if name not in names]
-    return [*passes, *parse_pipeline(",".join(missing))] if missing else passes
+    if not missing:
+        return passes
+    at = next((i for i, p in enumerate(passes) if "periphery" in p.needs), len(passes))
+    return [*passes[:at], *parse_pipeline(",".join(missing)), *passes[at:]]

@@ -10,7 +10,10 @@ Everything here works on integer-valued torch tensors (int64 or exactly-integer 
   slices each, planes ordered ``+s0, -s0, +s1, -s1, ...`` (the pair side by side);
   ``differential-zero-high`` stores each pair counted down from the top level, ``(2**k - 1 - neg slice,
   2**k - 1 - pos slice)``: a zero weight is high in both cells (stuck-on faults cost it nothing, SPEC
-  4.2) and the pair's difference, so everything read from it, is that of ``differential``.
+  4.2) and the pair's difference, so everything read from it, is that of ``differential``;
+  ``polarized`` (FORMS, SPEC 4.1) stores ``|Wq|`` on ``ceil((b_w-1) / k)`` planes of sign +1, one column
+  each: the sign is one per fragment (row block) and column, applied digitally to the read's result
+  (:func:`block_mvm`'s ``signs``), so ``Wq = sign * sum_p 2**shift[p] * level[p]``.
 - Inputs ``Xq`` are driven as ``X' = Xq + input_offset`` (``2**(b_x-1)`` for signed inputs with the
   ``offset`` scheme, else 0) and cut into DAC *cycles*: cycle ``t`` applies bits ``[lo, lo + bits)`` of
   the unsigned pattern of ``X'`` with weight ``cycle_weight[t]``. Unsigned inputs take ``ceil(b_x/d)``
@@ -35,7 +38,7 @@ from ..target import slices_per_weight
 class Encoding:
     """How one layer's integers are put on cells and DACs (recorded in the netlist's ``quant`` entry)."""
 
-    signed: str  # "differential" | "differential-zero-high" | "offset"
+    signed: str  # "differential" | "differential-zero-high" | "offset" | "polarized"
     weight_bits: int
     cell_bits: int
     input_bits: int
@@ -53,14 +56,19 @@ class Encoding:
         return (1 << self.cell_bits) - 1
 
     @property
+    def paired(self) -> bool:
+        """A positive and a negative plane per slice (the differential encodings)."""
+        return self.signed not in ("offset", "polarized")
+
+    @property
     def plane_signs(self) -> list[int]:
-        return [1] * self.slices if self.signed == "offset" else [1, -1] * self.slices
+        return [1, -1] * self.slices if self.paired else [1] * self.slices
 
     @property
     def plane_shifts(self) -> list[int]:
         k = self.cell_bits
-        return [k * s for s in range(self.slices)] if self.signed == "offset" else \
-            [k * s for s in range(self.slices) for _ in (0, 1)]
+        return [k * s for s in range(self.slices) for _ in (0, 1)] if self.paired else \
+            [k * s for s in range(self.slices)]
 
     @property
     def planes(self) -> int:
@@ -97,8 +105,8 @@ def weight_levels(wq: torch.Tensor, enc: Encoding) -> torch.Tensor:
     """Cell levels ``[P, *wq.shape]`` (int64) of integer weights ``wq``."""
     wq = wq.to(torch.int64)
     mask = enc.max_level
-    if enc.signed == "offset":
-        u = wq + enc.weight_offset
+    if enc.signed in ("offset", "polarized"):
+        u = wq + enc.weight_offset if enc.signed == "offset" else wq.abs()
         return torch.stack([(u >> shift) & mask for shift in enc.plane_shifts])
     pos, neg = wq.clamp(min=0), (-wq).clamp(min=0)
     if enc.signed == "differential-zero-high":
@@ -109,7 +117,7 @@ def weight_levels(wq: torch.Tensor, enc: Encoding) -> torch.Tensor:
 
 
 def weights_from_levels(levels: torch.Tensor, enc: Encoding) -> torch.Tensor:
-    """Inverse of :func:`weight_levels`."""
+    """Inverse of :func:`weight_levels` (``|Wq|`` for ``polarized``: the sign is the fragment's)."""
     out = sum(sign * (levels[p].to(torch.int64) << shift)
               for p, (sign, shift) in enumerate(zip(enc.plane_signs, enc.plane_shifts)))
     return out - enc.weight_offset
@@ -137,6 +145,12 @@ def flip_flags(levels: torch.Tensor, occupied: torch.Tensor, enc: Encoding) -> t
     return 2 * (levels * occ).sum(-2) > occ.sum(-2) * enc.max_level
 
 
+def fragment_signs(wq: torch.Tensor) -> torch.Tensor:
+    """The sign (int64 ``[cols]``, +1 or -1) of each column of a polarized fragment ``wq [rows, cols]``:
+    -1 where it holds a negative weight (an all-zero column is +1)."""
+    return torch.where((wq < 0).any(0), -1, 1).to(torch.int64)
+
+
 def lossless_bits(max_sum: int) -> int:
     """ADC bits that represent every column sum in ``0..max_sum``."""
     return int(max_sum).bit_length()
@@ -155,14 +169,15 @@ def adc_codes(reads: torch.Tensor, step_bits, bits, rounding: str) -> torch.Tens
 
 
 def block_mvm(xq: torch.Tensor, wq: torch.Tensor, enc: Encoding, *, flips: torch.Tensor | None = None,
-              occupied: torch.Tensor | None = None, step_bits=0, bits=64, rounding: str = "nearest-even"
-              ) -> torch.Tensor:
+              occupied: torch.Tensor | None = None, step_bits=0, bits=64, rounding: str = "nearest-even",
+              signs: torch.Tensor | None = None) -> torch.Tensor:
     """One row block by the literal per-read loop of SPEC 0.4: ``xq [M, rows] @ wq [rows, cols]`` -> int64 [M, cols].
 
     Every (cycle, plane) read goes through the ADC (``step_bits``/``bits`` broadcast over columns);
     flipped columns (``flips [P, cols]``) and the offset corrections are recovered digitally from
-    the input sums over each column's ``occupied [rows, cols]`` rows. With a lossless ADC the result
-    equals ``xq @ wq`` exactly.
+    the input sums over each column's ``occupied [rows, cols]`` rows. ``polarized``: the block is one
+    fragment, read from ``|wq|``, and each column's result takes its sign (``signs [cols]``, default
+    :func:`fragment_signs` of ``wq``). With a lossless ADC the result equals ``xq @ wq`` exactly.
     """
     xq, wq = xq.to(torch.int64), wq.to(torch.int64)
     rows, cols = wq.shape
@@ -180,6 +195,8 @@ def block_mvm(xq: torch.Tensor, wq: torch.Tensor, enc: Encoding, *, flips: torch
     cycle_w = torch.tensor([w for w, _, _ in enc.cycles])[:, None, None, None]
     plane_w = torch.tensor([sign << shift for sign, shift in zip(enc.plane_signs, enc.plane_shifts)])
     y = (cycle_w * plane_w[None, :, None, None] * values).sum((0, 1))
+    if enc.signed == "polarized":
+        y = y * (fragment_signs(wq) if signs is None else signs.to(torch.int64))
     x_sum = (xq + enc.input_offset) @ occ
     return y - enc.weight_offset * x_sum - enc.input_offset * (wq * occ).sum(0)
 

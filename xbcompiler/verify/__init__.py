@@ -13,7 +13,7 @@ from torch import fx
 
 from ..diagnostics import CompileError
 from ..emulator import as_input_tuple, as_netlist, emulator_for
-from ..frontend.trace import trace
+from ..frontend.capture import capture, recorded_frontend
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def verify(netlist, model, inputs=None, *, mode: str | None = None, tolerance: f
         from .integer import verify_integer
 
         return verify_integer(netlist, model, inputs, tolerance)
-    gm = trace(model, inputs)
+    gm = capture(model, inputs, recorded_frontend(netlist.doc.provenance)).gm  # the graph the netlist names
     recorder = Recorder(gm).run_all(inputs)
     expected = recorder.output
     got, env = emulator_for(netlist, mode, inputs[0].device).run(inputs, record=True)

@@ -6,16 +6,16 @@ import torch
 
 from ..diagnostics import CompileError
 from ..emulator import Emulator, as_input_tuple, as_netlist, emulator_for
-from ..frontend.trace import trace
+from ..frontend.capture import capture, recorded_frontend
 from ..ir.matrix import Im2colLayer
 from ..pipeline import PassContext, PassManager, parse_pipeline
 from ..reference import ReferenceLayer, quantize
 from . import LayerCheck, Recorder, VerifyReport, _errors, bad_channels, first_crossbar, output_tensors
 
 
-def float_matrices(model: torch.nn.Module, inputs: tuple) -> dict:
+def float_matrices(model: torch.nn.Module, inputs: tuple, frontend: str = "fx") -> dict:
     """The BN-folded im2col matrices of ``model`` by layer name (what the compiler quantises)."""
-    gm = trace(model, inputs)
+    gm = capture(model, inputs, frontend).gm
     ctx = PassContext(example_inputs=inputs, properties={"traced", "shapes"})
     gm = PassManager(parse_pipeline("fold-batchnorm,lower-im2col{check=false}")).run(gm, ctx)
     return {node.name: gm.get_submodule(node.target).matrix for node in gm.graph.nodes
@@ -24,7 +24,7 @@ def float_matrices(model: torch.nn.Module, inputs: tuple) -> dict:
 
 def build_reference(netlist, model: torch.nn.Module, inputs: tuple) -> dict[str, ReferenceLayer]:
     """Reference layers for every quantised layer of ``netlist``, from the model's own float weights."""
-    matrices = float_matrices(model, tuple(t[:1].cpu() for t in inputs))
+    matrices = float_matrices(model, tuple(t[:1].cpu() for t in inputs), recorded_frontend(netlist.doc.provenance))
     missing = [layer.name for layer in netlist.layers if layer.name not in matrices]
     if missing:
         raise CompileError("XB506", f"the model has no crossbar layer(s) {', '.join(missing[:5])} of the netlist",
@@ -43,7 +43,7 @@ def verify_integer(netlist, model, inputs, tolerance: float) -> VerifyReport:
     refs = build_reference(netlist, model, inputs)
     emulator = emulator_for(netlist, "integer", inputs[0].device)
     got, env = emulator.run(inputs, record=True)
-    expected = Recorder(trace(model, inputs)).run_all(inputs)
+    expected = Recorder(capture(model, inputs, recorded_frontend(netlist.doc.provenance)).gm).run_all(inputs)
     report = VerifyReport("integer", tolerance)
     xbar_input = {n.target: n.args[0]["ref"] for n in netlist.doc.nodes if n.op == "xbar"}
     for layer in netlist.layers:

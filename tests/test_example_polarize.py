@@ -1,0 +1,20 @@
+"""``examples/polarize_digits.py`` end to end with a tiny budget (issue 12, FORMS polarization)."""
+
+from __future__ import annotations
+
+from tests.test_example_faults import run_quick
+
+
+def test_polarize_example_quick(tmp_path):
+    out = tmp_path / "polarize"
+    result = run_quick("polarize_digits.py", out)
+    differential, polarized = result["rows"]
+    assert (differential["encoding"], polarized["encoding"]) == ("differential", "polarized F=8")
+    assert differential["adc_bits"] == 9 and polarized["adc_bits"] == 5  # 128 rows against 8-row fragments
+    assert result["adc_bits_saved"] == {"8": 4}
+    assert (differential["m_c"], polarized["m_c"]) == (8, 4)  # 7 magnitude bits on 2-bit cells, pair or one column
+    assert differential["verify_ok"] and polarized["verify_ok"]
+    assert polarized["integer_accuracy_lossless"] == polarized["float_accuracy"] > 50
+    assert 0 < polarized["zero_skipped"] < 1 and differential["zero_skipped"] is None
+    table = (out / "polarize.md").read_text()
+    assert "| differential |" in table and "| polarized F=8 |" in table
