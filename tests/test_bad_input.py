@@ -245,6 +245,8 @@ CASES = [
       not (command != "emulate" and name == "net_host_op_not_allowed")],
     Case("net_huge_declared_shape", ("emulate", "net_huge_shape", "--random", "2"), "XB006"),
     Case("inspect_unknown_crossbar", ("inspect", NET, "--crossbar", "t99.x99"), "XB507"),
+    Case("report_plot_dir_is_a_file", ("report", NET, "--plot-dir", "a_file"), "XB004"),
+    Case("report_inputs_pickled", ("report", NET, "--inputs", "pickled.npy"), "XB505"),
     # --- misuse ----------------------------------------------------------------------------------
     Case("no_command", (), ""),
     Case("unknown_command", ("frobnicate",), ""),

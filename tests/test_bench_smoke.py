@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -21,6 +23,7 @@ def run_bench(script: str, *args: str) -> tuple[str, dict[str, dict]]:
     return proc.stdout, {row["bench"]: row for row in rows}
 
 
+@pytest.mark.slow
 def test_bench_netlist_quick():
     _, rows = run_bench("bench_netlist.py", "--quick", "--model", "mlp")
     for pipeline in ("default", "fully_folded"):
@@ -32,6 +35,7 @@ def test_bench_netlist_quick():
             "peak_goal_gb", "size_met", "time_met", "peak_met"} <= ratios.keys()
 
 
+@pytest.mark.slow
 def test_bench_emulation_quick():
     out, rows = run_bench("bench_emulation.py", "--quick", "--model", "mlp", "--batch", "4", "--repeat", "1")
     cases = [("ideal", "fully_folded"), ("ideal", "semi_folded"), ("ideal", "fully_unfolded"), ("integer", "default")]
@@ -49,8 +53,17 @@ def test_bench_emulation_quick():
     assert not any(name.startswith("emulation_ideal_over_torch_resnet50") for name in rows)
 
 
+@pytest.mark.slow
 def test_bench_device_quick():
     _, rows = run_bench("bench_device.py", "--model", "lenet", "--batch", "2", "--repeat", "1", "--no-peer")
     row = rows["device_lenet_b2_isaac_like"]
     assert {"over_torch", "goal", "device_s", "torch_s", "program_s", "sa0_measured", "sa1_measured"} <= row.keys()
     assert 0 < row["sa1_measured"] < 0.2 and "over_peer" not in row
+
+
+@pytest.mark.slow
+def test_bench_load_bounds_small_member():
+    _, rows = run_bench("bench_load_bounds.py", "--gib", "0.01")
+    row = rows["load_bounds_unnamed_member"]
+    assert row["code"] == "XB516" and row["plain_code"] == "ok"  # refused unread; the plain one loads
+    assert row["peak_mb"] > 0 and row["plain_peak_mb"] > 0

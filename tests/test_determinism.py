@@ -15,6 +15,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "resnet20"  # min-traffic placement on a residual graph: several producers per layer
 TARGET = "isaac-like"
@@ -58,6 +60,7 @@ def compile_under_hash_seeds(out: Path) -> dict[str, dict[str, bytes]]:
     return {seed: saved_files(out / f"hashseed-{seed}") for seed in SEEDS}
 
 
+@pytest.mark.slow
 def test_compiles_are_byte_identical_under_any_hash_seed(tmp_path):
     saved = compile_under_hash_seeds(tmp_path)
     first, *others = SEEDS

@@ -47,6 +47,7 @@ CASES = [(m, p, enc) for m in ("lenet", "conv1d_net", "mlp", "mobilenetv2_small"
 
 
 @pytest.mark.parametrize("model,pipeline,encoding", CASES)
+@pytest.mark.slow
 def test_an_ideal_device_equals_integer_mode_bit_for_bit(model, pipeline, encoding):
     overrides = {"encoding.signed": encoding, "encoding.flip_columns": encoding != "differential-zero-high"}
     cm, x = compiled(model, "tiny" if pipeline == "fully-folded" else "isaac-like", pipeline,
@@ -149,6 +150,7 @@ def test_a_crossbars_draws_do_not_depend_on_the_other_layers():
     assert np.array_equal(chip.cells[xbar.id].stuck == SA1, u >= 1 - 0.3)
 
 
+@pytest.mark.slow
 def test_same_seed_same_outputs_across_processes():
     script = (
         "import sys, warnings, hashlib, torch, xbcompiler as xb\n"

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -18,6 +20,7 @@ def run_quick(example: str, out: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_fault_tolerance_example_quick(tmp_path):
     out = tmp_path / "faults"
     result = run_quick("fault_tolerance.py", out)
@@ -30,6 +33,7 @@ def test_fault_tolerance_example_quick(tmp_path):
     assert (out / "faults.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_variation_study_quick(tmp_path):
     out = tmp_path / "variation"
     result = run_quick("variation_study.py", out)

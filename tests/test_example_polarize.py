@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.test_example_faults import run_quick
 
 
+@pytest.mark.slow
 def test_polarize_example_quick(tmp_path):
     out = tmp_path / "polarize"
     result = run_quick("polarize_digits.py", out)

@@ -7,9 +7,12 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "quantize_digits.py"
 
 
+@pytest.mark.slow
 def test_quantize_digits_example(capsys):
     spec = importlib.util.spec_from_file_location("quantize_digits", EXAMPLE)
     module = importlib.util.module_from_spec(spec)

@@ -59,6 +59,7 @@ def assert_bit_exact(report) -> None:
 
 
 @pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.slow
 def test_zoo_lossless_adc_is_bit_exact(name):
     """Every crossbar layer equals the integer reference bit for bit, every target, every encoding."""
     for target in TARGETS:
@@ -247,6 +248,7 @@ ZERO_HIGH = {"encoding.signed": "differential-zero-high", "encoding.flip_columns
 
 
 @pytest.mark.parametrize("name", ["resnet_digits", "conv1d_net", "functional_net", "mobilenetv2_small"])
+@pytest.mark.slow
 def test_differential_zero_high_is_bit_exact_lossless_and_lossy(name):
     for target in TARGETS:
         compiled, model, x = compile_quant(name, target, {"adc.mode": "lossless", **ZERO_HIGH}, ZOO_PIPELINES[target])

@@ -253,6 +253,7 @@ def layers(draw):
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(layer=layers(), overrides=targets())
+@pytest.mark.slow
 def test_random_layers_on_random_targets(layer, overrides):
     mod, x = layer
     mod.eval()

@@ -240,6 +240,7 @@ def _tamper_cases(doc: dict, per_pattern: int = 1):
 
 @pytest.mark.parametrize("pipeline,calibrate", [("semi-folded", False), ("fully-folded", True),
                                                 ("fully-unfolded", False), ("recombine", False)])
+@pytest.mark.slow
 def test_tampered_integer_fields_are_refused_or_harmless(pipeline, calibrate, tmp_path):
     """Every integer field (each distinct JSON path pattern once) set out of range: a coded error or no change."""
     if pipeline == "recombine":

@@ -37,6 +37,7 @@ def test_xbc_prune_refuses_a_grain_the_mapping_has_not(tmp_path, capsys):
     assert status == 2 and "XB003" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_example_runs_with_a_tiny_budget(tmp_path):
     out = tmp_path / "digits"
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "prune_digits.py"), "--out", str(out), "--quick",
@@ -59,6 +60,7 @@ def test_xbc_prune_refuses_values_out_of_range(tmp_path, capsys, flag, value):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_study_example_runs_with_a_tiny_budget(tmp_path):
     out = tmp_path / "study"
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "prune_study.py"), "--out", str(out), "--models",
@@ -89,6 +91,7 @@ def test_xbc_prune_refuses_unreadable_or_inconsistent_data(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("model", ["vgg", "resnet"])
+@pytest.mark.slow
 def test_example_meets_the_pruning_goal(tmp_path, model):
     """The full experiment (seed 0, default budget): >= 60 % fewer compute crossbars, <= 1 point lost."""
     out = tmp_path / model

@@ -395,6 +395,7 @@ def test_a_pass_out_of_time_keeps_the_identity_and_warns(tmp_path):
     assert all(x.row_permutation is None and x.column_permutation is None for x in out.netlist.crossbars)
 
 
+@pytest.mark.slow
 def test_the_remapping_study_runs_quick(tmp_path):
     from tests.test_example_faults import run_quick
 

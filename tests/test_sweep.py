@@ -4,6 +4,7 @@ after a kill, a changed spec, the report. Tiny: an MLP on a few digits, a local 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import shutil
@@ -180,6 +181,11 @@ def test_compile_cache_and_failing_trial(tmp_path, local_ray):
     assert set(rows[0]) == {"trial", "device.sa0_rate", "device.sa1_rate", "precision.adc_bits", "seed", "status",
                             "accuracy", "crossbars", "chips", "energy_uj", "latency_us", "seconds", "fingerprint",
                             "message"}
+    if importlib.util.find_spec("pyarrow") is not None:  # Parquet beside the CSV: the same rows
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(tmp_path / "out" / "results.parquet").to_pydict()
+        assert set(table) == set(rows[0]) and sorted(table["trial"]) == sorted(r["trial"] for r in rows)
     again = xb.sweep(spec, tmp_path / "out")  # nothing left to run
     assert (again.ran, again.skipped, again.compiles) == (0, 8, 0) and calls(tmp_path) == 3
     # the report: one point per (sa0, adc bits), the seeds averaged; failures counted
@@ -222,6 +228,7 @@ def test_partial_last_row_dropped(tmp_path):
     assert (tmp_path / "results.csv").read_text().endswith("\n")
 
 
+@pytest.mark.slow
 def test_resume_after_kill(tmp_path):
     # enough slow-ish trials that the kill lands mid-run: 2000 test samples per trial, one worker
     import numpy as np
@@ -261,6 +268,7 @@ def test_resume_after_kill(tmp_path):
     assert json.loads(done.stdout)["skipped"] == killed
 
 
+@pytest.mark.slow
 def test_bench_sweep_quick():
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_sweep.py"), "--quick"], check=False,
                           cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import os
 import re
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -69,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print("xbc: error: a command is required (try xbc --help)", file=sys.stderr)
         return EXIT_BAD_INPUT
+    previous = _sigterm_as_interrupt()
     try:
         return args.func(args)
     except CompileError as exc:
@@ -77,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render(exc), file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
-        print("xbc: interrupted", file=sys.stderr)
+        print(f"xbc: {args.command} interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # e.g. `xbc passes | head`: stop quietly, as the Python docs advise
         with contextlib.suppress(OSError, ValueError):
@@ -89,6 +91,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(render(too_large(exc)), file=sys.stderr)
             return EXIT_BAD_INPUT
         return _internal(exc, args.debug)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM handled like Ctrl-C (exit 130, temporary files removed); the previous handler, or None
+    off the main thread (where signal handlers cannot be set)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:
+        return None
 
 
 def attach_negative_values(argv: list[str]) -> list[str]:

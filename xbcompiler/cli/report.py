@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from .. import load_netlist
+from ..diagnostics import CompileError, Location
 from ..report.compare import compare_netlist
 from ..report.costs import cost_report
 from .args import command_parser
@@ -41,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    plot_dir = Path(args.plot_dir or args.netlist)
+    if (args.plot or args.plot_dir) and plot_dir.exists() and not plot_dir.is_dir():
+        raise CompileError("XB004", f"--plot-dir {plot_dir} exists and is not a directory",
+                           location=Location(file=str(plot_dir)))
     netlist = load_netlist(args.netlist)
     inputs = None
     if args.inputs is not None:
@@ -53,9 +58,8 @@ def run(args: argparse.Namespace) -> int:
     if args.plot or args.plot_dir:
         from ..report.plots import write_plots
 
-        out = Path(args.plot_dir or args.netlist)
-        out.mkdir(parents=True, exist_ok=True)
-        plots = write_plots(netlist, out)
+        plot_dir.mkdir(parents=True, exist_ok=True)
+        plots = write_plots(netlist, plot_dir)
     if args.json:
         print(json.dumps({**report.to_dict(), "strategies": comparison.to_dict(), "plots": [str(p) for p in plots]},
                          indent=1, sort_keys=True))
