@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -73,9 +74,11 @@ class LowerIm2colPass(Pass):
         return (m.input_shape[0], *spatial)
 
     def _check(self, node: fx.Node, mod, layer: Im2colLayer, gen: torch.Generator) -> None:
-        x = torch.randn((1, *self._check_shape(layer.matrix)), generator=gen)
+        # in float64: a float32 sum that nearly cancels (a one-output head) can differ by more than rtol
+        # from the same sum in another order, and that is no reason to refuse the model
+        x = torch.randn((1, *self._check_shape(layer.matrix)), generator=gen, dtype=torch.float64)
         with torch.no_grad():
-            ref, got = mod.float()(x), layer(x)
+            ref, got = copy.deepcopy(mod).double()(x), layer(x)
         err = float((ref - got).abs().max() / ref.abs().max().clamp_min(1e-30))
         if err > self.rtol:
             raise CompileError("XB201", f"im2col form of '{node.name}' differs from the layer (relative error {err:.2e})",
