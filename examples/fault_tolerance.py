@@ -122,22 +122,30 @@ def write_plot(path: Path, rows, clean) -> None:
                   reference=max(clean.values()), log_x=True)
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, help="directory for faults.md and faults.png")
+def study_arguments(doc: str, out_help: str, quick_help: str, argv=None) -> argparse.Namespace:
+    """The command line of the pruned-digits fault studies (this one and ``remap_faults.py``), parsed;
+    sets torch's threads."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--out", required=True, help=out_help)
     p.add_argument("--sparsity", type=float, default=0.7, help="group sparsity of every pruned layer")
     p.add_argument("--maps", type=int, default=10, help="fault maps (programming seeds) per rate")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--finetune-epochs", type=int, default=10)
     p.add_argument("--relax-epochs", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="a smoke run: 2 maps, rates 0 and 20 %, short training")
+    p.add_argument("--quick", action="store_true", help=quick_help)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    args.rates = RATES
     if args.quick:
-        args.maps, args.rates, args.epochs, args.finetune_epochs, args.relax_epochs = 2, (0.0, 0.2), 3, 1, 0
+        args.maps, args.epochs, args.finetune_epochs, args.relax_epochs = 2, 3, 1, 0
+    return args
+
+
+def main(argv=None) -> None:
+    args = study_arguments(__doc__, "directory for faults.md and faults.png",
+                           "a smoke run: 2 maps, rates 0 and 20 %, short training", argv)
+    args.rates = (0.0, 0.2) if args.quick else RATES
     print(json.dumps(run(args)))
 
 

@@ -19,7 +19,6 @@ Run: ``python examples/remap_faults.py --out DIR`` (``--quick`` for a smoke run)
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -113,22 +112,9 @@ def write_table(path: Path, rows, clean, float_accuracy: float, maps: int) -> No
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, help="directory for remap_faults.md")
-    p.add_argument("--sparsity", type=float, default=0.7, help="group sparsity of every pruned layer")
-    p.add_argument("--maps", type=int, default=10, help="fault maps (programming seeds) per rate")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--finetune-epochs", type=int, default=10)
-    p.add_argument("--relax-epochs", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="a smoke run: 2 maps at 5 %% SA1, one encoding, short training")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    args.rates, args.encodings = RATES, ft.ENCODINGS
-    if args.quick:
-        args.maps, args.rates, args.encodings = 2, (0.05,), ft.ENCODINGS[1:]
-        args.epochs, args.finetune_epochs, args.relax_epochs = 3, 1, 0
+    args = ft.study_arguments(__doc__, "directory for remap_faults.md",
+                              "a smoke run: 2 maps at 5 %% SA1, one encoding, short training", argv)
+    args.rates, args.encodings = ((0.05,), ft.ENCODINGS[1:]) if args.quick else (RATES, ft.ENCODINGS)
     print(json.dumps(run(args)))
 
 
