@@ -4,7 +4,7 @@ the integer reference (lossless ADCs).
 
 The CI profile runs ``XB_FUZZ_EXAMPLES`` models (default 200); a long profile by hand:
 ``XB_FUZZ_EXAMPLES=2000 python -m pytest tests/test_fuzz_equivalence.py``. A failure shrinks to a
-minimal model (hypothesis), printed as the drawn architecture: add it to REGRESSIONS below.
+minimal model (hypothesis), printed as the drawn architecture (a fixed case goes into a test of its own).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import os
 import warnings
 from dataclasses import dataclass
 
-import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -150,12 +149,3 @@ def test_random_models_on_random_targets_verify(arch, overrides, pipeline, integ
         compiled = compile_quietly(model, x[:1], overrides, pipeline)
         report = xb.verify(compiled.netlist, model, x, mode="ideal", tolerance=1e-5)
     assert report.ok, (arch, overrides, pipeline, integer, report.first_mismatch, report.max_rel)
-
-
-#: Minimal models a fuzz run once failed on, kept as regression tests (none yet).
-REGRESSIONS: list[tuple[Arch, dict, str, bool]] = []
-
-
-@pytest.mark.parametrize("arch,overrides,pipeline,integer", REGRESSIONS)
-def test_fuzz_regressions(arch, overrides, pipeline, integer):
-    test_random_models_on_random_targets_verify.hypothesis.inner_test(arch, overrides, pipeline, integer)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import ray  # a dev dependency: the sweep tests must run, never skip
 
 import xbcompiler as xb
 from xbcompiler.campaign import expand, load_spec
@@ -24,7 +25,6 @@ from xbcompiler.campaign.work import TrialResult
 from xbcompiler.cli import main
 from xbcompiler.diagnostics import CompileError
 
-ray = pytest.importorskip("ray")
 MODEL = Path(__file__).parent / "data" / "sweep_model.py"
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -278,3 +278,22 @@ def test_bench_sweep_quick():
     assert runs["sweep_digits_w1"]["trials"] == runs["sweep_digits_w2"]["trials"] == 4
     assert runs["sweep_digits_w1"]["compiles"] == 2 and runs["sweep_digits_w1"]["failed"] == 0
     assert {"speedup", "goal", "met"} <= runs["sweep_digits_speedup"].keys()
+
+
+def test_address_joins_an_existing_cluster_and_workers_size_a_local_one():
+    from xbcompiler.campaign.runner import _init
+
+    class FakeRay:
+        def __init__(self):
+            self.calls = []
+
+        def is_initialized(self):
+            return False
+
+        def init(self, **kwargs):
+            self.calls.append(kwargs)
+
+    joined, local = FakeRay(), FakeRay()
+    assert _init(joined, 4, "ray://head:10001") and _init(local, 3, None)
+    assert joined.calls[0]["address"] == "ray://head:10001" and "num_cpus" not in joined.calls[0]
+    assert local.calls[0]["num_cpus"] == 3 and "address" not in local.calls[0]

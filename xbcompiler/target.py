@@ -17,18 +17,14 @@ from collections.abc import Collection, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, NoReturn, get_type_hints
+from typing import Any, NoReturn
 
 from xbcompiler.diagnostics import CompileError, Location
+from xbcompiler.keyed import TYPE_WORDS, flatten, range_problem, type_ok
+from xbcompiler.keyed import key as _key
 
 SCHEMA_VERSION = 1
 ENTRY_POINT_GROUP = "xbcompiler.targets"
-
-
-def _key(doc: str, default: Any = MISSING, *, lo: float | None = None, hi: float | None = None,
-         choices: tuple | None = None):
-    """A dataclass field carrying its documentation and the range or choices it is validated against."""
-    return field(default=default, metadata={"doc": doc, "lo": lo, "hi": hi, "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -152,15 +148,7 @@ _SECTIONS: dict[str, type] = {"crossbar": CrossbarSpec, "precision": PrecisionSp
                               "device": DeviceSpec, "compensation": CompensationSpec}
 
 
-def _schema() -> dict[str, tuple[type, dataclasses.Field]]:
-    out = {}
-    for prefix, cls in [("", _Header), *((s + ".", c) for s, c in _SECTIONS.items())]:
-        hints = get_type_hints(cls)
-        out.update({prefix + f.name: (hints[f.name], f) for f in fields(cls)})
-    return out
-
-
-_SCHEMA = _schema()
+_SCHEMA = flatten([("", _Header), *((s + ".", c) for s, c in _SECTIONS.items())])
 #: Every valid dotted key with its one-line documentation.
 KEYS: dict[str, str] = {k: f.metadata["doc"] for k, (_, f) in _SCHEMA.items()}
 
@@ -334,19 +322,12 @@ def _apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any], file
 # --------------------------------------------------------------------------------------------------
 # validation
 
-_TYPE_WORDS = {int: "an integer", float: "a number", bool: "a boolean", str: "a string"}
 _TOML_TYPES = [(bool, "boolean"), (int, "integer"), (float, "float"), (str, "string"), (Mapping, "table"),
                (list, "array")]
 
 
 def _toml_type(value: Any) -> str:
     return next((w for t, w in _TOML_TYPES if isinstance(value, t)), type(value).__name__)
-
-
-def _type_ok(tp: type, value: Any) -> bool:
-    if isinstance(value, bool):
-        return tp is bool
-    return isinstance(value, (int, float)) if tp is float else isinstance(value, tp)
 
 
 def _suggest(key: str) -> str | None:
@@ -409,8 +390,8 @@ def _validate(data: Mapping[str, Any], file: str, *, source: str, overridden: Co
     # 2. types
     for k, v in flat.items():
         tp = _SCHEMA[k][0]
-        if not _type_ok(tp, v):
-            bad_types.append((k, f"{k}: expected {_TYPE_WORDS[tp]}, got {_toml_type(v)} {v!r}"))
+        if not type_ok(tp, v):
+            bad_types.append((k, f"{k}: expected {TYPE_WORDS[tp]}, got {_toml_type(v)} {v!r}"))
     if bad_types:
         _fail("XB402", "wrong type for target key" + "s" * (len(bad_types) > 1), bad_types, file, overridden)
     # 3. missing required keys
@@ -425,7 +406,7 @@ def _validate(data: Mapping[str, Any], file: str, *, source: str, overridden: Co
             flat[k] = f.default
         elif tp is float:
             flat[k] = float(flat[k])
-    bad = [(k, d) for k in _SCHEMA if (d := _range_problem(k, flat[k]))]
+    bad = [(k, d) for k in _SCHEMA if (d := range_problem(k, flat[k], _SCHEMA[k][1]))]
     bad = bad or _combination_problems(flat)
     if bad:
         _fail("XB404", "bad value for target key" + "s" * (len(bad) > 1), bad, file, overridden)
@@ -433,27 +414,13 @@ def _validate(data: Mapping[str, Any], file: str, *, source: str, overridden: Co
     return TargetSpec(name=flat["name"], description=flat["description"], source=source, **sections)
 
 
-def _range_problem(key: str, value: Any) -> str | None:
-    meta = _SCHEMA[key][1].metadata
-    lo, hi, choices = meta["lo"], meta["hi"], meta["choices"]
-    if choices is not None and value not in choices:
-        near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-        allowed = ", ".join(repr(c) for c in choices)
-        return f"{key} = {value!r}: must be one of {allowed}" + (f" (did you mean '{near[0]}'?)" if near else "")
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"{key} = {value!r}: must be a finite number"
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        return f"{key} = {value!r}: " + (f"must be in {lo}..{hi}" if hi is not None else f"must be >= {lo}")
-    return None
-
-
 def value_problem(key: str, value: Any) -> str | None:
     """Why ``value`` is not a valid value of the dotted target ``key`` on its own (type, range, choices), or
     None; combinations with other keys are not checked. ``key`` must be in :data:`KEYS`."""
     tp = _SCHEMA[key][0]
-    if not _type_ok(tp, value):
-        return f"{key}: expected {_TYPE_WORDS[tp]}, got {_toml_type(value)} {value!r}"
-    return _range_problem(key, float(value) if tp is float else value)
+    if not type_ok(tp, value):
+        return f"{key}: expected {TYPE_WORDS[tp]}, got {_toml_type(value)} {value!r}"
+    return range_problem(key, float(value) if tp is float else value, _SCHEMA[key][1])
 
 
 def _combination_problems(v: dict[str, Any]) -> list[tuple[str, str]]:

@@ -11,15 +11,16 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import math
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, NoReturn, get_type_hints
+from typing import Any, NoReturn
 
 from ..diagnostics import CompileError, Location
+from ..keyed import TYPE_WORDS, flatten, range_problem, type_ok
+from ..keyed import key as _key
 from ..target import KEYS as TARGET_KEYS
 from ..target import value_problem
 
@@ -31,11 +32,6 @@ OWN_KEYS = ("pipeline", "prune.sparsity", "seed")
 PROGRAM_PREFIXES = ("device.", "compensation.")
 #: Target keys that cannot be varied (they name the target, not a parameter).
 FIXED_TARGET_KEYS = ("schema", "name", "description")
-
-
-def _key(doc: str, default: Any = MISSING, *, lo: float | None = None, hi: float | None = None,
-         choices: tuple | None = None):
-    return field(default=default, metadata={"doc": doc, "lo": lo, "hi": hi, "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -117,15 +113,8 @@ TABLES = {"overrides": "base values of target keys for every trial, e.g. \"cross
           "random": "trials, seed, and varied keys drawn at random: a list (choice) or { low, high[, log] }"}
 
 
-def _schema() -> dict[str, tuple[type, Any]]:
-    out = {}
-    for prefix, cls in [("", _Header), *((s + ".", c) for s, c in _SECTIONS.items()), ("random.", RandomSection)]:
-        hints = get_type_hints(cls)
-        out.update({prefix + f.name: (hints[f.name], f) for f in fields(cls)})
-    return out
-
-
-_SCHEMA = _schema()
+_SCHEMA = flatten([("", _Header), *((s + ".", c) for s, c in _SECTIONS.items()),
+                   ("random.", RandomSection)])
 #: Every plain key of a spec with its documentation (the dotted-key tables are in :data:`TABLES`).
 KEYS: dict[str, str] = {k: f.metadata["doc"] for k, (_, f) in _SCHEMA.items()}
 #: Keys a ``[grid]`` or ``[random]`` may vary.
@@ -244,7 +233,7 @@ def spec_from_dict(data: Mapping[str, Any], file: str = "<dict>", base_dir: str 
             flat[k] = f.default
         elif k in flat and tp is float:
             flat[k] = float(flat[k])
-    bad = [(k, d) for k in _SCHEMA if k in flat and (d := _range_problem(k, flat[k]))]
+    bad = [(k, d) for k in _SCHEMA if k in flat and (d := range_problem(k, flat[k], _SCHEMA[k][1]))]
     if bad:
         _fail("XB704", "bad value for sweep spec key" + "s" * (len(bad) > 1), bad, file)
     sections = {s: cls(**{f.name: flat[f"{s}.{f.name}"] for f in fields(cls)}) for s, cls in _SECTIONS.items()}
@@ -305,32 +294,13 @@ def _suggestion(key: str) -> str:
     return f"{key}: did you mean '{near[0]}'?" if near else f"{key}: not a sweep spec key"
 
 
-_TYPE_WORDS = {int: "an integer", float: "a number", bool: "a boolean", str: "a string", list: "an array"}
-
-
-def _type_ok(tp: type, value: Any) -> bool:
-    if isinstance(value, bool):
-        return tp is bool
-    return isinstance(value, (int, float)) if tp is float else isinstance(value, tp)
 
 
 def _check_types(flat: dict[str, Any], file: str) -> None:
-    bad = [(k, f"{k}: expected {_TYPE_WORDS[_SCHEMA[k][0]]}, got {v!r}") for k, v in flat.items()
-           if not _type_ok(_SCHEMA[k][0], v)]
+    bad = [(k, f"{k}: expected {TYPE_WORDS[_SCHEMA[k][0]]}, got {v!r}") for k, v in flat.items()
+           if not type_ok(_SCHEMA[k][0], v)]
     if bad:
         _fail("XB702", "wrong type for sweep spec key" + "s" * (len(bad) > 1), bad, file)
-
-
-def _range_problem(key: str, value: Any) -> str | None:
-    meta = _SCHEMA[key][1].metadata
-    lo, hi, choices = meta["lo"], meta["hi"], meta["choices"]
-    if choices is not None and value not in choices:
-        return f"{key} = {value!r}: must be one of {', '.join(repr(c) for c in choices)}"
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"{key} = {value!r}: must be a finite number"
-    if isinstance(value, (int, float)) and ((lo is not None and value < lo) or (hi is not None and value > hi)):
-        return f"{key} = {value!r}: " + (f"must be in {lo}..{hi}" if hi is not None else f"must be >= {lo}")
-    return None
 
 
 def _derived(table: dict[str, Any], file: str) -> tuple[Derived, ...]:
