@@ -25,7 +25,7 @@ from xbcompiler.mapping.search import search
 from xbcompiler.pipeline import PassContext, PassManager
 from xbcompiler.report.compare import model_shapes
 
-#: SPEC 2.3's crossbar: 256x256 with one physical column per weight (offset-encoded 8-bit cells).
+#: background §2.3's crossbar: 256x256 with one physical column per weight (offset-encoded 8-bit cells).
 SPEC_256 = {"crossbar.rows": 256, "crossbar.cols": 256, "crossbar.cell_bits": 8, "precision.weight_bits": 8,
             "encoding.signed": "offset"}
 

@@ -1,4 +1,4 @@
-"""Input-channel reorder (SPEC 1.6) on structured 512-channel instances: solver path vs greedy + local search.
+"""Input-channel reorder (background §1.6) on structured 512-channel instances: solver path vs greedy + local search.
 
 Instances: ``C_out = 128`` outputs, ``C_in = 512`` channels, ``kin = 16`` (32 input groups); the
 budget keeps 40% of the 4096 slabs. ``aligned``: 32 hidden clusters of exactly ``kin`` channels, each

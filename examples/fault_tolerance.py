@@ -3,7 +3,7 @@
 Trains the digits CNN on scikit-learn's digits, prunes it with the pruning flow (column groups of its
 semi-folded plan, every pruned layer at ``--sparsity``), and compiles it quantised (8-bit weights and
 inputs, ``isaac-like`` cells on 64x64 arrays, no column flipping) with the *default* pipeline, so the
-pruned weights stay on the cells as zeros (the setting of SPEC 4.2: recombining the pruned columns
+pruned weights stay on the cells as zeros (the setting of background §4.2: recombining the pruned columns
 away would leave no zeros to protect). Each encoding is programmed onto ``--maps`` chips per SA1 rate
 (SA0 = SA1 / 5.2, seeds 0..maps-1) and its test accuracy measured in device mode: mean and 95%
 interval (Student t) over the maps.

@@ -2,7 +2,7 @@
 
 Traces each model for its layer shapes only (no weights are copied or placed) and evaluates the
 three strategies with the cost model on a 256x256 crossbar with one physical column per weight
-(SPEC 2.3's convention) and on prime-like. Run: ``python examples/mapping_savings.py``.
+(background §2.3's convention) and on prime-like. Run: ``python examples/mapping_savings.py``.
 """
 
 from __future__ import annotations

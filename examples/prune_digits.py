@@ -116,7 +116,7 @@ def main(argv=None) -> None:
                    help="search: per-layer ratio limit (default 0.8: at 0.9 the loss on the 360 test images "
                         "exceeded 1 point for some seeds)")
     p.add_argument("--drop-from", default="layer", choices=["layer", "network"],
-                   help="search: measure each layer's drop from its start (SPEC 1.7) or from the dense model")
+                   help="search: measure each layer's drop from its start (background §1.7) or from the dense model")
     p.add_argument("--sparsity", type=float, help="prune every middle layer to this sparsity instead of searching")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a smoke run: 1 training epoch, coarse search, no fine-tune")

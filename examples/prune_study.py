@@ -10,7 +10,7 @@ the layers between the first and the last to the same number of crossbars per la
 
 each with one projection and LGD fine-tuning with frozen masks. Reports per variant the compute
 crossbars (the pruned netlist's ``summary.crossbars`` for the first seed, checked against the group
-count), test accuracy of the pruned model, and the kept importance (SPEC 1.6's objective: kernel energy
+count), test accuracy of the pruned model, and the kept importance (background §1.6's objective: kernel energy
 kept by the projection, as a fraction of the layer's energy, before fine-tuning). Writes
 ``study.json``, ``study.md`` and ``pareto.png`` into ``--out``.
 

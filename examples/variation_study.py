@@ -3,7 +3,7 @@
 Trains the digits CNN on scikit-learn's digits, compiles it quantised (8-bit weights and inputs,
 ``isaac-like`` cells on 64x64 arrays), once with ``offset`` and once with ``differential`` weights, and
 programs each onto ``--maps`` chips per ``program_sigma`` in
-0..0.3, once per compensation (SPEC 3.5): none, residual programming, column gain/offset (measured on
+0..0.3, once per compensation (background §3.5): none, residual programming, column gain/offset (measured on
 128 training images) and write-verify (``--pulses`` pulses, tolerance 0.5 levels). Measures the test
 accuracy in device mode (mean and 95% interval over the chips) and the write pulses given. Writes
 ``variation.md`` and ``variation_<encoding>.png`` into ``--out`` and prints, as the last stdout line,

@@ -1,4 +1,4 @@
-"""``compact-pruned-rows``: pack the surviving im2col rows of each column tile (CRIMP, SPEC 3.3)."""
+"""``compact-pruned-rows``: pack the surviving im2col rows of each column tile (CRIMP, background §3.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``fold-pow2-scales``: power-of-two post-training quantisation; every rescale becomes a shift (SPEC 3.2).
+"""``fold-pow2-scales``: power-of-two post-training quantisation; every rescale becomes a shift (background §3.2).
 
 Runs after ``lower-im2col`` on the BN-folded im2col matrices the crossbars will hold, with the
 calibration batches of the compile (``xbcompiler.compile(..., calibration=...)``; the driver inserts

@@ -1,4 +1,4 @@
-"""``map-fully-folded``: tile each im2col matrix into crossbars, one window per cycle (SPEC 2.2)."""
+"""``map-fully-folded``: tile each im2col matrix into crossbars, one window per cycle (background §2.2)."""
 
 from __future__ import annotations
 

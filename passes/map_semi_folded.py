@@ -1,4 +1,4 @@
-"""``map-semi-folded``: fold output rows, unfold output columns into block-Toeplitz crossbars (SPEC 2.2)."""
+"""``map-semi-folded``: fold output rows, unfold output columns into block-Toeplitz crossbars (background §2.2)."""
 
 from __future__ import annotations
 

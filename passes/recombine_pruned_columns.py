@@ -1,4 +1,4 @@
-"""``recombine-pruned-columns``: re-pack the surviving output channels of each input group (SPEC 1.3, 1.8)."""
+"""``recombine-pruned-columns``: re-pack the surviving output channels of each input group (background §1.3, 1.8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``reorder-input-channels``: cluster important input channels into few crossbar groups (SPEC 1.6)."""
+"""``reorder-input-channels``: cluster important input channels into few crossbar groups (background §1.6)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class ReorderInputChannelsPass(Pass):
 
     One permutation per channel space (tensors that must share a channel order: residual additions
     merge spaces, concatenations permute per segment, depthwise layers pass it through; see
-    docs/pruning.md). It maximises the kept importance of the space's main consumer(s) (SPEC 1.6) with
+    docs/pruning.md). It maximises the kept importance of the space's main consumer(s) (background §1.6) with
     the groups of the target's mapping plan, and is applied to the producers' output channels
     (weights, bias, BatchNorm) and the consumers' input channels, so the graph computes the same
     function (checked on the context's inputs). Every solve's status, objective, upper bound and gap

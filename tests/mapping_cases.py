@@ -35,7 +35,7 @@ def single_layer(name: str) -> tuple[nn.Module, torch.Tensor]:
 
 
 def replay_schedule(netlist, name: str, x: torch.Tensor) -> np.ndarray:
-    """Run one layer phase by phase from its netlist records only, written from the SPEC 2.2 rule.
+    """Run one layer phase by phase from its netlist records only, written from the background §2.2 rule.
 
     Phase ``y`` (or a row copy's ``out_row``) drives the row ``((c - c_lo) * n_dy + dy - dy_lo) * w_i
     + x_in`` of a block with ``X[c, y * s_h - p_h + dy * d_h, in_cols[0] + x_in]`` (zero outside the

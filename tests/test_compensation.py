@@ -1,4 +1,4 @@
-"""Self-compensation in ``xb.program`` (issue 12, SPEC 3.5): residual programming and column gain/offset."""
+"""Self-compensation in ``xb.program`` (issue 12, background §3.5): residual programming and column gain/offset."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The core never imports the built-in ``passes`` or ``targets`` (DESIGN.md section 2).
+"""The core never imports the built-in ``passes`` or ``targets`` (docs/passes.md, layering).
 
 Two independent checks: import-linter with the repository's ``[tool.importlinter]`` contract (the
 one CI runs), and a direct walk over every module's syntax tree that also catches dynamic imports

@@ -241,7 +241,7 @@ def test_cli_calibrate(tmp_path, capsys):
 
 def test_target_lossless_bits_match_the_netlist():
     target = load_target("isaac-like")
-    assert target.lossless_adc_bits(128) == 8  # 9 bits without flipping, one saved (SPEC 4.4)
+    assert target.lossless_adc_bits(128) == 8  # 9 bits without flipping, one saved (background §4.4)
 
 
 ZERO_HIGH = {"encoding.signed": "differential-zero-high", "encoding.flip_columns": False}

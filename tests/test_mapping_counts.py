@@ -1,6 +1,6 @@
 """Crossbar counts of the fully-folded mapping against an independent implementation of its formula.
 
-The formula (SPEC 2.2), written here from scratch and not imported from the compiler:
+The formula (background §2.2), written here from scratch and not imported from the compiler:
 
 * ``m_c = ceil(wb / cb)`` physical columns per logical weight column for offset encoding,
   ``2 * ceil((wb - 1) / cb)`` for differential (sign + magnitude on a positive/negative pair);

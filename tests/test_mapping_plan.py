@@ -1,6 +1,6 @@
-"""The mapping cost model and the slice-width search against SPEC 2.2/2.3, written out by hand.
+"""The mapping cost model and the slice-width search against background §2.2/2.3, written out by hand.
 
-The SPEC 2.3 worked example assumes 256x256 crossbars with one physical column per weight (SemiMap's
+The background §2.3 worked example assumes 256x256 crossbars with one physical column per weight (SemiMap's
 8-bit "virtual crossbar"). It is reproduced on a target, not by calling the model with ``m_c = 1``:
 prime-like with ``encoding.signed = "offset"`` and ``precision.weight_bits = crossbar.cell_bits = 8``
 (one 8-bit cell per offset-encoded weight), asserted to give ``m_c == 1``.
@@ -52,7 +52,7 @@ def test_spec_2_3_table(arr, row):
     # our fully-unfolded placement gives each output row its own copy: it meets the bound H' x semi exactly
     assert full.crossbars == unfolded == shape.out_hw[0] * semi.crossbars
     assert (full.phases, full.row_copies, full.w_o) == (1, shape.out_hw[0], semi.w_o)
-    # the ratios SPEC 2.3 states: semi vs fully-folded phases W', semi vs fully-unfolded crossbars H'
+    # the ratios background §2.3 states: semi vs fully-folded phases W', semi vs fully-unfolded crossbars H'
     assert ff.phases // semi.phases == shape.out_hw[1] and full.crossbars // semi.crossbars == shape.out_hw[0]
 
 
@@ -101,7 +101,7 @@ def test_counts_separate_logical_from_physical_columns():
     shape = conv(128, 128, 32)
     plan = toeplitz_plan("semi-folded", shape, arr, 2)
     assert plan.kout == 64 // 2 and plan.crossbars == 16 * 7 * 4  # Kout = floor(C / (w_o m_c))
-    assert plan.logical_crossbars == 112  # the SPEC 2.3 count with one column per weight
+    assert plan.logical_crossbars == 112  # the background §2.3 count with one column per weight
 
 
 def test_kernel_row_splitting_and_channel_tails():

@@ -1,6 +1,6 @@
 """Property tests of the block-Toeplitz placement (hypothesis over layer shapes and crossbar sizes).
 
-The expected cell of every weight copy is computed here from the SPEC 2.2 formula, independently of
+The expected cell of every weight copy is computed here from the background §2.2 formula, independently of
 ``xbcompiler.mapping.placement``::
 
     row = xrow + ((c - c_lo) * n_dy + (dy - dy_lo)) * w_i + x_out * s_w + dx * d_w

@@ -1,4 +1,4 @@
-"""Pruning groups, crossbar counts, LGD/RPP and zerorize-recover (SPEC 1.3-1.5, 1.8, 3.3-3.4)."""
+"""Pruning groups, crossbar counts, LGD/RPP and zerorize-recover (background §1.3-1.5, 1.8, 3.3-3.4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Input-channel reorder (SPEC 1.6): objective, bound, heuristic, OR-Tools solver path, application."""
+"""Input-channel reorder (background §1.6): objective, bound, heuristic, OR-Tools solver path, application."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Network-level search (SPEC 1.7) with toy callbacks: each stop condition, undo, fine-tune."""
+"""Network-level search (background §1.7) with toy callbacks: each stop condition, undo, fine-tune."""
 
 from __future__ import annotations
 

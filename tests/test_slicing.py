@@ -98,7 +98,7 @@ def test_flipping_saves_one_adc_bit(problem):
 
 
 def _python_reference(x, w, enc: Encoding, flips, step: int, bits: int, rounding: str) -> np.ndarray:
-    """SPEC 0.4 with Python integers: per read ADC(I) = clamp(R(I / 2**step), 0, 2**B - 1) * 2**step."""
+    """background §0.4 with Python integers: per read ADC(I) = clamp(R(I / 2**step), 0, 2**B - 1) * 2**step."""
     x, w = x.tolist(), w.tolist()
     rows, cols = len(w), len(w[0])
     levels = weight_levels(torch.tensor(w), enc).tolist()

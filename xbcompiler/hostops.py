@@ -20,7 +20,7 @@ def requantize(x: torch.Tensor, exponent: int) -> torch.Tensor:
     """``x`` rounded half up onto the grid ``2**exponent``: an arithmetic right shift with rounding.
 
     The quantiser inserts it before a residual add or a concatenation on the operand with the smaller
-    exponent, so that all operands share one exponent (SPEC 3.2). Exact in float: every value is a
+    exponent, so that all operands share one exponent (background §3.2). Exact in float: every value is a
     small integer times a power of two. Its netlist name is ``xbcompiler.quant.ops.requantize``.
     """
     return torch.floor(x * 2.0 ** -exponent + 0.5) * 2.0 ** exponent

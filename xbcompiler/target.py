@@ -1,4 +1,4 @@
-"""Target descriptions: TOML files validated into frozen dataclasses (docs/targets.md, SPEC 0.1-0.5).
+"""Target descriptions: TOML files validated into frozen dataclasses (docs/targets.md, background §0.1-0.5).
 
 Built-in targets are found only through the ``xbcompiler.targets`` entry-point group, so the core never
 imports the ``targets`` package. Validation reports, in this order and each with the key and the file:
@@ -49,7 +49,7 @@ class PrecisionSpec:
 
 @dataclass(frozen=True)
 class EncodingSpec:
-    """How signed weights and inputs are put on unsigned cells and drivers (SPEC 0.2, 0.3)."""
+    """How signed weights and inputs are put on unsigned cells and drivers (background §0.2, 0.3)."""
 
     signed: str = _key("signed-weight encoding", choices=("differential", "differential-zero-high", "offset",
                                                                   "polarized"))
@@ -59,7 +59,7 @@ class EncodingSpec:
 
 @dataclass(frozen=True)
 class AdcSpec:
-    """How column sums are digitised (SPEC 0.3, 0.4; PRIME output truncation 4.5)."""
+    """How column sums are digitised (background §0.3, 0.4; PRIME output truncation 4.5)."""
 
     mode: str = _key("ADC range mode", "fixed", choices=("fixed", "lossless", "calibrated"))
     rounding: str = _key("rounding of dropped LSBs", "nearest-even", choices=("nearest-even", "floor"))
@@ -93,7 +93,7 @@ class CostSpec:
 
 @dataclass(frozen=True)
 class DeviceSpec:
-    """Non-idealities of the cells (SPEC 0.4), used by ``xb.program`` and the emulator's ``device`` mode.
+    """Non-idealities of the cells (background §0.4), used by ``xb.program`` and the emulator's ``device`` mode.
 
     Every default is the ideal device; a target whose device section is all defaults leaves it out of
     :meth:`TargetSpec.to_dict` (and so out of its fingerprint and of the netlist).
@@ -116,7 +116,7 @@ class DeviceSpec:
 
 @dataclass(frozen=True)
 class CompensationSpec:
-    """How ``xb.program`` counters the device model (SPEC 3.5); the defaults do nothing.
+    """How ``xb.program`` counters the device model (background §3.5); the defaults do nothing.
 
     Left out of :meth:`TargetSpec.to_dict` while at its defaults, like ``[device]``.
     """
@@ -207,7 +207,7 @@ class TargetSpec:
 
     @property
     def m_c(self) -> int:
-        """Physical columns per logical weight column (SPEC 0.1)."""
+        """Physical columns per logical weight column (background §0.1)."""
         return self.weight_slices * columns_per_slice(self.encoding.signed)
 
     @property
@@ -226,7 +226,7 @@ class TargetSpec:
         return self.hierarchy.tiles * self.hierarchy.crossbars_per_tile
 
     def lossless_adc_bits(self, rows_active: int) -> int:
-        """ADC bits that never lose a column sum of ``rows_active`` driven rows (SPEC 0.3, ISAAC 4.4)."""
+        """ADC bits that never lose a column sum of ``rows_active`` driven rows (background §0.3, ISAAC 4.4)."""
         if rows_active < 0:
             raise ValueError(f"rows_active must be >= 0, got {rows_active}")
         fs = rows_active * (2 ** self.precision.dac_bits - 1) * (2 ** self.crossbar.cell_bits - 1)

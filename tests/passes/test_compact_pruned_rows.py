@@ -1,4 +1,4 @@
-"""``compact-pruned-rows``: kernel-group and tile pruning on the fully-folded mapping (CRIMP, SPEC 3.3).
+"""``compact-pruned-rows``: kernel-group and tile pruning on the fully-folded mapping (CRIMP, background §3.3).
 
 Row compaction gives the crossbar count the kernel/tile groups predict, the netlist carries the
 static input gathers and the pruned adder tree, and the emulator reproduces the pruned model in ideal

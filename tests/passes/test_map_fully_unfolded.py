@@ -1,7 +1,7 @@
 """``map-fully-unfolded`` run alone through the PassManager (verify-each and numeric-check on).
 
 Every output row gets its own copy of the semi-folded crossbars: one phase per image and exactly
-``H' x`` the semi-folded count at the same ``w_o`` (the SPEC 2.2 bound, met with equality; see
+``H' x`` the semi-folded count at the same ``w_o`` (the background §2.2 bound, met with equality; see
 docs/mapping.md). Row copies repeat the same placement records (the matrix is stored once and each
 copy's cells are derived from it). The netlists equal torch in the
 ideal emulator on the model zoo and on single layers with stride, dilation and depthwise kernels.

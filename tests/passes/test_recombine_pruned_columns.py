@@ -1,4 +1,4 @@
-"""``recombine-pruned-columns``: surviving output channels re-packed per input group (SPEC 1.3, 1.8).
+"""``recombine-pruned-columns``: surviving output channels re-packed per input group (background §1.3, 1.8).
 
 The crossbar count equals the column-grain group count of the plan, the program verifier accepts the
 layout, the netlist carries the column tables and the fan-in, and the emulator reproduces the pruned

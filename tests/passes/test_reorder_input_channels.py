@@ -1,4 +1,4 @@
-"""``reorder-input-channels``: one function-preserving permutation per channel space (SPEC 1.6).
+"""``reorder-input-channels``: one function-preserving permutation per channel space (background §1.6).
 
 Residual additions share one order, concatenations permute per segment, depthwise layers pass the
 permutation through, grouped layers permute only within their groups, flatten expands a channel to

@@ -1,4 +1,4 @@
-"""Programming a chip: the device state of every physical cell, sampled once (SPEC 0.4, docs/faults.md).
+"""Programming a chip: the device state of every physical cell, sampled once (background §0.4, docs/faults.md).
 
 ``xb.program(netlist, seed=0, overrides={"device.sa1_rate": 0.01})`` reads the device parameters of the
 netlist's target (``[device]``, with dotted ``overrides``) and gives each physical cell of every crossbar
@@ -9,7 +9,7 @@ netlist's target (``[device]``, with dotted ``overrides``) and gives each physic
 - a programming variation ``theta ~ N(0, program_sigma^2)``: the cell's conductance is
   ``G_target * exp(theta)``.
 
-Compensations (the target's ``[compensation]`` section, SPEC 3.5), as the chip would run them:
+Compensations (the target's ``[compensation]`` section, background §3.5), as the chip would run them:
 
 - ``write_verify_pulses = n``: every cell is read back and re-programmed while its error
   ``|L_eff - L|`` (in levels) exceeds ``write_verify_tolerance``, at most ``n`` more pulses: each pulse
@@ -199,7 +199,7 @@ def write_verify(levels: np.ndarray, stuck: np.ndarray, theta: np.ndarray | None
 def residual_program(levels: np.ndarray, stuck: np.ndarray, theta: np.ndarray | None,
                      variation: np.random.Generator, spec: DeviceSpec, compensation: CompensationSpec,
                      enc: Encoding) -> tuple[np.ndarray, np.ndarray | None, int]:
-    """Cross-slice residual programming of one crossbar's cells ``[rows, physical_cols]`` (SPEC 3.5, 1).
+    """Cross-slice residual programming of one crossbar's cells ``[rows, physical_cols]`` (background §3.5, 1).
 
     Physical column ``c * P + p`` holds plane ``p`` of logical column ``c``. Per logical column and side
     (the planes of one sign), the side's value ``V = sum_s 2**(k*s) * L_s`` is programmed slice by slice,

@@ -60,7 +60,7 @@ class MappingPlan:
     col_tiles: int
     groups_per_crossbar: int
     copies: int = 1  # how many times each weight is placed (w_o * n_w for semi-folded)
-    # the parametric family of docs/mapping.md (SPEC 2.2); the defaults describe a plain tiling
+    # the parametric family of docs/mapping.md (background §2.2); the defaults describe a plain tiling
     kin: int = 0  # input channels per crossbar (per input group)
     kout: int = 0  # output channels per crossbar (per output group)
     w_o: int = 1  # output columns per slice
@@ -180,7 +180,7 @@ class XbarProgram:
         return [x for x in self.crossbars if x.layer == layer]
 
     def verify(self, target=None) -> None:
-        """Check the invariants of DESIGN.md section 3; raise XB303 on the first violation."""
+        """Check the crossbar IR's invariants (docs/passes.md); raise XB303 on the first violation."""
         verify_program(self, target)
 
 

@@ -1,6 +1,6 @@
 """Block-Toeplitz layers in the program verifier: their strategies, and the hook that checks their blocks.
 
-The blocks of a semi-folded or fully-unfolded layer follow the placement function of SPEC 2.2, and
+The blocks of a semi-folded or fully-unfolded layer follow the placement function of background §2.2, and
 checking them needs that function and the layer shapes, which live in the mapping layer above the IR.
 The IR does not import them: :mod:`xbcompiler.mapping.placement`, the module that makes blocks, installs
 its check with :func:`install_block_verifier` when it is imported, and ``XbarProgram.verify`` runs it

@@ -1,1 +1,1 @@
-"""The mapping family (SPEC 2): cost model, slice-width search, block-Toeplitz placement, replication."""
+"""The mapping family (background §2): cost model, slice-width search, block-Toeplitz placement, replication."""

@@ -1,4 +1,4 @@
-"""The block-Toeplitz placement function of SPEC 2.2, its inverse, and the blocks of a layer.
+"""The block-Toeplitz placement function of background §2.2, its inverse, and the blocks of a layer.
 
 Inside a block at ``(xrow, xcol)`` holding input channels ``c`` (from ``c_lo``), kernel rows ``dy``
 (from ``dy_lo``, ``n_dy`` of them) and output channels ``o`` (from ``o_lo``)::

@@ -1,4 +1,4 @@
-"""The parametric mapping family of SPEC 2.2: one layer's :class:`MappingPlan` for a given strategy.
+"""The parametric mapping family of background §2.2: one layer's :class:`MappingPlan` for a given strategy.
 
 ``fully-folded`` tiles the im2col matrix (one window per phase); ``semi-folded`` folds output rows
 (one per phase) and unfolds output columns into block-Toeplitz crossbars, ``w_o`` output columns per
@@ -52,7 +52,7 @@ def fully_folded_count(groups: int, rows: int, cols: int, xbar_rows: int, xbar_c
 def accumulation_crossbars(outputs_per_phase: int, fanin: int, arr: ArraySpec) -> int:
     """Crossbars in add mode that reduce ``fanin`` partial sums of ``outputs_per_phase`` outputs at once.
 
-    One add-mode crossbar sums ``fanin`` rows into each of ``min(C, R // fanin)`` columns (SPEC 2.2,
+    One add-mode crossbar sums ``fanin`` rows into each of ``min(C, R // fanin)`` columns (background §2.2,
     SemiMap's FunC vector-add mode); none are needed when there is nothing to add.
     """
     if fanin <= 1:
@@ -82,7 +82,7 @@ def fully_folded(shape: LayerShape, arr: ArraySpec, layer: str = "") -> MappingP
 
 @dataclass(frozen=True)
 class Toeplitz:
-    """The block structure of a semi-folded layer at one slice width (SPEC 2.2)."""
+    """The block structure of a semi-folded layer at one slice width (background §2.2)."""
 
     w_o: int
     w_i: int

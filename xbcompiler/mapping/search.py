@@ -1,4 +1,4 @@
-"""The slice-width search (SPEC 2.2): the best ``w_o`` in ``1..W'`` for each layer, with runners-up.
+"""The slice-width search (background §2.2): the best ``w_o`` in ``1..W'`` for each layer, with runners-up.
 
 Phases are ``H'`` for every ``w_o``, so the default objective is the crossbar count, ties broken
 towards fewer partial sums, then fewer input words (less halo), then the narrower slice. A weighted

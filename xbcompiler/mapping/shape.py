@@ -1,4 +1,4 @@
-"""The layer shape the mapping cost model works on (SPEC 0.1), from a logical matrix or a netlist layer.
+"""The layer shape the mapping cost model works on (background §0.1), from a logical matrix or a netlist layer.
 
 Every weight-stationary layer is seen as a 2-D convolution per group: Conv1d is a convolution over a
 ``1 x L`` map, and a Linear over ``[..., F]`` inputs is a ``1 x 1`` convolution over an ``L x 1`` map of
@@ -37,7 +37,7 @@ class LayerShape:
         return self.groups * self.c_out * self.out_hw[0] * self.out_hw[1]
 
     def input_cols(self, w_o: int) -> int:
-        """``w_i``: input columns one slice of ``w_o`` output columns reads, halo included (SPEC 2.2)."""
+        """``w_i``: input columns one slice of ``w_o`` output columns reads, halo included (background §2.2)."""
         return (w_o - 1) * self.stride[1] + self.dilation[1] * (self.kernel[1] - 1) + 1
 
 

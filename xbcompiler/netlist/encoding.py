@@ -5,7 +5,7 @@
   ``differential`` stores ``max(Wq, 0)`` and ``max(-Wq, 0)`` on ``ceil((b_w - 1) / k)`` slices each,
   planes ordered ``+s0, -s0, +s1, -s1, ...``; ``differential-zero-high`` stores the same pairs with both
   cells counted down from the top level, ``(2**k - 1 - neg slice, 2**k - 1 - pos slice)``, so a zero
-  weight is high in both cells (SPEC 4.2) and the pair's difference is unchanged; ``polarized`` (FORMS)
+  weight is high in both cells (background §4.2) and the pair's difference is unchanged; ``polarized`` (FORMS)
   stores ``|Wq|`` on ``ceil((b_w - 1) / k)`` planes of sign +1, the sign being one per fragment read
   (row block) and column, the layer's ``signs`` array.
 - Inputs ``Xq`` are driven as ``Xq + input_offset`` and cut into the DAC cycles ``quant.cycles``.

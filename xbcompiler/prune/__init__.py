@@ -1,5 +1,5 @@
 """Crossbar-aware pruning: group definitions, LGD/RPP and zerorize-recover training, input-channel
-reorder, and the network-level search (SPEC 1.3-1.8, 3.3-3.4; see docs/pruning.md).
+reorder, and the network-level search (background §1.3-1.8, 3.3-3.4; see docs/pruning.md).
 
 The OR-Tools solver path of the reorder is :func:`xbcompiler.prune.reorder_solve.solve` (imported
 on demand, so this package does not load OR-Tools).

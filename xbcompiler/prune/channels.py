@@ -1,4 +1,4 @@
-"""Channel spaces of a canonical fx graph: which tensors must share one channel order (SPEC 1.6).
+"""Channel spaces of a canonical fx graph: which tensors must share one channel order (background §1.6).
 
 A *space* is an equivalence class of channel axes (dim 1) that one permutation reorders together:
 a crossbar layer starts one with its output channels; channel-wise ops (activations, pooling,

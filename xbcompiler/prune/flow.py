@@ -1,10 +1,10 @@
-"""Crossbar-aware pruning of a classifier, end to end (SPEC 1.5-1.8; the library behind ``xbc prune``).
+"""Crossbar-aware pruning of a classifier, end to end (background §1.5-1.8; the library behind ``xbc prune``).
 
 :func:`prune_classifier` takes a trained model, a target and labelled data and:
 
 1. optionally reorders input channels (:func:`.reorder_pass.reorder_model`, function-preserving);
 2. derives the groups of ``grain`` from the mapping plan of the target (:func:`.plan_groups.plan_groups`);
-3. prunes either to fixed per-layer sparsities, or by the network-level search (SPEC 1.7: layer by
+3. prunes either to fixed per-layer sparsities, or by the network-level search (background §1.7: layer by
    layer, each step to the smallest ratio at least ``step`` further that frees whole crossbars, a short
    pruning run per step, accuracy on the validation data, the three stop conditions);
 4. fine-tunes all pruned layers jointly with LGD/RPP (``relax_epochs`` of relaxed projection; 0
@@ -69,7 +69,7 @@ class PruneSettings:
     crossbar_threshold: int = 1
     """Search: stop a layer before it would keep this many crossbars or fewer."""
     skip_first_last: bool = True
-    """Leave the first and the last crossbar layer dense (SPEC 1.7's default)."""
+    """Leave the first and the last crossbar layer dense (background §1.7's default)."""
     reorder: bool = False
     """Reorder input channels first (``reorder-input-channels``'s algorithm on the model)."""
     reorder_sparsity: float = 0.75
@@ -190,7 +190,7 @@ class _Pruner:
 
     def next_ratio(self, layer: str, ratio: float) -> float | None:
         """At least ``step`` above ``ratio``, then back down to keep as many groups as those crossbars hold;
-        the next ratio that frees a crossbar when the step frees none (SPEC 1.7-1.8)."""
+        the next ratio that frees a crossbar when the step frees none (background §1.7-1.8)."""
         curve, gs = self.curve(layer), self.groups[layer].group_set
         counts, now = curve.counts, gs.n_keep(ratio)
         s = min(gs.n_keep(min(1.0, ratio + self.s.step)), now - 1)

@@ -1,7 +1,7 @@
 """Pruning groups: disjoint sets of entries of one weight tensor, and what the kept ones cost in crossbars.
 
 A :class:`GroupSet` says nothing about how its groups were derived; the constructors below build the
-shapes the mappings produce (SPEC 1.3, 3.3) from explicit numbers (``kin``, ``kout``, ``n_w``, tile
+shapes the mappings produce (background §1.3, 3.3) from explicit numbers (``kin``, ``kout``, ``n_w``, tile
 sizes), which the caller takes from the layer's mapping plan. Weight layouts: ``[C_out, C_in/groups,
 *kernel]`` (conv) or ``[C_out, C_in]`` (linear, kernel 1x1).
 """
@@ -19,7 +19,7 @@ import torch
 class PackCount:
     """Crossbars of a keep vector: ``mult * sum_bin ceil(weight * alive(bin) / capacity)``.
 
-    One formula covers every grain (SPEC 1.8, 3.3): crossbar-grain and whole tiles are one bin per
+    One formula covers every grain (background §1.8, 3.3): crossbar-grain and whole tiles are one bin per
     group (``weight = capacity = 1``, ``mult = n_w``); column-grain with output recombination bins the
     slabs ``(o, a)`` by input group (``capacity = Kout``, ``mult = n_w``); kernel groups with row
     compaction bin by column tile (``weight = kh*kw`` rows, ``capacity = R``).
@@ -76,7 +76,7 @@ class GroupSet:
         return torch.bincount(flat[flat >= 0], minlength=self.n_groups)
 
     def norms(self, weight: torch.Tensor) -> torch.Tensor:
-        """``||W_g||_2 / sqrt(|W_g|)`` per group (SPEC 1.4: fair to unequal group sizes), ``float [G]``."""
+        """``||W_g||_2 / sqrt(|W_g|)`` per group (background §1.4: fair to unequal group sizes), ``float [G]``."""
         flat, w = self.labels.reshape(-1), weight.detach().reshape(-1).double().cpu()
         inside = flat >= 0
         energy = torch.zeros(self.n_groups, dtype=torch.float64).index_add_(0, flat[inside], w[inside] ** 2)
@@ -93,7 +93,7 @@ class GroupSet:
         return weight * self.mask(keep).to(weight)
 
     def n_keep(self, sparsity: float) -> int:
-        """``s = ceil((1 - rho) * |G|)`` kept groups for group sparsity ``rho`` (SPEC 1.4)."""
+        """``s = ceil((1 - rho) * |G|)`` kept groups for group sparsity ``rho`` (background §1.4)."""
         if not 0.0 <= sparsity <= 1.0:
             raise ValueError(f"sparsity must lie in [0, 1], got {sparsity}")
         return min(self.n_groups, max(0, ceil((1.0 - sparsity) * self.n_groups - 1e-9)))
@@ -108,7 +108,7 @@ class GroupSet:
         groups sorted by score are cut into crossbars of ``cost.capacity`` groups, valued by their
         energy ``sum n_j^2 |W_j|``; crossbars go best first (a bin's crossbars in order), so keeping
         ``s`` groups touches at most one partly filled crossbar. This is the exact projection onto
-        "at most ``k`` crossbars" when ``s`` fills them (SPEC 1.8's "next free crossbar" per group).
+        "at most ``k`` crossbars" when ``s`` fills them (background §1.8's "next free crossbar" per group).
         """
         scores = torch.as_tensor(scores).double()
         order = torch.argsort(scores, descending=True, stable=True).numpy()
@@ -155,7 +155,7 @@ def _expand(label2d: torch.Tensor, shape) -> torch.Tensor:
 
 
 def crossbar_groups(param: str, shape, *, kin: int, kout: int, n_w: int = 1, groups: int = 1) -> GroupSet:
-    """Crossbar-grain blocks ``(a, b) = W[O_b, I_a]`` of the semi-folded mapping (SPEC 1.3).
+    """Crossbar-grain blocks ``(a, b) = W[O_b, I_a]`` of the semi-folded mapping (background §1.3).
 
     Input groups ``I_a`` are ``kin`` consecutive channels of a conv group (``a`` is local to it),
     output groups ``O_b`` are ``kout`` consecutive output channels of a conv group (``b`` is global);
@@ -175,7 +175,7 @@ def crossbar_groups(param: str, shape, *, kin: int, kout: int, n_w: int = 1, gro
 
 def column_groups(param: str, shape, *, kin: int, kout: int, n_w: int = 1, groups: int = 1,
                   aligned: bool = False) -> GroupSet:
-    """Column-grain slabs ``(o, a) = W[o, I_a]`` with output recombination (SPEC 1.3).
+    """Column-grain slabs ``(o, a) = W[o, I_a]`` with output recombination (background §1.3).
 
     ``a`` is the input group local to the conv group of ``o``. Cost: survivors of each (conv group,
     input group) are re-packed ``kout`` per crossbar, ``n_w`` times: ``n_w * ceil(|alive(a)| / kout)``.
@@ -192,7 +192,7 @@ def column_groups(param: str, shape, *, kin: int, kout: int, n_w: int = 1, group
 
 def kernel_groups(param: str, shape, *, cols_per_tile: int, rows: int) -> GroupSet:
     """CRIMP kernel groups ``(i, c)``: input channel ``i`` restricted to the output channels of column tile
-    ``c`` of a fully-folded mapping (``cols_per_tile`` output channels per tile, SPEC 3.3).
+    ``c`` of a fully-folded mapping (``cols_per_tile`` output channels per tile, background §3.3).
 
     Cost with row compaction: column tile ``c`` takes ``ceil(kh*kw * |alive(c)| / rows)`` crossbars.
     Grouped layers are not supported here (their tiles are packed block-diagonally).
@@ -207,7 +207,7 @@ def kernel_groups(param: str, shape, *, cols_per_tile: int, rows: int) -> GroupS
 
 def tile_groups(param: str, shape, *, rows: int, cols_per_tile: int) -> GroupSet:
     """Whole ``rows x cols_per_tile`` tiles ``(r, c)`` of the im2col matrix (CRIMP crossbar pruning,
-    SPEC 3.3).
+    background §3.3).
 
     Matrix row of ``W[o, i, dy, dx]`` is ``(i*kh + dy)*kw + dx`` (rows ``(c, dy, dx)``), column ``o``.
     Each kept tile is one crossbar.
@@ -221,7 +221,7 @@ def tile_groups(param: str, shape, *, rows: int, cols_per_tile: int) -> GroupSet
     return GroupSet(param, labels, keys, ("r", "c"), PackCount(np.arange(n_r * n_c), 1, 1, 1))
 
 
-# --- next free crossbar (SPEC 1.8) -------------------------------------------------------------------
+# --- next free crossbar (background §1.8) -------------------------------------------------------------------
 
 def to_free_next(gs: GroupSet, keep) -> np.ndarray:
     """Per bin: how many more of its groups must be pruned to free one more crossbar (0 if none is left).

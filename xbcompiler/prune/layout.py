@@ -1,5 +1,5 @@
-"""Crossbar layouts of pruned layers: recombined output columns (semi-folded, SPEC 1.3 and 1.8) and
-compacted rows (fully-folded, CRIMP's kernel-group and crossbar pruning, SPEC 3.3).
+"""Crossbar layouts of pruned layers: recombined output columns (semi-folded, background §1.3 and 1.8) and
+compacted rows (fully-folded, CRIMP's kernel-group and crossbar pruning, background §3.3).
 
 Pruning is read from the weights, so both rewrites are exact: only zero weights leave the crossbars.
 
@@ -83,7 +83,7 @@ def recombine_layer(m: LogicalMatrix, plan: MappingPlan, rows: int, cols: int, f
 
 def _recombined_plan(plan: MappingPlan, shape: LayerShape, alive: np.ndarray, ins, n_crossbars: int,
                      rows: int, cols: int, m_c: int) -> MappingPlan:
-    """``plan`` with the counts of the recombined layout (SPEC 1.8; docs/pruning.md)."""
+    """``plan`` with the counts of the recombined layout (background §1.8; docs/pruning.md)."""
     kh, kw = shape.kernel
     sizes = np.array([hi - lo for lo, hi in ins])
     pruned = int(((~alive) * sizes[None, :, None]).sum()) * kh * kw

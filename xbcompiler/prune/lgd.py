@@ -1,4 +1,4 @@
-"""L0-constrained gradient descent with relaxant probabilistic projection (LGD/RPP, SPEC 1.5).
+"""L0-constrained gradient descent with relaxant probabilistic projection (LGD/RPP, background §1.5).
 
 Dense "shadow" weights are always updated; the forward and backward passes run in sparse space
 (``W * M``) and the gradient reaches every entry of ``W`` (straight-through), so pruned groups may

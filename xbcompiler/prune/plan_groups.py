@@ -1,4 +1,4 @@
-"""Pruning groups derived from the mapping plan of the actual target (SPEC 1.2-1.3, 3.3; DESIGN section 3).
+"""Pruning groups derived from the mapping plan of the actual target (background §1.2-1.3, 3.3).
 
 :func:`plan_groups` compiles the model for the target with the pipeline, so the numbers are those the
 compiler uses (the same slice-width search, ``Kin``, ``Kout``, ``n_w``, tile sizes), and builds one

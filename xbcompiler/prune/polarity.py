@@ -1,4 +1,4 @@
-"""FORMS fragments of a weight tensor and the exact projection onto "one sign per fragment" (SPEC 4.1).
+"""FORMS fragments of a weight tensor and the exact projection onto "one sign per fragment" (background §4.1).
 
 A crossbar layer's matrix has one row per input ``(c, dy, dx)`` and one column per output channel; a
 weight tensor ``[C_out, C_in/groups, *kernel]`` (or ``[N, F]``) flattened to ``[C_out, K]`` holds column

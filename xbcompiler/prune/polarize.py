@@ -1,4 +1,4 @@
-"""FORMS polarization by ADMM (SPEC 4.1; the library behind ``xb.polarize`` and ``xbc polarize``).
+"""FORMS polarization by ADMM (background §4.1; the library behind ``xb.polarize`` and ``xbc polarize``).
 
 Every crossbar layer's weight ``W`` is trained so that each fragment (``crossbar.fragment_rows``
 consecutive matrix rows of one column, :mod:`.polarity`) holds one sign:

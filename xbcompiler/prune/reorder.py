@@ -1,4 +1,4 @@
-"""Input-channel reorder (SPEC 1.6): the problem, its objective and bound, the heuristic, and applying it.
+"""Input-channel reorder (background §1.6): the problem, its objective and bound, the heuristic, and applying it.
 
 Pure NumPy/torch; the OR-Tools solver path lives in :mod:`.reorder_solve`.
 
@@ -51,7 +51,7 @@ class ReorderProblem:
 
 
 def kernel_energy(weight: torch.Tensor) -> np.ndarray:
-    """``S[o, i] = ||W[o, i, ...]||_F^2`` (SPEC 1.3), ``float64 [C_out, C_in/groups]``."""
+    """``S[o, i] = ||W[o, i, ...]||_F^2`` (background §1.3), ``float64 [C_out, C_in/groups]``."""
     w = weight.detach().double().cpu()
     return w.pow(2).reshape(w.shape[0], w.shape[1], -1).sum(-1).numpy()
 
@@ -155,7 +155,7 @@ def upper_bound(problem: ReorderProblem) -> float:
 
 def balanced_kmeans(problem: ReorderProblem, *, normalise: bool, seed: int = 0,
                     iters: int = 10) -> np.ndarray:
-    """Group assignment from balanced k-means of channel importance profiles ``S[:, i]`` (SPEC 1.6 step 1).
+    """Group assignment from balanced k-means of channel importance profiles ``S[:, i]`` (background §1.6 step 1).
 
     Centres start with k-means++; each assignment step fills groups to their sizes greedily by distance.
     """

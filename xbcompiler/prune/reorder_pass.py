@@ -1,4 +1,4 @@
-"""Input-channel reorder of a whole graph: one problem per channel space, solved, applied (SPEC 1.6).
+"""Input-channel reorder of a whole graph: one problem per channel space, solved, applied (background §1.6).
 
 For every channel space that is free to move (:mod:`.channels`), the problem is built from its main
 consumers: the crossbar layers that read the whole space, grouped by their plan's ``Kin`` and conv

@@ -1,4 +1,4 @@
-"""Solver path of the input-channel reorder (SPEC 1.6); the only module of the package importing OR-Tools.
+"""Solver path of the input-channel reorder (background §1.6); the only module of the package importing OR-Tools.
 
 :func:`solve` runs, within one time limit: the heuristic of :mod:`.reorder` (balanced clustering +
 pairwise-swap local search), then alternating exact maximisation from its result (fix the

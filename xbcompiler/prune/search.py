@@ -1,4 +1,4 @@
-"""Network-level pruning search (SPEC 1.7), generic over callbacks.
+"""Network-level pruning search (background §1.7), generic over callbacks.
 
 Layer by layer, the ratio steps to the next value that frees a whole crossbar; each step prunes and
 evaluates. A layer stops when the next step would exceed the per-layer ratio limit, would leave at
@@ -79,7 +79,7 @@ def network_search(layers: Sequence[str], callbacks: SearchCallbacks, *, max_dro
     """Run the search over ``layers`` in order (callers skip the first conv and the classifier).
 
     ``drop_from="layer"`` measures the accuracy drop from the accuracy at the start of each layer
-    (``max_drop`` is a per-layer threshold, SPEC 1.7); ``"network"`` from the dense baseline.
+    (``max_drop`` is a per-layer threshold, background §1.7); ``"network"`` from the dense baseline.
     """
     if drop_from not in ("layer", "network"):
         raise ValueError(f"drop_from must be 'layer' or 'network', got {drop_from!r}")

@@ -1,4 +1,4 @@
-"""CRIMP's zerorize-recover schedule (SPEC 3.4, reconstruction [E]).
+"""CRIMP's zerorize-recover schedule (background §3.4, reconstruction [E]).
 
 Every ``every`` epochs before ``ramp_epochs`` the lowest ``p(e)`` fraction of groups (by
 ``||W_g|| / sqrt(|W_g|)``) is set to zero but stays trainable, so it may recover;

@@ -1,4 +1,4 @@
-"""FORMS fragments on the compiler's side (SPEC 4.1, docs/polarize.md).
+"""FORMS fragments on the compiler's side (background §4.1, docs/polarize.md).
 
 A fragment is ``fragment_rows`` consecutive rows ``[j F, (j + 1) F)`` of one column of a layer's
 matrix (per conv group). With ``encoding.signed = "polarized"`` the ADC reads every fragment alone:

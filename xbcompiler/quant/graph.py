@@ -3,7 +3,7 @@
 After quantisation every crossbar layer's output is an integer tensor at a known exponent. Host ops
 that only move, select or compare values keep the exponent; adds and concatenations need one
 exponent for all operands, so a ``requantize`` shift is inserted on the operands with the smaller
-exponent (SPEC 3.2); averages over a power-of-two count are a shift; anything else computes in float
+exponent (background §3.2); averages over a power-of-two count are a shift; anything else computes in float
 and is listed with the reason. The next crossbar layer quantises whatever it receives.
 """
 

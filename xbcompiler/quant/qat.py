@@ -1,4 +1,4 @@
-"""Quantisation-aware training with power-of-two scales (SPEC 3.2): a straight-through estimator and a
+"""Quantisation-aware training with power-of-two scales (background §3.2): a straight-through estimator and a
 learnable real ``log2`` scale that the forward pass rounds to an integer exponent.
 
     model = prepare_qat(model, weight_bits=4, input_bits=8, calibration=x)   # fake-quantised

@@ -1,4 +1,4 @@
-"""Power-of-two quantisation: exponents, integer ranges, the rounding shift, per-layer parameters (SPEC 3.2).
+"""Power-of-two quantisation: exponents, integer ranges, the rounding shift, per-layer parameters (background §3.2).
 
 A real value ``v`` is held as an integer ``q`` with an exponent ``e``: ``v = q * 2**e``. Every rescale
 between two exponents is an arithmetic shift; a right shift rounds half up, ``(q + 2**(n-1)) >> n``.
@@ -19,7 +19,7 @@ def int_range(bits: int, signed: bool) -> tuple[int, int]:
 
 
 def weight_range(bits: int) -> tuple[int, int]:
-    """Symmetric signed weight range ``+-(2**(bits-1) - 1)`` (SPEC 3.2; the offset encoding needs it)."""
+    """Symmetric signed weight range ``+-(2**(bits-1) - 1)`` (background §3.2; the offset encoding needs it)."""
     top = (1 << (bits - 1)) - 1
     return -top, top
 

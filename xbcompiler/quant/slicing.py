@@ -1,4 +1,4 @@
-"""Integer encodings, weight bit-slicing, bit-serial inputs and the ADC of one crossbar read (SPEC 0.2-0.4, 4.4).
+"""Integer encodings, weight bit-slicing, bit-serial inputs and the ADC of one crossbar read (background §0.2-0.4, 4.4).
 
 Everything here works on integer-valued torch tensors (int64 or exactly-integer floats).
 
@@ -9,9 +9,9 @@ Everything here works on integer-valued torch tensors (int64 or exactly-integer 
   digitally); differential stores ``max(Wq, 0)`` and ``max(-Wq, 0)`` on ``S = ceil((b_w-1) / k)``
   slices each, planes ordered ``+s0, -s0, +s1, -s1, ...`` (the pair side by side);
   ``differential-zero-high`` stores each pair counted down from the top level, ``(2**k - 1 - neg slice,
-  2**k - 1 - pos slice)``: a zero weight is high in both cells (stuck-on faults cost it nothing, SPEC
-  4.2) and the pair's difference, so everything read from it, is that of ``differential``;
-  ``polarized`` (FORMS, SPEC 4.1) stores ``|Wq|`` on ``ceil((b_w-1) / k)`` planes of sign +1, one column
+  2**k - 1 - pos slice)``: a zero weight is high in both cells (stuck-on faults cost it nothing, background
+  §4.2) and the pair's difference, so everything read from it, is that of ``differential``;
+  ``polarized`` (FORMS, background §4.1) stores ``|Wq|`` on ``ceil((b_w-1) / k)`` planes of sign +1, one column
   each: the sign is one per fragment (row block) and column, applied digitally to the read's result
   (:func:`block_mvm`'s ``signs``), so ``Wq = sign * sum_p 2**shift[p] * level[p]``.
 - Inputs ``Xq`` are driven as ``X' = Xq + input_offset`` (``2**(b_x-1)`` for signed inputs with the
@@ -171,7 +171,7 @@ def adc_codes(reads: torch.Tensor, step_bits, bits, rounding: str) -> torch.Tens
 def block_mvm(xq: torch.Tensor, wq: torch.Tensor, enc: Encoding, *, flips: torch.Tensor | None = None,
               occupied: torch.Tensor | None = None, step_bits=0, bits=64, rounding: str = "nearest-even",
               signs: torch.Tensor | None = None) -> torch.Tensor:
-    """One row block by the literal per-read loop of SPEC 0.4: ``xq [M, rows] @ wq [rows, cols]`` -> int64 [M, cols].
+    """One row block by the literal per-read loop of background §0.4: ``xq [M, rows] @ wq [rows, cols]`` -> int64 [M, cols].
 
     Every (cycle, plane) read goes through the ADC (``step_bits``/``bits`` broadcast over columns);
     flipped columns (``flips [P, cols]``) and the offset corrections are recovered digitally from

@@ -1,4 +1,4 @@
-"""FORMS fragments in the cost report: ADC reads per column, lossless ADC bits and zero-skipped cycles (SPEC 4.1).
+"""FORMS fragments in the cost report: ADC reads per column, lossless ADC bits and zero-skipped cycles (background §4.1).
 
 A polarized layer reads every fragment of a column alone (docs/polarize.md): a record (slice or
 block) holding rows of ``n`` fragments is read ``n`` times per column and cycle, each read summing at
