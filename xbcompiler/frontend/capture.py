@@ -14,6 +14,7 @@ from torch import fx, nn
 
 from ..diagnostics import CompileError
 from .export import export
+from .rewrites import rewrite_modules
 from .trace import check_inputs, private_copy, trace_copy
 
 FRONTENDS = ("auto", "export", "fx")
@@ -57,7 +58,7 @@ def capture(model: nn.Module, example_inputs, frontend: str = "auto") -> Capture
     """The model's canonical graph from the chosen front end (never modifies ``model``)."""
     check_frontend(frontend)
     inputs = check_inputs(example_inputs)
-    private = private_copy(model)
+    private = rewrite_modules(private_copy(model))
     if frontend == "fx":
         return Captured(trace_copy(private, inputs), "fx", frontend)
     if frontend == "export":
