@@ -4,10 +4,10 @@ Every ratio is a median of per-round ratios, all timed in the same rounds (bench
 
 - ideal mode, ResNet-20 at batch 64 (3x32x32) on ``isaac-like``, for each of ``fully-folded``,
   ``semi-folded`` and ``fully-unfolded``: goal at most 2.0 each;
-- ideal mode, ResNet-50 at batch 8 (3x224x224), ``default`` pipeline: goal at most 3.0
+- ideal mode, ResNet-50 at batch 8 (3x224x224), ``semi-folded`` pipeline: goal at most 3.0
   (only with ``--resnet50``; never with ``--quick``);
 - integer mode, lossless: ResNet-20 at batch 64 compiled with calibration data, 8-bit weights and
-  inputs and ``adc.mode = "lossless"`` (as bench_integer.py's case a), ``default`` pipeline: goal at most 3.0;
+  inputs and ``adc.mode = "lossless"`` (as bench_integer.py's case a), ``semi-folded`` pipeline: goal at most 3.0;
 - the peer, IBM's aihwkit-lightning (optional, bench only; ``pip install "aihwkit-lightning==2.1.0"``):
   the same ResNet-20 converted with ``convert_to_analog`` to analog layers with 8-bit DAC and ADC
   (``forward.inp_res`` / ``out_res`` = 2^8 - 2, ``out_bound`` 10), output noise 0.04, per-channel
@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeat", type=int, default=None, help="timed rounds (default 7; 3 with --quick)")
     parser.add_argument("--quick", action="store_true", help="3 rounds, no ResNet-50")
-    parser.add_argument("--resnet50", action="store_true", help="also ResNet-50 at batch 8 (default pipeline)")
+    parser.add_argument("--resnet50", action="store_true", help="also ResNet-50 at batch 8 (semi-folded pipeline)")
     parser.add_argument("--model", default="resnet20", choices=sorted(MODELS), help="the small model (default resnet20)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--no-peer", action="store_true", help="skip aihwkit-lightning even if installed")
@@ -150,12 +150,12 @@ def main() -> None:
 
     for strategy in STRATEGIES:
         bench_case(args.model, model, xd, strategy, "ideal", GOAL_IDEAL, device, repeat, peer)
-    bench_case(args.model, model, xd, "default", "integer", GOAL_INTEGER, device, repeat, peer,
+    bench_case(args.model, model, xd, "semi-folded", "integer", GOAL_INTEGER, device, repeat, peer,
                overrides=INTEGER_LOSSLESS, calibration=calibration)
     if args.resnet50 and not args.quick:
         big = IMAGENET_MODELS["resnet50_imagenet"]
         xb50 = torch.randn(8, *big.input_shape[1:], generator=gen).to(device)
-        bench_case("resnet50", big.factory(), xb50, "default", "ideal", GOAL_RESNET50, device, max(3, repeat // 2))
+        bench_case("resnet50", big.factory(), xb50, "semi-folded", "ideal", GOAL_RESNET50, device, max(3, repeat // 2))
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def measure(model, data, overrides: dict, name: str, fragment_rows: int) -> dict
                                                                                               data.y_test), 3)}
     for adc, extra in ADCS.items():
         target = xb.load_target("isaac-like", {**BASE, **overrides, **extra})
-        compiled = xb.compile(model, data.x_train[:1], target, calibration=data.x_train[:256])
+        compiled = xb.compile(model, data.x_train[:1], target, "semi-folded", calibration=data.x_train[:256])
         net = compiled.netlist
         row[f"integer_accuracy_{adc}"] = round(accuracy(compiled, data.x_test, data.y_test), 3)
         if adc == "lossless":

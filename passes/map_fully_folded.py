@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from xbcompiler.ir.program import Crossbar, SliceAssignment, XbarProgram
-from xbcompiler.mapping.plan import ArraySpec, fully_folded, fully_folded_count
+from xbcompiler.mapping.plan import ArraySpec, fully_folded
 from xbcompiler.mapping.shape import shape_of
+from xbcompiler.mapping.slices import layer_slices
 from xbcompiler.pipeline import Pass, PassContext
 
 
@@ -31,22 +32,9 @@ class MapFullyFoldedPass(Pass):
                 continue
             m = program.matrices[node.target]
             groups, K, N = m.weight.shape
-            count, per = fully_folded_count(groups, K, N, R, C)
-            first = len(crossbars)
-            if per > 1:
-                for g in range(groups):
-                    j, s = divmod(g, per)
-                    if s == 0:
-                        crossbars.append(Crossbar(len(crossbars), m.name, R, C))
-                    slices.append(SliceAssignment(m.name, first + j, g, 0, K, 0, N, s * K, s * N))
-            else:
-                for g in range(groups):
-                    for r0 in range(0, K, R):
-                        for c0 in range(0, N, C):
-                            crossbars.append(Crossbar(len(crossbars), m.name, R, C))
-                            slices.append(SliceAssignment(m.name, len(crossbars) - 1, g, r0, min(K, r0 + R),
-                                                          c0, min(N, c0 + C), 0, 0))
-            assert len(crossbars) - first == count
+            xs, ss = layer_slices(m.name, groups, K, N, len(crossbars), R, C)
+            crossbars += xs
+            slices += ss
             plans[m.name] = fully_folded(shape_of(m), ArraySpec.of(ctx.target), m.name)
-            assert plans[m.name].crossbars == count and plans[m.name].cycles == m.cycles
+            assert plans[m.name].crossbars == len(xs) and plans[m.name].cycles == m.cycles
         return program.replace(crossbars=tuple(crossbars), slices=tuple(slices), plans=plans, placed=False)

@@ -34,13 +34,14 @@ class PlaceTilesPass(Pass):
         program, report = place(program, ctx.target, self.method)
         chips = report["chips"]
         units = sum(p.crossbars_with_replicas for p in program.plans.values())
-        if chips > 1:
-            capacity = h.tiles * h.crossbars_per_tile
-            if self.max_chips is not None and chips > self.max_chips:
-                raise CompileError("XB302", f"the model needs {chips} chips ({units} crossbars, "
-                                            f"{capacity} per chip) but at most {self.max_chips} are allowed",
-                                   hint="use a larger target, prune the model, or raise --max-chips")
-            message = f"the model needs {chips} chips: {units} crossbars, {capacity} per chip"
+        capacity = h.tiles * h.crossbars_per_tile
+        if self.max_chips is not None and chips > self.max_chips:
+            raise CompileError("XB302", f"the model needs {chips} chips ({units} crossbars, "
+                                        f"{capacity} per chip) but at most {self.max_chips} are allowed",
+                               hint="use a larger target, prune the model, or raise --max-chips")
+        if chips > h.chips:
+            message = (f"the model needs {chips} chips: {units} crossbars, {capacity} per chip"
+                       + (f", {h.chips} chips allowed (hierarchy.chips)" if h.chips > 1 else ""))
             warn("XB310", message)
             ctx.warnings.append(message)
         ctx.report[self.name] = report

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xbcompiler.demo import DigitsCNN  # the demo's model, one definition
+
 # --------------------------------------------------------------------------------------------- helpers
 
 
@@ -442,25 +444,6 @@ class TransformerBlock(nn.Module):
         x = x + self.attention(self.ln1(x))
         x = x + self.mlp(self.ln2(x))
         return self.head(self.ln_f(x).mean(dim=1))
-
-
-class DigitsCNN(nn.Module):
-    """Small CNN for 1x8x8 sklearn digits: two 3x3 convs (one with BN), max pool, 2-layer MLP."""
-
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1, bias=False),
-            nn.BatchNorm2d(32),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        self.classifier = nn.Sequential(nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10))
-
-    def forward(self, x):
-        return self.classifier(torch.flatten(self.features(x), 1))
 
 
 class VGGDigits(nn.Module):

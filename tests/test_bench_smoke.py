@@ -26,11 +26,11 @@ def run_bench(script: str, *args: str) -> tuple[str, dict[str, dict]]:
 @pytest.mark.slow
 def test_bench_netlist_quick():
     _, rows = run_bench("bench_netlist.py", "--quick", "--model", "mlp")
-    for pipeline in ("default", "fully_folded"):
+    for pipeline in ("semi_folded", "fully_folded"):
         row = rows[f"netlist_mlp_{pipeline}"]
         assert {"bytes", "compile_s", "save_s", "compile_save_s", "load_s", "peak_gb", "crossbars"} <= row.keys()
         assert row["bytes"] > 0 and row["peak_gb"] > 0
-    ratios = rows["netlist_mlp_default_over_fully_folded"]
+    ratios = rows["netlist_mlp_semi_folded_over_fully_folded"]
     assert {"size_ratio", "size_goal", "time_ratio", "time_goal", "peak_ratio", "default_peak_gb",
             "peak_goal_gb", "size_met", "time_met", "peak_met"} <= ratios.keys()
 
@@ -38,7 +38,7 @@ def test_bench_netlist_quick():
 @pytest.mark.slow
 def test_bench_emulation_quick():
     out, rows = run_bench("bench_emulation.py", "--quick", "--model", "mlp", "--batch", "4", "--repeat", "1")
-    cases = [("ideal", "fully_folded"), ("ideal", "semi_folded"), ("ideal", "fully_unfolded"), ("integer", "default")]
+    cases = [("ideal", "fully_folded"), ("ideal", "semi_folded"), ("ideal", "fully_unfolded"), ("integer", "semi_folded")]
     for mode, pipeline in cases:
         row = rows[f"emulation_{mode}_over_torch_mlp_b4_{pipeline}_cpu"]
         assert {"ratio", "goal", "emulator_s", "torch_s", "err", "crossbars"} <= row.keys()

@@ -415,7 +415,7 @@ def test_emulate_random_and_bad_inputs(compiled, tmp_path, capsys):
     assert run(capsys, "emulate", compiled)[0] == 2  # --input or --random is required
 
 
-# --------------------------------------------------------------------------- targets, passes, demo
+# --------------------------------------------------------------------------------- targets, passes
 
 
 def test_targets_lists_builtins(capsys):
@@ -451,29 +451,6 @@ def test_passes_lists_passes_options_and_pipelines(capsys):
         assert name in stdout
     assert "max-chips" in stdout and "int | None" in stdout and "mapped" in stdout
     assert "verify-each" in stdout
-
-
-def test_demo(tmp_path, capsys):
-    status, stdout, err = run(capsys, "demo")
-    assert status == 0, err
-    assert "verified: max relative error" in stdout and "isaac-like" in stdout and "crossbars" in stdout
-    out = tmp_path / "demo"
-    status, stdout, err = run(capsys, "demo", "-o", out)
-    assert status == 0, err
-    assert (out / "netlist.json").is_file()
-
-
-def test_demo_model_is_deterministic():
-    from xbcompiler.demo import INPUT_SHAPE, make_model
-
-    x = torch.randn(*INPUT_SHAPE)
-    state = torch.random.get_rng_state()
-    a, b, c = make_model(), make_model(0), make_model(1)
-    assert torch.equal(torch.random.get_rng_state(), state)  # global RNG untouched
-    assert torch.equal(a(x), b(x)) and not torch.equal(a(x), c(x))
-    kinds = {type(m).__name__ for m in a.modules()}
-    assert {"Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Linear"} <= kinds
-    assert any(isinstance(m, torch.nn.Conv2d) and m.groups == m.in_channels > 1 for m in a.modules())
 
 
 # ---------------------------------------------------------------------------------- console script

@@ -63,7 +63,7 @@ def test_list_crossbars(compiled, capsys):
 def test_help_has_an_example(capsys):
     status, out, _ = run(capsys, "inspect", "--help")
     assert status == 0
-    assert "example: xbc inspect" in out and "--crossbar ID" in out and "--save FILE.npy" in out
+    assert "examples:" in out and "xbc inspect out --crossbar t0.x1" in out and "--save FILE.npy" in out
 
 
 def test_show_one_crossbar(compiled, capsys):

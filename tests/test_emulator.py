@@ -60,7 +60,7 @@ LAYERS = [
     ("conv1d-grouped-dilated", lambda: nn.Conv1d(12, 8, 3, padding=3, dilation=3, groups=4), (2, 12, 21),
      lambda nl, t: nl.layers[0].groups == 4),
     ("linear-3d-input", lambda: nn.Linear(40, 20), (2, 7, 40),
-     lambda nl, t: nl.layers[0].cycles == 7),
+     lambda nl, t: nl.layers[0].cycles * nl.layers[0].row_copies == 7),  # 7 vectors, folded or unfolded
     ("linear-4d-input-no-bias", lambda: nn.Linear(33, 9, bias=False), (2, 3, 5, 33),
      lambda nl, t: nl.layers[0].arrays.bias is None),
     ("linear-tall", lambda: nn.Linear(300, 3), (4, 300),

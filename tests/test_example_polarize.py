@@ -17,7 +17,10 @@ def test_polarize_example_quick(tmp_path):
     assert result["adc_bits_saved"] == {"8": 4}
     assert (differential["m_c"], polarized["m_c"]) == (8, 4)  # 7 magnitude bits on 2-bit cells, pair or one column
     assert differential["verify_ok"] and polarized["verify_ok"]
-    assert polarized["integer_accuracy_lossless"] == polarized["float_accuracy"] > 50
+    # 8-bit quantisation with a lossless ADC: within two of the 450 test images of the float model (the last
+    # bits of the float inputs' arithmetic can flip one rounding, so not always equal)
+    assert abs(polarized["integer_accuracy_lossless"] - polarized["float_accuracy"]) <= 200 / 450
+    assert polarized["float_accuracy"] > 50
     assert 0 < polarized["zero_skipped"] < 1 and differential["zero_skipped"] is None
     table = (out / "polarize.md").read_text()
     assert "| differential |" in table and "| polarized F=8 |" in table

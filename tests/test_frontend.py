@@ -577,13 +577,14 @@ class FFT(nn.Module):
         return torch.fft.fft(self.fc(x)).real  # marker: torch.fft
 
 
-class WithLSTM(nn.Module):
+class WithInstanceNorm(nn.Module):
     def __init__(self):
         super().__init__()
-        self.lstm = nn.LSTM(8, 8, batch_first=True)
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.norm = nn.InstanceNorm2d(4)
 
     def forward(self, x):
-        return self.lstm(x)[0]  # marker: nn.LSTM
+        return self.norm(self.conv(x))  # marker: nn.InstanceNorm2d
 
 
 class BadMethod(nn.Module):
@@ -607,10 +608,10 @@ class BadAttribute(nn.Module):
 @pytest.mark.parametrize("cls,node,named,marker,shape", [
     (Sorts, "sort", "sort", "# marker: torch.sort", (1, 3, 6, 6)),
     (FFT, "fft_fft", "fft", "# marker: torch.fft", (1, 8)),
-    (WithLSTM, "lstm", "LSTM", "# marker: nn.LSTM", (1, 3, 8)),
+    (WithInstanceNorm, "norm", "InstanceNorm2d", "# marker: nn.InstanceNorm2d", (1, 3, 6, 6)),
     (BadMethod, "cumsum", "cumsum", "# marker: Tensor.cumsum", (1, 8)),
     (BadAttribute, "getattr_1", "'.T'", "# marker: x.T", (8, 8)),
-], ids=["sort", "fft", "lstm", "method", "getattr"])
+], ids=["sort", "fft", "module", "method", "getattr"])
 def test_unsupported_op_is_xb103_at_the_users_line(cls, node, named, marker, shape):
     with pytest.raises(CompileError) as info:  # torch.export's refusals: tests/test_frontend_export.py
         xb.compile(cls(), (torch.randn(*shape),), "tiny", frontend="fx")

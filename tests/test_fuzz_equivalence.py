@@ -4,15 +4,23 @@ the integer reference (lossless ADCs).
 
 The CI profile runs ``XB_FUZZ_EXAMPLES`` models (default 200); a long profile by hand:
 ``XB_FUZZ_EXAMPLES=2000 python -m pytest tests/test_fuzz_equivalence.py``. A failure shrinks to a
-minimal model (hypothesis), printed as the drawn architecture (a fixed case goes into a test of its own).
+minimal model (hypothesis) and is saved as ``tests/data/fuzz_regressions/<kind>-<digest>.json`` (each
+failing example replaces the one saved before it in the same run, so what is left is the minimal one);
+:func:`test_saved_regressions` re-runs every saved case, so a fixed bug stays fixed once the file is
+committed.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
+import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -21,6 +29,7 @@ from torch import nn
 import xbcompiler as xb
 
 EXAMPLES = int(os.environ.get("XB_FUZZ_EXAMPLES", "200"))
+REGRESSIONS = Path(__file__).parent / "data" / "fuzz_regressions"
 PIPELINES = ("default", "fully-folded", "semi-folded", "fully-unfolded")
 
 
@@ -133,19 +142,158 @@ def compile_quietly(model, x, overrides, pipeline, calibration=None):
 @given(arch=architectures(), overrides=targets(), pipeline=st.sampled_from(PIPELINES),
        integer=st.booleans())
 def test_random_models_on_random_targets_verify(arch, overrides, pipeline, integer):
+    check_case(Case("dense", arch, overrides, pipeline, integer))
+
+PRUNE_STRATEGIES = {"semi-folded": ("column", "crossbar"), "fully-unfolded": ("column", "crossbar"),
+                    "fully-folded": ("kernel", "tile")}
+
+
+def prune_to_groups(model: nn.Module, x, target, strategy: str, grain: str, sparsity: float, seed: int) -> None:
+    """Zero random ``grain`` groups of every prunable layer in place (the groups of the target's plan)."""
+    from xbcompiler.prune.plan_groups import plan_groups
+
+    params = dict(model.named_parameters())
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for g in plan_groups(model, (x,), target, pipeline=strategy, grain=grain):
+            gs = g.group_set
+            keep = gs.project(torch.rand(gs.n_groups, generator=gen), gs.n_keep(sparsity))
+            params[g.param].mul_(gs.mask(keep))
+
+
+def pruned_pipeline(strategy: str, reorder: bool, seed: int) -> str:
+    """The strategy's pruned pipeline, with ``reorder-input-channels`` after BatchNorm folding if asked."""
+    from xbcompiler.pipeline.named import NAMED_PIPELINES
+    from xbcompiler.prune.flow import PRUNED_PIPELINES
+
+    steps = list(NAMED_PIPELINES[PRUNED_PIPELINES[strategy]])
+    if reorder:
+        steps.insert(1, f"reorder-input-channels{{strategy={strategy},solver=heuristic,seed={seed},time-limit-s=1}}")
+    return ",".join(steps)
+
+
+@settings(max_examples=max(1, EXAMPLES // 4), deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          derandomize=True, print_blob=True)
+@given(arch=architectures(), overrides=targets(), strategy=st.sampled_from(sorted(PRUNE_STRATEGIES)),
+       coarse=st.booleans(), sparsity=st.sampled_from([0.3, 0.5, 0.8]), reorder=st.booleans(),
+       integer=st.booleans())
+def test_pruned_reordered_recombined_models_verify(arch, overrides, strategy, coarse, sparsity, reorder, integer):
+    """Random group pruning of the target's plan, then input-channel reordering and the strategy's
+    pruned pipeline (column recombination, or row compaction when fully-folded)."""
+    check_case(Case("pruned", arch, overrides, strategy, integer,
+                    Pruning(PRUNE_STRATEGIES[strategy][coarse], sparsity, reorder)))
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """How a pruned case prunes: the grain of the plan's groups, the sparsity, whether to reorder first."""
+
+    grain: str
+    sparsity: float
+    reorder: bool
+
+
+@dataclass(frozen=True)
+class Case:
+    """One fuzzed case: dense (``pipeline`` is a named pipeline) or pruned (``pipeline`` is the strategy)."""
+
+    kind: str
+    arch: Arch
+    overrides: dict
+    pipeline: str
+    integer: bool
+    pruning: Pruning | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Case:
+        d = json.loads(text)
+        blocks = tuple(tuple(b) for b in d["arch"]["blocks"])
+        pruning = Pruning(**d["pruning"]) if d["pruning"] else None
+        return cls(d["kind"], Arch(**{**d["arch"], "blocks": blocks}), d["overrides"], d["pipeline"], d["integer"],
+                   pruning)
+
+
+def check_case(case: Case) -> None:
+    """Compile and verify ``case``; on a failure save it (the last one saved is hypothesis' minimal one)."""
     try:
-        xb.load_target("tiny", overrides)
+        target = xb.load_target("tiny", case.overrides)
     except xb.CompileError as exc:  # a combination the target refuses (e.g. a weight wider than the crossbar)
         assume(exc.code != "XB404")
         raise
-    model = Net(arch).eval()
-    gen = torch.Generator().manual_seed(arch.seed)
-    x = torch.randn(2, arch.cin, arch.size, arch.size, generator=gen)
-    if integer:
-        calibration = torch.randn(8, arch.cin, arch.size, arch.size, generator=gen)
-        compiled = compile_quietly(model, x[:1], overrides, pipeline, calibration)
-        report = xb.verify(compiled.netlist, model, x, mode="integer")
-    else:
-        compiled = compile_quietly(model, x[:1], overrides, pipeline)
-        report = xb.verify(compiled.netlist, model, x, mode="ideal", tolerance=1e-5)
-    assert report.ok, (arch, overrides, pipeline, integer, report.first_mismatch, report.max_rel)
+    try:
+        run_case(case, target)
+    except Exception:
+        save_failure(case)
+        raise
+
+
+def run_case(case: Case, target) -> None:
+    model = Net(case.arch).eval()
+    gen = torch.Generator().manual_seed(case.arch.seed)
+    x = torch.randn(2, case.arch.cin, case.arch.size, case.arch.size, generator=gen)
+    pipeline = case.pipeline
+    if case.pruning is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prune_to_groups(model, x[:1], target, case.pipeline, case.pruning.grain, case.pruning.sparsity,
+                            case.arch.seed)
+        pipeline = pruned_pipeline(case.pipeline, case.pruning.reorder, case.arch.seed)
+    calibration = torch.randn(8, case.arch.cin, case.arch.size, case.arch.size, generator=gen) if case.integer else None
+    compiled = compile_quietly(model, x[:1], case.overrides, pipeline, calibration)
+    report = xb.verify(compiled.netlist, model, x, mode="integer" if case.integer else "ideal", tolerance=1e-5)
+    assert report.ok, (case, report.first_mismatch, report.max_rel)
+
+
+_last_saved: dict[str, Path] = {}
+
+
+def save_failure(case: Case) -> Path:
+    """Write ``case`` to ``REGRESSIONS/<kind>-<digest>.json``, replacing this run's previous save of its kind."""
+    REGRESSIONS.mkdir(parents=True, exist_ok=True)
+    path = REGRESSIONS / f"{case.kind}-{digest(case)}.json"
+    path.write_text(case.to_json() + "\n")
+    previous = _last_saved.get(case.kind)
+    if previous is not None and previous != path:
+        previous.unlink(missing_ok=True)
+    _last_saved[case.kind] = path
+    return path
+
+
+def saved_cases() -> list[Path]:
+    return sorted(REGRESSIONS.glob("*.json"))
+
+
+def digest(case: Case) -> str:
+    return hashlib.sha256(case.to_json().encode()).hexdigest()[:12]
+
+
+def test_saved_regressions():
+    """Every minimal failing case the fuzz ever saved (committed under tests/data/fuzz_regressions/) still
+    compiles and verifies."""
+    for path in saved_cases():
+        case = Case.from_json(path.read_text())
+        run_case(case, xb.load_target("tiny", case.overrides))
+
+
+def test_a_failing_case_is_saved_and_replays(tmp_path, monkeypatch):
+    """check_case saves a failing case; a later (shrunk) failure replaces it; the file reads back equal."""
+    module = __import__(__name__, fromlist=["_"])
+    monkeypatch.setattr(module, "REGRESSIONS", tmp_path)
+    monkeypatch.setattr(module, "_last_saved", {})
+
+    def mismatch(case, target):
+        raise AssertionError("mismatch")
+
+    monkeypatch.setattr(module, "run_case", mismatch)
+    big = Case("pruned", Arch(2, 6, (("conv", 4, 3, 1, 1, 1, 2, True, "relu"), ("pool", "max")), 3, 7),
+               {"crossbar.rows": 16}, "semi-folded", True, Pruning("column", 0.5, True))
+    small = dataclasses.replace(big, arch=Arch(1, 4, (), 1, 0), pruning=Pruning("column", 0.3, False))
+    for case in (big, small):
+        with pytest.raises(AssertionError):
+            check_case(case)
+    saved = list(tmp_path.glob("*.json"))
+    assert [p.name for p in saved] == [f"pruned-{digest(small)}.json"]
+    assert Case.from_json(saved[0].read_text()) == small

@@ -55,7 +55,7 @@ def compile_quant(name: str, target: str, overrides: dict, pipeline=PIPELINE, ba
 
 def assert_bit_exact(report) -> None:
     bad = [(c.name, c.mismatches) for c in report.layers if c.mismatches]
-    assert report.ok and not bad and report.output_rel == 0.0, bad
+    assert report.exact and not bad and report.output_rel == 0.0, bad
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -162,17 +162,18 @@ def test_floor_rounding_bias_is_compensated():
     """Floor biases every read downwards; the integer compensation removes that mean error.
 
     (With differential encoding the biases of the positive and negative planes cancel by themselves.)
+    Semi-folded: the measured error of that layer's crossbars as this test was written.
     """
-    errors = {}
+    errors, semi = {}, _pipeline("semi-folded")
     for compensate in (True, False):
         compiled, _, _ = compile_quant("vgg_digits", "tiny", {"precision.adc_bits": 4, "adc.rounding": "floor",
                                                                   "encoding.signed": "offset",
-                                                                  "adc.compensate_bias": compensate})
+                                                                  "adc.compensate_bias": compensate}, semi)
         layer = compiled.netlist.layers[-2]
         comp = compiled.netlist.array(layer, "adc_compensation")
         assert comp.any() == compensate
         assert (layer.quant.adc_error.mean <= 0.5) == compensate
-        exact, _, _ = compile_quant("vgg_digits", "tiny", {"adc.mode": "lossless", "encoding.signed": "offset"})
+        exact, _, _ = compile_quant("vgg_digits", "tiny", {"adc.mode": "lossless", "encoding.signed": "offset"}, semi)
         kernel, lossless = _kernels(compiled, "fast")[layer.name], _kernels(exact, "fast")[layer.name]
         xq = kernel.quantize(torch.rand(64, *layer.input_shape, generator=torch.Generator().manual_seed(0)) * 4)
         errors[compensate] = float((kernel.integer(kernel.as4d(xq)) - lossless.integer(lossless.as4d(xq))).mean())

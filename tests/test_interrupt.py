@@ -47,3 +47,15 @@ def test_an_interrupted_compile_exits_130_and_writes_nothing(tmp_path, sig):
     assert proc.returncode == 130, err
     assert err.strip().splitlines()[-1] == "xbc: compile interrupted" and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["slow.py", "tracing"]
+
+
+def test_ctrl_c_reaches_python_after_a_cp_sat_solve():
+    """CP-SAT would keep its own SIGINT handler after a solve (the default pipeline solves one): Ctrl-C
+    must still raise KeyboardInterrupt, so the CLI can clean up and exit 130 (xbcompiler/cpsat.py)."""
+    code = ("import os, signal, time, torch, xbcompiler as xb\nfrom torch import nn\n"
+            "cm = xb.compile(nn.Sequential(nn.Linear(4, 4)), (torch.randn(1, 4),), 'tiny')\n"
+            "assert cm.report['map-budgeted']['method'] == 'cp-sat', cm.report['map-budgeted']\n"
+            "try:\n    os.kill(os.getpid(), signal.SIGINT)\n    time.sleep(30)\n"
+            "except KeyboardInterrupt:\n    print('interrupted')\n")
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "interrupted", done.stderr

@@ -208,7 +208,7 @@ def compile_forms(model, x, overrides: dict, pipeline: str = "default", target: 
 
 def assert_bit_exact(report) -> None:
     bad = [(c.name, c.mismatches) for c in report.layers if c.mismatches]
-    assert report.ok and not bad and report.output_rel == 0.0, bad
+    assert report.exact and not bad and report.output_rel == 0.0, bad
 
 
 @pytest.mark.parametrize("pipeline", ["fully-folded", "semi-folded", "fully-unfolded"])

@@ -79,14 +79,14 @@ def test_builtin_exact_values():
     assert (isaac.crossbar.rows, isaac.crossbar.cols, isaac.crossbar.cell_bits) == (128, 128, 2)
     assert dataclasses.astuple(isaac.precision) == (16, 16, 1, 8)
     assert (isaac.encoding.signed, isaac.encoding.flip_columns) == ("offset", True)
-    assert dataclasses.astuple(isaac.hierarchy) == (168, 96)
+    assert dataclasses.astuple(isaac.hierarchy) == (168, 96, 1)  # one chip unless hierarchy.chips says more
     assert dataclasses.astuple(prime.crossbar) == (256, 256, 4, 0)  # no FORMS fragments
     assert dataclasses.astuple(prime.precision) == (8, 8, 3, 6)
     assert (prime.encoding.signed, prime.adc.mode) == ("differential", "calibrated")
-    assert dataclasses.astuple(prime.hierarchy) == (64, 64)
+    assert dataclasses.astuple(prime.hierarchy) == (64, 64, 1)
     assert dataclasses.astuple(tiny.crossbar) == (16, 16, 2, 0)
     assert dataclasses.astuple(tiny.precision) == (4, 4, 1, 6)
-    assert tiny.encoding.signed == "differential" and dataclasses.astuple(tiny.hierarchy) == (16, 8)
+    assert tiny.encoding.signed == "differential" and dataclasses.astuple(tiny.hierarchy) == (16, 8, 1)
     assert tiny.costs == CostSpec() and tiny.adc.output_bits == 0
 
 
@@ -145,8 +145,9 @@ def test_to_dict_is_canonical():
     assert set(d) == {"schema", "name", "description", "crossbar", "precision", "encoding", "adc",
                       "hierarchy", "costs"}  # an ideal [device] section is left out
     assert "fragment_rows" not in d["crossbar"]  # left out at 0, so the fingerprints of older targets stand
+    assert "chips" not in d["hierarchy"]  # left out at 1, likewise
     d = load_target("isaac-like", {"device.sa1_rate": 0.01, "compensation.write_verify_pulses": 1,
-                                   "crossbar.fragment_rows": 8}).to_dict()
+                                   "crossbar.fragment_rows": 8, "hierarchy.chips": 2}).to_dict()
     assert {f"{s}.{k}" for s, v in d.items() if isinstance(v, dict) for k in v} | \
         {k for k, v in d.items() if not isinstance(v, dict)} == set(KEYS)
 

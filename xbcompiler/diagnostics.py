@@ -17,85 +17,211 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-#: Every code the compiler emits, with a one-line title (documented in docs/diagnostics.md).
-CODES: dict[str, str] = {
-    "XB001": "file not found",
-    "XB002": "model file or factory failed",
-    "XB003": "bad command-line value",
-    "XB004": "output directory cannot be written",
-    "XB005": "optional dependency not installed",
-    "XB006": "input too large for this machine",
-    "XB101": "model cannot be traced",
-    "XB102": "data-dependent control flow",
-    "XB103": "operator not supported",
-    "XB104": "bad example inputs",
-    "XB105": "unsupported operand of a weight-stationary op",
-    "XB106": "unknown front end",
-    "XB120": "non-finite parameter or buffer",
-    "XB121": "crossbar layer with zero inputs or outputs",
-    "XB122": "model returns no tensor",
-    "XB201": "graph pass failed a numeric check",
-    "XB202": "graph annotation missing",
-    "XB220": "quantisation needs calibration data",
-    "XB221": "floating-point multiply left in a crossbar segment",
-    "XB222": "calibration data does not fit the model",
-    "XB223": "calibration data empty or not finite",
-    "XB230": "reorder solver fell back to the heuristic (warning)",
-    "XB250": "polarization needs a polarized target",
-    "XB251": "a crossbar fragment holds weights of both signs (model not polarized)",
-    "XB301": "layer cannot be mapped on this target",
-    "XB302": "model needs more chips than allowed",
-    "XB303": "crossbar program failed verification",
-    "XB320": "block-Toeplitz crossbars disagree with their placement",
-    "XB321": "replication solver fell back to the greedy result",
-    "XB350": "a pruned layer's routing table disagrees with its crossbars",
-    "XB310": "model placed on several chips (warning)",
-    "XB401": "unknown target key",
-    "XB402": "wrong type for target key",
-    "XB403": "missing target key",
-    "XB404": "impossible target combination",
-    "XB405": "malformed target file",
-    "XB406": "unknown target name",
-    "XB407": "bad override",
-    "XB501": "netlist file missing",
-    "XB502": "netlist does not match its schema",
-    "XB503": "netlist blob checksum mismatch",
-    "XB504": "netlist version not supported",
-    "XB505": "bad emulator input",
-    "XB506": "model does not match the netlist",
-    "XB507": "no such crossbar or layer in the netlist",
-    "XB508": "a host operation of the netlist failed",
-    "XB510": "netlist index or range out of bounds",
-    "XB511": "netlist placement records overlap",
-    "XB512": "netlist weight not placed exactly `copies` times",
-    "XB513": "netlist crossbar sites inconsistent with the target's hierarchy",
-    "XB514": "netlist target section does not match its fingerprint",
-    "XB515": "netlist file or array larger than declared or allowed",
-    "XB516": "netlist archive holds a member the netlist does not name",
-    "XB517": "netlist bookkeeping inconsistent",
-    "XB520": "integer mode needs a quantised netlist",
-    "XB521": "row blocks disagree with the quantised netlist",
-    "XB530": "bad fault map",
-    "XB531": "device mode needs a quantised netlist programmed onto a chip",
-    "XB532": "remap-faults stopped at its time limit (warning)",
-    "XB535": "polarized layer's fragment signs disagree with its weights",
-    "XB540": "column-gain compensation needs calibration data",
-    "XB601": "unknown pass",
-    "XB602": "bad pipeline text",
-    "XB603": "pipeline contract violated",
-    "XB604": "bad pass option",
-    "XB605": "unknown pipeline name",
-    "XB606": "no verifier for the IR",
-    "XB701": "unknown sweep spec key",
-    "XB702": "wrong type for sweep spec key",
-    "XB703": "missing sweep spec key",
-    "XB704": "bad value in a sweep spec",
-    "XB705": "malformed sweep spec file",
-    "XB706": "sweep directory holds another sweep",
-    "XB707": "sweep results unreadable",
-    "XB708": "bad sweep evaluation data",
-    "XB710": "sweep trial raised an unexpected error",
+
+@dataclass(frozen=True)
+class Code:
+    """One diagnostic code: its title, and the next step a user takes when a raise site gives no hint."""
+
+    title: str
+    next_step: str
+
+
+#: Where every code is explained, named in every rendered error.
+DOC = "docs/diagnostics.md"
+
+#: Every code the compiler emits, with its title and default next step (docs/diagnostics.md is generated
+#: from this table by tests/test_diagnostics.py).
+REGISTRY: dict[str, Code] = {
+    # XB0xx command line and files
+    "XB001": Code("file not found",
+                  "check the path: a relative path starts at the current directory"),
+    "XB002": Code("model file or factory failed",
+                  "fix the model file so that FILE.py:FACTORY names a function that returns a torch.nn.Module "
+                  "(rerun with --debug for the traceback)"),
+    "XB003": Code("bad command-line value",
+                  "correct the flag's value; `xbc COMMAND --help` shows each flag's form and examples"),
+    "XB004": Code("output directory cannot be written",
+                  "choose another output path: a new name, or an earlier output of the same kind, where "
+                  "you have write permission"),
+    "XB005": Code("optional dependency not installed",
+                  "install the extra that provides it: pip install 'xbcompiler[plot]', '[data]' or '[sweep]'"),
+    "XB006": Code("input too large for this machine",
+                  "use a smaller batch, input shape or file"),
+    # XB1xx front end
+    "XB101": Code("model cannot be traced",
+                  "try the other front end (--frontend fx or --frontend export), or move Python-side logic out "
+                  "of forward()"),
+    "XB102": Code("data-dependent control flow",
+                  "branch on Python values or shapes only, or compute both branches and pick with torch.where"),
+    "XB103": Code("operator not supported",
+                  "rewrite that part with a supported operator (docs/operators.md lists them and their "
+                  "replacements)"),
+    "XB104": Code("bad example inputs",
+                  "give inputs the model runs on: check --input-shape (batch first) or the file's INPUT_SHAPE"),
+    "XB105": Code("unsupported operand of a weight-stationary op",
+                  "keep the weight an nn.Parameter used directly by the layer (F.linear, F.conv2d, x @ W) with "
+                  "zero padding"),
+    "XB106": Code("unknown front end",
+                  "use --frontend auto, export or fx"),
+    "XB120": Code("non-finite parameter or buffer",
+                  "fix the NaN or infinite weights (a diverged training run?) before compiling"),
+    "XB121": Code("crossbar layer with zero inputs or outputs",
+                  "give every layer at least one input and one output channel, or remove it"),
+    "XB122": Code("model returns no tensor",
+                  "return the tensor(s) computed from the inputs from forward()"),
+    # XB2xx graph passes
+    "XB201": Code("graph pass failed a numeric check",
+                  "report it with the reproduce: command if it is a built-in pass; in your own pass, keep the "
+                  "function the model computes unchanged"),
+    "XB202": Code("graph annotation missing",
+                  "run the pass that records the annotation before this one (xbc passes shows what each pass "
+                  "needs)"),
+    "XB220": Code("quantisation needs calibration data",
+                  "pass calibration data: --calibrate FILE.npy or --calibrate-random N (library: "
+                  "compile(..., calibration=x))"),
+    "XB221": Code("floating-point multiply left in a crossbar segment",
+                  "compile with calibration data so that fold-pow2-scales runs, and keep custom passes from "
+                  "inserting float scales after it"),
+    "XB222": Code("calibration data does not fit the model",
+                  "give calibration batches with the example inputs' shape (any batch size)"),
+    "XB223": Code("calibration data empty or not finite",
+                  "calibrate on a non-empty batch of typical, finite inputs"),
+    "XB230": Code("reorder solver fell back to the heuristic (warning)",
+                  "nothing, the heuristic's order is used; raise the reorder time limit (time-limit-s) for the "
+                  "exact solver"),
+    "XB250": Code("polarization needs a polarized target",
+                  "use a target with --set encoding.signed=polarized --set crossbar.fragment_rows=N"),
+    "XB251": Code("a crossbar fragment holds weights of both signs (model not polarized)",
+                  "polarize the model first (xbc polarize, or xb.polarize) for this target's fragment_rows"),
+    # XB3xx mapping and placement
+    "XB301": Code("layer cannot be mapped on this target",
+                  "map it with --pipeline fully-folded, or use a target with larger crossbars"),
+    "XB302": Code("model needs more chips than allowed",
+                  "use a larger target, prune the model, or raise --max-chips"),
+    "XB303": Code("crossbar program failed verification",
+                  "use a pipeline that ends with lower-to-xbar, a map-* pass and place-tiles; with only built-in "
+                  "passes this is a bug: report it with the reproduce: command"),
+    "XB310": Code("model placed on several chips (warning)",
+                  "nothing if several chips are intended; else use a larger target or prune the model "
+                  "(--max-chips 1 makes it an error)"),
+    "XB320": Code("block-Toeplitz crossbars disagree with their placement",
+                  "recompile the netlist: its crossbar cells were changed after it was written"),
+    "XB321": Code("replication solver fell back to the greedy result",
+                  "nothing, the greedy replication is used; raise replicate-layers{time-limit-s=...} for CP-SAT"),
+    "XB322": Code("budgeted-mapping solver fell back to the greedy result",
+                  "nothing, the greedy mapping (an exact enumeration) is used; raise map-budgeted{time-limit-s=...} "
+                  "for CP-SAT"),
+    "XB350": Code("a pruned layer's routing table disagrees with its crossbars",
+                  "recompile the netlist (xbc prune writes it consistently); it was changed after it was written"),
+    # XB4xx target descriptions
+    "XB401": Code("unknown target key",
+                  "correct the key's spelling; `xbc targets NAME` lists every key"),
+    "XB402": Code("wrong type for target key",
+                  "give the key a value of the type `xbc targets NAME` shows (quote strings in TOML)"),
+    "XB403": Code("missing target key",
+                  "add the key to the target file; docs/targets.md lists the required keys"),
+    "XB404": Code("impossible target combination",
+                  "change the named keys to a supported range or combination (docs/targets.md)"),
+    "XB405": Code("malformed target file",
+                  "fix the TOML syntax at the line given, or pass a built-in target name"),
+    "XB406": Code("unknown target name",
+                  "use a built-in name (`xbc targets` lists them) or the path of a .toml file"),
+    "XB407": Code("bad override",
+                  "write the override as KEY=VALUE with a dotted key, e.g. --set crossbar.rows=256"),
+    # XB5xx netlist and emulator
+    "XB501": Code("netlist file missing",
+                  "pass the directory that `xbc compile -o DIR` wrote, with both netlist.json and weights.npz"),
+    "XB502": Code("netlist does not match its schema",
+                  "recompile the netlist with this xbcompiler: the file was edited, truncated or written by "
+                  "another tool"),
+    "XB503": Code("netlist blob checksum mismatch",
+                  "recompile: weights.npz was changed or truncated after netlist.json recorded its checksum"),
+    "XB504": Code("netlist version not supported",
+                  "recompile the model with this xbcompiler (or read the netlist with the version that wrote it)"),
+    "XB505": Code("bad emulator input",
+                  "give inputs of the netlist's input shapes (batch first) as numeric .npy arrays, and a mode "
+                  "of ideal, integer or device"),
+    "XB506": Code("model does not match the netlist",
+                  "verify against the model (and factory) the netlist was compiled from"),
+    "XB507": Code("no such crossbar or layer in the netlist",
+                  "use a layer name or crossbar id (like t0.x1) that `xbc inspect DIR` lists"),
+    "XB508": Code("a host operation of the netlist failed",
+                  "recompile the netlist: its records do not fit the tensors it computes (was it edited?)"),
+    "XB510": Code("netlist index or range out of bounds",
+                  "recompile the netlist: the record named was edited or corrupted"),
+    "XB511": Code("netlist placement records overlap",
+                  "recompile the netlist: the placement records named were edited or corrupted"),
+    "XB512": Code("netlist weight not placed exactly `copies` times",
+                  "recompile the netlist: its placement records were edited or corrupted"),
+    "XB513": Code("netlist crossbar sites inconsistent with the target's hierarchy",
+                  "recompile the netlist for the target it records: sites or hierarchy were edited"),
+    "XB514": Code("netlist target section does not match its fingerprint",
+                  "recompile the model for the intended target instead of editing the netlist's target section"),
+    "XB515": Code("netlist file or array larger than declared or allowed",
+                  "recompile the netlist with this xbcompiler (arrays stored uncompressed, as declared)"),
+    "XB516": Code("netlist archive holds a member the netlist does not name",
+                  "recompile: weights.npz holds arrays that netlist.json does not declare"),
+    "XB517": Code("netlist bookkeeping inconsistent",
+                  "recompile the netlist: its lists and counts were edited out of step"),
+    "XB520": Code("integer mode needs a quantised netlist",
+                  "for integer mode compile with --calibrate FILE.npy or --calibrate-random N; run a quantised "
+                  "netlist in --mode integer, a float one in --mode ideal"),
+    "XB521": Code("row blocks disagree with the quantised netlist",
+                  "recompile the netlist: its crossbar cells or row blocks were edited"),
+    "XB530": Code("bad fault map",
+                  "write the fault map as docs/faults.md describes (xb.save_fault_map), for this netlist's "
+                  "crossbars"),
+    "XB531": Code("device mode needs a quantised netlist programmed onto a chip",
+                  "compile with --calibrate or --calibrate-random, then run with --mode device (library: "
+                  "xb.program first)"),
+    "XB532": Code("remap-faults stopped at its time limit (warning)",
+                  "nothing, the remaining crossbars keep their order; raise remap-faults{time-limit-s=...} to "
+                  "remap them all"),
+    "XB535": Code("polarized layer's fragment signs disagree with its weights",
+                  "recompile the polarized model: the netlist's signs or weights were edited"),
+    "XB540": Code("column-gain compensation needs calibration data",
+                  "give a non-empty calibration batch: xbc emulate --calibrate FILE.npy (library: "
+                  "xb.program(..., calibration=x))"),
+    # XB6xx pass framework and pipelines
+    "XB601": Code("unknown pass",
+                  "use a pass name that `xbc passes` lists (or install the plug-in that provides it)"),
+    "XB602": Code("bad pipeline text",
+                  "write the pipeline as pass-a,pass-b{option=value,...}, e.g. fold-batchnorm,lower-im2col{rtol=1e-4}"),
+    "XB603": Code("pipeline contract violated",
+                  "reorder or add passes so that each one's needs are established before it (`xbc passes`); a "
+                  "complete pipeline ends with lower-to-xbar, a map-* pass and place-tiles"),
+    "XB604": Code("bad pass option",
+                  "use the options and value types that `xbc passes` lists for this pass"),
+    "XB605": Code("unknown pipeline name",
+                  "use a named pipeline that `xbc passes` lists, or write the passes out"),
+    "XB606": Code("no verifier for the IR",
+                  "give the PassContext a verify_ir that checks this IR, or leave it at its default"),
+    # XB7xx sweeps
+    "XB701": Code("unknown sweep spec key",
+                  "correct the key's spelling; docs/sweeps.md lists every spec key"),
+    "XB702": Code("wrong type for sweep spec key",
+                  "give the key a value of the type docs/sweeps.md lists"),
+    "XB703": Code("missing sweep spec key",
+                  "add the key to the spec (docs/sweeps.md lists the required keys)"),
+    "XB704": Code("bad value in a sweep spec",
+                  "change the named values to ones in range that exist (paths are relative to the spec file)"),
+    "XB705": Code("malformed sweep spec file",
+                  "fix the TOML syntax at the line given"),
+    "XB706": Code("sweep directory holds another sweep",
+                  "use another -o DIR, or add --force to discard the results already there"),
+    "XB707": Code("sweep results unreadable",
+                  "pass a directory written by `xbc sweep SPEC.toml -o DIR`; rerun the sweep there to rewrite "
+                  "damaged results"),
+    "XB708": Code("bad sweep evaluation data",
+                  "set data.source to \"digits\" or to an .npz holding x_test and y_test (and x_train, y_train) "
+                  "with one integer label per sample"),
+    "XB710": Code("sweep trial raised an unexpected error",
+                  "read the trial's message in results.csv; rerun the trial's compile alone with --debug to see "
+                  "the traceback"),
 }
+
+#: The title of every code: ``CODES[code]``, ``code in CODES``.
+CODES: dict[str, str] = {code: entry.title for code, entry in REGISTRY.items()}
 
 
 @dataclass(frozen=True)
@@ -140,14 +266,19 @@ class CompileError(Exception):
         self.details = list(details or [])
         super().__init__(self.render())
 
+    @property
+    def next_step(self) -> str:
+        """What to do: the raise site's hint, else the code's default next step."""
+        return self.hint or REGISTRY[self.code].next_step
+
     def render(self) -> str:
         lines = [f"error[{self.code}]: {self.message}"]
         loc = str(self.location)
         if loc:
             lines.append(f"  --> {loc}")
         lines.extend(f"  - {d}" for d in self.details)
-        if self.hint:
-            lines.append(f"  hint: {self.hint}")
+        lines.append(f"  hint: {self.next_step}")
+        lines.append(f"  see: {DOC}, {self.code}")
         return "\n".join(lines)
 
 

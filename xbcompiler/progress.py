@@ -1,8 +1,9 @@
 """Progress of long work on stderr: a rich bar on a terminal, plain periodic lines otherwise.
 
 One helper for every long loop (training, sweeps, the demo), so logs and CI output stay readable:
-when stderr is not a terminal, a line ``description: done/total (pct) elapsed ... info`` is written at
-most every :data:`PLAIN_INTERVAL_S` seconds and once at the end, never a cut-off bar.
+when stderr is not a terminal, a whole line ``description: done/total (pct), h:mm:ss elapsed, h:mm:ss left  info``
+is written at most every :data:`PLAIN_INTERVAL_S` seconds and once at the end (when anything changed since the
+last line), never a cut-off bar.
 """
 
 from __future__ import annotations
@@ -70,29 +71,36 @@ def _rich_bar(description: str, total: int | None, stream) -> Iterator[Advance]:
         yield advance
 
 
+def clock(seconds: float) -> str:
+    """``h:mm:ss``, as rich's elapsed column shows it."""
+    whole = max(0, int(seconds))
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
 @contextmanager
 def _plain_lines(description: str, total: int | None, interval_s: float, stream) -> Iterator[Advance]:
     start = time.monotonic()
-    state = {"done": 0, "info": "", "last": start, "printed": None}
+    state = {"done": 0, "info": "", "last": start, "changed": False}
 
     def line() -> str:
-        done = state["done"]
+        done, elapsed = state["done"], time.monotonic() - start
         count = f"{done}/{total} ({100 * done / total:.0f} %)" if total else f"{done}"
+        left = f", {clock(elapsed * (total - done) / done)} left" if total and 0 < done < total else ""
         info = f"  {state['info']}" if state["info"] else ""
-        return f"{description}: {count}, {time.monotonic() - start:.0f} s{info}"
+        return f"{description}: {count}, {clock(elapsed)} elapsed{left}{info}"
 
     def emit() -> None:
-        text = line()
-        print(text, file=stream, flush=True)
-        state["printed"], state["last"] = state["done"], time.monotonic()
+        print(line(), file=stream, flush=True)
+        state["last"], state["changed"] = time.monotonic(), False
 
     def advance(n: int = 1, *, info: str | None = None, completed: int | None = None) -> None:
         state["done"] = completed if completed is not None else state["done"] + n
         if info is not None:
             state["info"] = info
+        state["changed"] = True
         if time.monotonic() - state["last"] >= interval_s:
             emit()
 
     yield advance
-    if state["printed"] != state["done"]:
+    if state["changed"]:
         emit()

@@ -69,10 +69,11 @@ class AdcSpec:
 
 @dataclass(frozen=True)
 class HierarchySpec:
-    """Crossbars on one chip."""
+    """Crossbars on one chip, and the chips the default mapping may use."""
 
     tiles: int = _key("tiles per chip", lo=1)
     crossbars_per_tile: int = _key("crossbars per tile", lo=1)
+    chips: int = _key("chips the model may use: the budget of the default mapping (map-budgeted)", 1, lo=1)
 
 
 @dataclass(frozen=True)
@@ -170,13 +171,15 @@ class TargetSpec:
     source: str = field(default="<dict>", compare=False)  #: file path or ``builtin:NAME``; not fingerprinted
 
     def to_dict(self) -> dict[str, Any]:
-        """Canonical nested dict (with ``schema``, without ``source``; ``device`` and ``compensation`` left out
-        while at their defaults)."""
+        """Canonical nested dict (with ``schema``, without ``source``; ``device``, ``compensation``,
+        ``crossbar.fragment_rows`` and ``hierarchy.chips`` left out while at their defaults)."""
         out: dict[str, Any] = {"schema": SCHEMA_VERSION, "name": self.name, "description": self.description}
         idle = {"device": self.device.ideal, "compensation": self.compensation.inactive}
         out.update({s: dataclasses.asdict(getattr(self, s)) for s in _SECTIONS if not idle.get(s, False)})
         if not self.crossbar.fragment_rows:  # left out at its default, like the idle sections
             del out["crossbar"]["fragment_rows"]
+        if self.hierarchy.chips == 1:
+            del out["hierarchy"]["chips"]
         return out
 
     def fingerprint(self) -> str:

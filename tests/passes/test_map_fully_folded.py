@@ -22,11 +22,12 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # tests/conftest.py does this too; kept so the file also runs alone
     sys.path.insert(0, str(ROOT))
 
-from passes.map_fully_folded import MapFullyFoldedPass, fully_folded_count
+from passes.map_fully_folded import MapFullyFoldedPass
 from passes.place_tiles import PlaceTilesPass
 from tests.models import MODELS
 from tests.passes.harness import before_pass, check_golden, golden_text, run_passes
 from xbcompiler.diagnostics import CompileError, XBWarning
+from xbcompiler.mapping.plan import fully_folded_count
 
 # --- map-fully-folded -----------------------------------------------------------------------------------
 

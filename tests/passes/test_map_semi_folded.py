@@ -197,9 +197,9 @@ def test_a_disagreeing_copy_is_xb320_and_nothing_is_placed_outside_the_records()
         np.testing.assert_array_equal(netlist.crossbar_cells(x.id), cells[k])
 
 
-def test_default_pipeline_is_semi_folded_and_deterministic(tmp_path):
-    model, x, first = compile_case("grouped_stride_1x2", "isaac-like", "default")
-    _, _, second = compile_case("grouped_stride_1x2", "isaac-like", "default")
+def test_semi_folded_pipeline_is_deterministic(tmp_path):
+    model, x, first = compile_case("grouped_stride_1x2", "isaac-like", "semi-folded")
+    _, _, second = compile_case("grouped_stride_1x2", "isaac-like", "semi-folded")
     assert first.netlist.layers[0].strategy == "semi-folded"
     assert first.save(tmp_path / "a").joinpath("netlist.json").read_bytes() == \
         second.save(tmp_path / "b").joinpath("netlist.json").read_bytes()

@@ -31,8 +31,8 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..diagnostics import CompileError
-from . import compile, demo, emulate, inspect, passes, polarize, prune, report, sweep, targets, verify
-from .args import parse_overrides, parse_shape
+from . import compile, demo, emulate, export, inspect, passes, polarize, prune, report, sweep, targets, verify
+from .args import Parser, parse_overrides, parse_shape
 from .console import (
     EXIT_BAD_INPUT,
     EXIT_INTERNAL,
@@ -48,9 +48,10 @@ from .console import (
 from .demo import DEMO_TARGET
 from .files import save_atomically
 from .models import load_model, load_module, random_inputs, split_model_spec
+from .usage_examples import OVERVIEW
 
 #: The command modules, in the order ``xbc --help`` lists them.
-COMMANDS = (compile, verify, emulate, targets, passes, demo, report, prune, polarize, inspect, sweep)
+COMMANDS = (compile, verify, emulate, targets, passes, demo, report, export, prune, polarize, inspect, sweep)
 
 __all__ = [
     "COMMANDS", "DEMO_TARGET", "EXIT_BAD_INPUT", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_MISMATCH", "EXIT_OK",
@@ -150,9 +151,9 @@ def _status(code: object) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``xbc`` and its sub-commands (one per module of :data:`COMMANDS`)."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="xbc", description="Compile PyTorch models onto ReRAM crossbar accelerators and check the result.",
-        epilog="exit status: 0 ok, 1 verification mismatch, 2 bad input, 70 internal error")
+        epilog=OVERVIEW, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"xbc (xbcompiler) {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.set_defaults(command=None)

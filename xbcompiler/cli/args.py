@@ -4,18 +4,33 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from ..diagnostics import CompileError
+from .usage_examples import examples_epilog
 
 SHAPE_HINT = "write the shape as comma-separated positive integers, batch first, e.g. --input-shape 1,3,32,32"
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors end with the next step: ``(try xbc COMMAND --help)``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message} (try {self.prog} --help)\n")
+
+
 def command_parser(sub, common: argparse.ArgumentParser, name: str, run: Callable[[argparse.Namespace], int],
                    help: str, **kwargs: Any) -> argparse.ArgumentParser:
-    """The sub-parser of one command: ``--debug`` from ``common``, ``args.command`` and ``args.func`` set."""
-    p = sub.add_parser(name, parents=[common], help=help, description=help, **kwargs)
+    """The sub-parser of one command: ``--debug`` from ``common``, ``args.command`` and ``args.func`` set, and
+    its examples from :data:`.usage_examples.EXAMPLES` as the help's epilog (they replace an ``epilog`` given
+    here: the examples live in one place)."""
+    kwargs.pop("epilog", None)
+    kwargs.pop("formatter_class", None)
+    p = sub.add_parser(name, parents=[common], help=help, description=help.replace("%%", "%"),
+                       epilog=examples_epilog(name), formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
     p.set_defaults(command=name, func=run)
     return p
 

@@ -184,13 +184,23 @@ def print_verify(out, report) -> None:
               ["layer", "reference", "max abs", "rel", "ok", "first mismatch"],
               right=["max abs", "rel"])
     for c in report.layers:
-        row(t, c.name, c.reference, c.max_abs, c.rel, c.ok, c.first_mismatch)
+        row(t, c.name, c.reference, c.max_abs, c.rel, c.ok, mismatch_site(c))
     out.print(t)
     say(out, f"output: max abs error {report.output_max_abs:.3g}, relative error {report.output_rel:.3g}")
     if report.float_rel is not None:
         mismatches = sum(c.mismatches for c in report.layers)
+        checked = "not checked: random inputs; --inputs FILE.npy checks it" if report.float_tolerance is None else \
+            f"{'within' if report.float_ok else 'ABOVE'} the float tolerance {report.float_tolerance:g}"
         say(out, f"integer outputs differing from the integer reference: {mismatches}; end-to-end relative "
-                 f"error against the float model: {report.float_rel:.3g} (reported, not checked)")
+                 f"error against the float model: {report.float_rel:.3g} ({checked})")
+
+
+def mismatch_site(check, long: bool = False) -> str | None:
+    """Where a :class:`LayerCheck`'s first mismatch sits: ``t0.x1 col 2``, or ``crossbar t0.x1, column 2``."""
+    if check.first_mismatch is None:
+        return None
+    x, col = check.first_mismatch, check.first_mismatch_column
+    return f"crossbar {x}, column {col}" if long else f"{x} col {col}"
 
 
 def print_verdict(out, report) -> None:
@@ -198,10 +208,16 @@ def print_verdict(out, report) -> None:
     if report.ok:
         say(out, f"verified: max relative error {report.max_rel:.3g}", "green")
         return
+    if report.exact:  # only the end-to-end error against the float model is too large
+        say(out, f"QUANTISATION ERROR: the integer netlist matches its reference bit for bit, but its outputs differ "
+                 f"from the float model's by {report.float_rel:.3g} of their range > float tolerance "
+                 f"{report.float_tolerance:g} (use more weight/input bits or better calibration data; "
+                 "--float-tolerance sets the bound)", "bold red")
+        return
     bad = report.first_mismatch
     where = f"first mismatching layer {bad.name}" if bad else "the outputs differ"
     if bad is not None and bad.first_mismatch:
-        where += f" (crossbar {bad.first_mismatch})"
+        where += f" ({mismatch_site(bad, long=True)})"
     say(out, f"MISMATCH: {where}; max relative error {report.max_rel:.3g} > tolerance "
              f"{report.tolerance:g}", "bold red")
 

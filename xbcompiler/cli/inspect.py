@@ -19,8 +19,6 @@ from .args import command_parser
 from .console import EXIT_OK, console, fmt, row, say, table
 from .files import write_atomically
 
-EXAMPLE = "example: xbc inspect out/ --crossbar t0.x1 --save t0.x1.npy"
-
 #: Arrays with more cells than this are printed summarised (numpy's ``threshold``); ``--full`` prints all.
 THRESHOLD = 1000
 
@@ -30,8 +28,7 @@ FIELDS = ("id", "layer", "tile", "chip")
 
 def add(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p = command_parser(sub, common, "inspect", run,
-                       "show the cells of one crossbar of a compiled netlist, or list its crossbars",
-                       epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       "show the cells of one crossbar of a compiled netlist, or list its crossbars")
     p.add_argument("netlist", metavar="DIR", help="directory written by xbc compile -o")
     p.add_argument("--crossbar", metavar="ID", help="the crossbar to show, e.g. t0.x1 (without it: list them)")
     p.add_argument("--save", metavar="FILE.npy", help="write the crossbar's cells to this .npy file")

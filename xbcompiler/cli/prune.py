@@ -1,6 +1,6 @@
 """``xbc prune``: crossbar-aware pruning of a classifier, then the pruned netlist (docs/cli.md).
 
-Loads the model from ``FILE.py:FACTORY``, the data (``digits`` or an ``.npz`` with ``x_train``,
+Loads the model from ``FILE.py:FACTORY``, the data (``digits[:HxW[xC]]`` or an ``.npz`` with ``x_train``,
 ``y_train``, ``x_test``, ``y_test``), optionally trains it, prunes it with
 :func:`xbcompiler.prune.flow.prune_classifier` (groups from the target's mapping plan), compiles it
 with the matching ``recombine-pruned-columns`` / ``compact-pruned-rows`` pipeline and writes
@@ -31,8 +31,9 @@ def add(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
                        "prune a classifier for the target's crossbars and write the pruned netlist")
     p.add_argument("model", metavar="FILE.py:FACTORY", help="Python file and the function in it returning the model")
     p.add_argument("--target", required=True, metavar="NAME|PATH", help="built-in target name or .toml file")
-    p.add_argument("--data", default="digits", metavar="digits|FILE.npz",
-                   help="scikit-learn's digits, or arrays x_train, y_train, x_test, y_test (default digits)")
+    p.add_argument("--data", default="digits", metavar="digits[:HxW[xC]]|FILE.npz",
+                   help="scikit-learn's digits (resized to HxW, C channels, e.g. digits:32x32x3), or arrays "
+                        "x_train, y_train, x_test, y_test (default digits: 8x8x1)")
     p.add_argument("--train-epochs", type=int, default=0, metavar="N",
                    help="train the model first for N epochs (default 0: it is trained already)")
     p.add_argument("--pipeline", default="semi-folded", choices=sorted(PRUNED_PIPELINES),
@@ -40,7 +41,17 @@ def add(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--grain", default="column", choices=["column", "crossbar", "kernel", "tile"],
                    help="pruning groups (default column; kernel/tile need --pipeline fully-folded)")
     p.add_argument("--sparsity", type=float, metavar="R",
-                   help="group sparsity of every pruned layer; default: the network-level search chooses")
+                   help="group sparsity of every pruned layer; default: the --search chooses")
+    p.add_argument("--search", default="knapsack", choices=["knapsack", "greedy"],
+                   help="knapsack: per-layer sensitivity, CP-SAT allocation of the --max-drop budget, back-off "
+                        "(default); greedy: the paper's layer-by-layer search")
+    p.add_argument("--sensitivity-batches", type=int, default=0, metavar="N",
+                   help="knapsack: fine-tuning mini-batches after each sensitivity projection (default 0)")
+    p.add_argument("--recovery", type=float, default=0.95, metavar="F",
+                   help="knapsack: fraction of the summed per-layer drops the joint run is taken to recover; the "
+                        "first allocation spends --max-drop / (1 - F) of them (default 0.95)")
+    p.add_argument("--backoff-tries", type=int, default=2, metavar="N",
+                   help="knapsack: joint reruns with a halved budget while the loss exceeds --max-drop (default 2)")
     p.add_argument("--method", default="lgd", choices=["lgd", "zerorize"], help="joint pruning run (default lgd)")
     p.add_argument("--no-rpp", dest="rpp", action="store_false", help="deterministic projection (IHT ablation)")
     p.add_argument("--relax-epochs", type=int, default=5, metavar="N",
@@ -51,7 +62,8 @@ def add(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--distill", type=float, default=0.5, metavar="W",
                    help="weight of distillation from the dense model in [0, 1] (default 0.5; 0: labels only)")
     p.add_argument("--step", type=float, default=0.1, help="search: ratio step (default 0.1)")
-    p.add_argument("--max-drop", type=float, default=0.5, help="search: accuracy drop in points (default 0.5)")
+    p.add_argument("--max-drop", type=float, default=0.5,
+                   help="search: accuracy budget in points, judged after the joint run by knapsack (default 0.5)")
     p.add_argument("--max-ratio", type=float, default=0.9, help="search: per-layer ratio limit (default 0.9)")
     p.add_argument("--crossbar-threshold", type=int, default=1, help="search: crossbar threshold (default 1)")
     p.add_argument("--reorder", action="store_true", help="reorder input channels before pruning")
@@ -69,14 +81,14 @@ def load_data(spec: str, seed: int):
     import numpy as np
     import torch
 
-    if spec == "digits":
-        from ..datasets import digits
+    if spec == "digits" or spec.startswith("digits:"):
+        from ..datasets import digits_from_spec
 
-        d = digits(seed)
+        d = digits_from_spec(spec, seed)
         return d.x_train, d.y_train, d.x_test, d.y_test
     path = Path(spec)
     if not path.is_file():
-        raise CompileError("XB001", f"data file {path} not found", hint="use --data digits or an .npz file")
+        raise CompileError("XB001", f"data file {path} not found", hint="use --data digits[:HxWxC] or an .npz file")
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in npz.files]
@@ -102,7 +114,21 @@ RANGES = {
     "--epochs": ("epochs", 0, INF, True, False), "--train-epochs": ("train_epochs", 0, INF, True, False),
     "--step-epochs": ("step_epochs", 0, INF, True, False), "--relax-epochs": ("relax_epochs", 0, INF, True, False),
     "--crossbar-threshold": ("crossbar_threshold", 0, INF, True, False),
+    "--sensitivity-batches": ("sensitivity_batches", 0, INF, True, False),
+    "--backoff-tries": ("backoff_tries", 0, INF, True, False), "--recovery": ("recovery", 0.0, 1.0, True, False),
 }
+
+
+def knapsack_summary(result) -> dict | None:
+    """``prune.json``'s ``knapsack``: references, budget, whether it was met, the sensitivity of every
+    layer and every try (allocation with solver status, objective, bound and gap; accuracy; loss)."""
+    if result is None:
+        return None
+    tries = [{**dataclasses.asdict(a), "gap": a.allocation.gap} for a in result.attempts]
+    return {"baseline_accuracy": result.baseline_accuracy, "sensitivity_reference": result.sensitivity_reference,
+            "judge_reference": result.judge_reference, "max_drop": result.max_drop,
+            "budget_met": result.budget_met, "layers": [dataclasses.asdict(r) for r in result.layers],
+            "tries": tries}
 
 
 def check_ranges(args: argparse.Namespace) -> None:
@@ -122,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     import xbcompiler as xb
 
     from ..datasets import Split, accuracy, train_classifier
-    from ..prune.report import write_pareto
+    from ..prune.report import run_series, write_pareto
 
     check_ranges(args)
     pyplot()  # before any training: the run ends with pareto.png
@@ -138,7 +164,10 @@ def run(args: argparse.Namespace) -> int:
     model.eval()
     example = x_train[:1]
     dense = xb.compile(model, example, target, args.pipeline)
-    settings = PruneSettings(pipeline=args.pipeline, grain=args.grain, sparsity=args.sparsity, method=args.method,
+    settings = PruneSettings(pipeline=args.pipeline, grain=args.grain, sparsity=args.sparsity, search=args.search,
+                             sensitivity_batches=args.sensitivity_batches, backoff_tries=args.backoff_tries,
+                             recovery=args.recovery,
+                             method=args.method,
                              rpp=args.rpp, relax_epochs=args.relax_epochs, epochs=args.epochs,
                              step_epochs=args.step_epochs, lr=args.lr, distill=args.distill, step=args.step,
                              max_drop=args.max_drop, max_ratio=args.max_ratio, crossbar_threshold=args.crossbar_threshold,
@@ -152,8 +181,8 @@ def run(args: argparse.Namespace) -> int:
     netlist = xb.load_netlist(out)
     pruned_accuracy = accuracy(lambda x: xb.emulate(netlist, x), x_test, y_test)
     check = xb.verify(netlist, model, x_test[:4])
-    points = [(dense.summary["crossbars"], outcome.baseline_accuracy), (outcome.crossbars, outcome.accuracy)]
-    write_pareto(out / "pareto.png", {"validation": points}, title=f"{args.model}: {args.grain}-grain pruning")
+    write_pareto(out / "pareto.png", run_series(outcome), title=f"{args.model}: {args.grain}-grain pruning "
+                 "(validation accuracy)", front="all")
     summary = {
         "dense_crossbars": dense.summary["crossbars"], "pruned_crossbars": netlist.summary["crossbars"],
         "saving_percent": round(100.0 * (1 - netlist.summary["crossbars"] / dense.summary["crossbars"]), 2),
@@ -161,7 +190,8 @@ def run(args: argparse.Namespace) -> int:
         "verify_ok": check.ok, "settings": dataclasses.asdict(settings),
         "layers": [{**dataclasses.asdict(r), "sparsity": round(r.sparsity, 4)} for r in outcome.layers],
         "search": None if outcome.search is None else [dataclasses.asdict(r) for r in outcome.search.layers],
-        "reorder": outcome.reorder, "history": outcome.history,
+        "search_visited": None if outcome.search is None else [dataclasses.asdict(p) for p in outcome.search.visited],
+        "knapsack": knapsack_summary(outcome.knapsack), "reorder": outcome.reorder, "history": outcome.history,
     }
     (out / "prune.json").write_text(json.dumps(summary, indent=1, sort_keys=True, default=str) + "\n")
     if args.json:

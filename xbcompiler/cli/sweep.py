@@ -1,7 +1,7 @@
 """``xbc sweep`` and ``xbc sweep-report``: campaigns of trials on Ray, and their summaries (docs/sweeps.md).
 
 ``xbc sweep SPEC.toml -o DIR`` validates the spec (nothing is written or started when it is bad), then
-runs its trials into ``DIR/results.csv`` with a progress bar on stderr and a summary line on stdout.
+runs its trials into ``DIR/results.csv`` with its progress on stderr and a summary line on stdout.
 ``xbc sweep-report DIR`` prints per grid point the mean and 95% interval of each metric and writes the
 plots.
 """
@@ -9,11 +9,14 @@ plots.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..diagnostics import CompileError
+from ..progress import clock, progress
 from .args import command_parser, int_arg
 from .console import EXIT_MISMATCH, EXIT_OK, console, row, say, table
 
@@ -70,35 +73,25 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_MISMATCH if outcome.lost else EXIT_OK
 
 
-class _progress:
-    """A rich progress bar on stderr (done of total, failed, running, elapsed, ETA) fed by the runner."""
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[Callable | None]:
+    """The runner's progress callback: done of total, failed, running, skipped and ETA on stderr
+    (:func:`xbcompiler.progress.progress`: a bar on a terminal, plain lines otherwise), opened at the first
+    report, which carries the total."""
+    if not enabled:
+        yield None
+        return
+    with contextlib.ExitStack() as stack:
+        advance = None
 
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.bar = None
-        self.task = None
+        def update(p) -> None:
+            nonlocal advance
+            if advance is None:
+                advance = stack.enter_context(progress("sweep", p.total))
+            eta = "-" if p.eta_s is None else clock(p.eta_s)
+            advance(completed=p.done, info=f"failed {p.failed}, running {p.running}, skipped {p.skipped}, ETA {eta}")
 
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TextColumn("{task.fields[info]}"), console=console(stderr=True))
-        self.bar.__enter__()
-        return self.update
-
-    def update(self, p) -> None:
-        if self.task is None:
-            self.task = self.bar.add_task("sweep", total=p.total, info="")
-        eta = "-" if p.eta_s is None else f"{p.eta_s:.0f} s"
-        info = f"failed {p.failed}, running {p.running}, skipped {p.skipped}, ETA {eta}"
-        self.bar.update(self.task, completed=p.done, info=info)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-        return False
+        yield update
 
 
 def run_report(args: argparse.Namespace) -> int:

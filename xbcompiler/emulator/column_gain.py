@@ -1,4 +1,4 @@
-"""Column gain/offset compensation, measured on a programmed chip with a calibration batch (background §3.5, 2).
+"""Column gain/offset compensation, measured on a programmed chip with a calibration batch (background §3.5, item 2).
 
 With ``compensation.column_gain``, ``xb.program(netlist, seed, calibration=x)`` runs ``x`` through the
 netlist in integer mode, keeping every crossbar layer's input, and feeds each layer's input to the

@@ -199,7 +199,7 @@ def write_verify(levels: np.ndarray, stuck: np.ndarray, theta: np.ndarray | None
 def residual_program(levels: np.ndarray, stuck: np.ndarray, theta: np.ndarray | None,
                      variation: np.random.Generator, spec: DeviceSpec, compensation: CompensationSpec,
                      enc: Encoding) -> tuple[np.ndarray, np.ndarray | None, int]:
-    """Cross-slice residual programming of one crossbar's cells ``[rows, physical_cols]`` (background §3.5, 1).
+    """Cross-slice residual programming of one crossbar's cells ``[rows, physical_cols]`` (background §3.5, item 1).
 
     Physical column ``c * P + p`` holds plane ``p`` of logical column ``c``. Per logical column and side
     (the planes of one sign), the side's value ``V = sum_s 2**(k*s) * L_s`` is programmed slice by slice,

@@ -123,13 +123,10 @@ class Alternative:
 
 #: What to write instead of what is refused (docs/operators.md, "Not supported and what to use instead").
 ALTERNATIVES: tuple[Alternative, ...] = (
-    Alternative(("lstm", "gru", "rnn_tanh", "rnn_relu", "LSTM", "GRU", "RNN"), "`nn.LSTM`, `nn.GRU`, `nn.RNN`",
-                "recurrent layers are not mapped yet: unroll the recurrence with nn.Linear for the input and "
-                "hidden weights and host gates (torch.sigmoid, torch.tanh)"),
-    Alternative(("conv_transpose1d", "conv_transpose2d", "ConvTranspose1d", "ConvTranspose2d"),
-                "`nn.ConvTranspose1d`, `nn.ConvTranspose2d`",
-                "upsample with F.interpolate (mode 'nearest' or 'bilinear') or nn.PixelShuffle, then an nn.Conv2d"),
-    Alternative(("conv3d", "Conv3d"), "`nn.Conv3d`", "fold the depth into the channels or the batch and use nn.Conv2d"),
+    Alternative(("conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "conv3d"),
+                "`F.conv_transpose1d/2d/3d`, `F.conv3d`",
+                "use the module (nn.ConvTranspose1d/2d/3d, nn.Conv3d) holding the weight as its parameter: "
+                "the front end rewrites it onto crossbars (docs/mapping.md, 'Transposed and 3-D convolutions')"),
     Alternative(("instance_norm", "InstanceNorm1d", "InstanceNorm2d"), "`nn.InstanceNorm1d`, `nn.InstanceNorm2d`",
                 "nn.GroupNorm(C, C): one group per channel"),
     Alternative(("embedding", "Embedding"), "`nn.Embedding`",
@@ -146,8 +143,8 @@ ALTERNATIVES: tuple[Alternative, ...] = (
     Alternative(("gather", "scatter", "index", "index_put"), "`torch.gather`, `scatter`, tensor indexing",
                 "slicing, torch.index_select with a constant index, or torch.where"),
     Alternative(("upsample_bicubic2d",), "`F.interpolate(mode='bicubic')`", "mode 'bilinear' or 'nearest'"),
-    Alternative(("MultiheadAttention", "TransformerEncoderLayer", "TransformerEncoder", "TransformerDecoderLayer"),
-                "`nn.MultiheadAttention`, `nn.TransformerEncoder(Layer)` under `--frontend fx`",
+    Alternative(("TransformerDecoderLayer", "TransformerDecoder", "Transformer"),
+                "`nn.TransformerDecoder(Layer)`, `nn.Transformer` under `--frontend fx`",
                 "compile with --frontend export (the default 'auto' tries it first)"),
 )
 

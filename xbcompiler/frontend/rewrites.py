@@ -16,10 +16,14 @@ from collections.abc import Callable
 
 from torch import nn
 
+from .rewrite_attention import ATTENTION_REWRITES
+from .rewrite_conv import CONV_REWRITES
+from .rewrite_recurrent import RECURRENT_REWRITES
+
 Rewrite = Callable[[nn.Module], nn.Module]
 
 #: ``type -> build(module) -> equivalent module``, merged from the rewrite modules' tables.
-REWRITES: dict[type[nn.Module], Rewrite] = {}
+REWRITES: dict[type[nn.Module], Rewrite] = {**RECURRENT_REWRITES, **ATTENTION_REWRITES, **CONV_REWRITES}
 
 
 def rewrite_modules(model: nn.Module) -> nn.Module:

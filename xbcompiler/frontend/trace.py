@@ -112,6 +112,8 @@ def trace_copy(model: nn.Module, inputs: tuple) -> fx.GraphModule:
     """:func:`trace` on a model :func:`private_copy` made (traced as it is)."""
     try:
         graph = XbTracer().trace(model)
+    except CompileError:  # a coded refusal from inside the model (a module rewrite): as it is
+        raise
     except Exception as exc:  # noqa: BLE001 - every trace failure becomes a coded error
         text = str(exc)
         where = Location(source=_user_frame(exc))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from ..cpsat import cp_solver
 from .replication import ReplicationProblem, ReplicationSolution
 
 
@@ -30,10 +31,7 @@ def solve(problem: ReplicationProblem, *, time_limit_s: float = 10.0, seed: int 
         model.Add(product >= p)
     model.Add(sum((r - 1) * x for r, x in zip(replicas, problem.crossbars)) <= problem.budget)
     model.Minimize(period)
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = time_limit_s
-    solver.parameters.random_seed = seed
-    solver.parameters.num_search_workers = workers
+    solver = cp_solver(time_limit_s, seed, workers)
     status = solver.Solve(model)
     wall = time.perf_counter() - start
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):

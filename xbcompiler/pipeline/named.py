@@ -59,7 +59,7 @@ NAMED_PIPELINES: dict[str, list[str]] = {
         "fold-batchnorm",
         "lower-im2col",
         "lower-to-xbar",
-        "map-semi-folded",
+        "map-budgeted",
         "place-tiles{method=min-traffic}",
     ],
 }

@@ -4,9 +4,16 @@
 
 1. optionally reorders input channels (:func:`.reorder_pass.reorder_model`, function-preserving);
 2. derives the groups of ``grain`` from the mapping plan of the target (:func:`.plan_groups.plan_groups`);
-3. prunes either to fixed per-layer sparsities, or by the network-level search (background §1.7: layer by
-   layer, each step to the smallest ratio at least ``step`` further that frees whole crossbars, a short
-   pruning run per step, accuracy on the validation data, the three stop conditions);
+3. prunes either to fixed per-layer sparsities, or by a search over per-layer ratios:
+
+   - ``knapsack`` (default, :mod:`.knapsack`): each layer pruned alone at each ratio of a grid (projection,
+     optional short fine-tune, BatchNorm re-estimated, expected accuracy), then the ratios that free the
+     most crossbars with the summed drops within ``max_drop / (1 - recovery)`` (CP-SAT), the joint run,
+     its loss judged against the dense model given the same schedule and ``max_drop``, and a back-off
+     while it is over;
+   - ``greedy`` (the paper's procedure, :mod:`.search`, background §1.7): layer by layer, each step to the
+     smallest ratio at least ``step`` further that frees whole crossbars, a short pruning run per step,
+     accuracy on the validation data against the dense model given the same step run, the three stops;
 4. fine-tunes all pruned layers jointly with LGD/RPP (``relax_epochs`` of relaxed projection; 0
    projects once) or zerorize-recover, with frozen masks at the end: the final group sparsity is exact.
 
@@ -24,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from .groups import crossbar_curve
-from .lgd import prune_lgd
+from .knapsack import KnapsackCallbacks, KnapsackResult, knapsack_search
+from .lgd import LGDPruner, prune_lgd
 from .plan_groups import LayerGroups, plan_groups
 from .search import SearchCallbacks, SearchResult, network_search
 from .zerorize import prune_zerorize
@@ -43,7 +51,22 @@ class PruneSettings:
     grain: str = "column"
     """``column`` or ``crossbar`` (semi-folded / fully-unfolded), ``kernel`` or ``tile`` (fully-folded)."""
     sparsity: float | None = None
-    """Group sparsity of every pruned layer; None: the network-level search chooses per layer."""
+    """Group sparsity of every pruned layer; None: the ``search`` chooses per layer."""
+    search: str = "knapsack"
+    """``knapsack`` (sensitivity + CP-SAT allocation + back-off) or ``greedy`` (the paper's layer-by-layer search)."""
+    ratios: tuple[float, ...] = (0.25, 0.5, 0.625, 0.75, 0.875)
+    """Knapsack: the ratio grid of the sensitivity (each snapped down to fill whole crossbars, at most ``max_ratio``)."""
+    sensitivity_batches: int = 0
+    """Knapsack: mini-batches of fine-tuning after each sensitivity projection (0: projection only)."""
+    recalibrate: bool = True
+    """Knapsack: re-estimate BatchNorm statistics after each sensitivity projection (and its reference)."""
+    recovery: float = 0.95
+    """Knapsack: the fraction of the summed single-layer drops the joint run is taken to recover: the first
+    allocation spends ``max_drop / (1 - recovery)`` of them (the back-off halves it)."""
+    backoff_tries: int = 2
+    """Knapsack: joint reruns, each with half the budget and fewer crossbars, while the loss exceeds ``max_drop``."""
+    solver_time_limit_s: float = 5.0
+    """Knapsack: CP-SAT time limit of each allocation."""
     method: str = "lgd"
     """``lgd`` (LGD/RPP) or ``zerorize`` (CRIMP's zerorize-recover) for the joint run."""
     rpp: bool = True
@@ -61,7 +84,8 @@ class PruneSettings:
     step: float = 0.1
     """Search step: the ratio grows by at least this, up to the next value that frees a crossbar."""
     max_drop: float = 0.5
-    """Search: accuracy drop (points) that stops a layer."""
+    """Search: the accuracy budget in points (greedy: the drop that stops a layer; knapsack: the sum of the
+    per-layer drops, and the loss after the joint run)."""
     drop_from: str = "network"
     """Search: measure the drop from the dense baseline (``network``) or from the layer's start (``layer``)."""
     max_ratio: float = 0.9
@@ -114,6 +138,8 @@ class PruneOutcome:
     accuracy: float
     """Validation accuracy after the joint run."""
     search: SearchResult | None = None
+    """Greedy: the search; knapsack: its sensitivity points (:meth:`.knapsack.KnapsackResult.as_search`)."""
+    knapsack: KnapsackResult | None = None
     reorder: dict | None = None
     history: list[dict] = field(default_factory=list)
     """Per epoch of the joint run: loss, accuracy, sparsity."""
@@ -151,6 +177,19 @@ def accuracy_of(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_
     return 100.0 * correct / max(1, len(x))
 
 
+def expected_accuracy_of(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
+    """Mean softmax probability of the true label in percent (eval mode): the accuracy of sampling the
+    prediction. Unlike top-1 accuracy it moves with every image's confidence, so small damage shows on a
+    small validation set (one image of 270 is 0.37 points of top-1 accuracy)."""
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        total = sum(float(model(x[i:i + batch_size]).softmax(-1).gather(1, y[i:i + batch_size, None]).sum())
+                    for i in range(0, len(x), batch_size))
+    model.train(was)
+    return 100.0 * total / max(1, len(x))
+
+
 class _Pruner:
     """The model, its groups and the current ratios; runs the pruning schedules."""
 
@@ -162,6 +201,9 @@ class _Pruner:
         self.curves = {}
         self.runs = 0
         self.history: list[dict] = []
+        self.keep: dict[str, torch.Tensor] = {}
+        """The final masks (parameter -> keep vector) of the last run that prunes the model for good."""
+        self._short: list | None = None
         self.teacher = copy.deepcopy(model).eval() if s.distill > 0 else None
 
     def evaluate(self) -> float:
@@ -188,16 +230,21 @@ class _Pruner:
     def crossbars(self, layer: str, ratio: float) -> int:
         return self.curve(layer).crossbars(ratio)
 
+    def full(self, layer: str, s: int) -> int:
+        """The most groups that keep the crossbars of keeping ``s`` (every group those crossbars hold)."""
+        counts = self.curve(layer).counts
+        return s + int(np.searchsorted(counts[s:], counts[s], side="right")) - 1  # counts never decrease in s
+
     def next_ratio(self, layer: str, ratio: float) -> float | None:
         """At least ``step`` above ``ratio``, then back down to keep as many groups as those crossbars hold;
         the next ratio that frees a crossbar when the step frees none (background §1.7-1.8)."""
         curve, gs = self.curve(layer), self.groups[layer].group_set
-        counts, now = curve.counts, gs.n_keep(ratio)
+        now = gs.n_keep(ratio)
         s = min(gs.n_keep(min(1.0, ratio + self.s.step)), now - 1)
         if s < 0:
             return None
-        full = s + int(np.searchsorted(counts[s:], counts[s], side="right")) - 1  # counts never decrease in s
-        if counts[full] >= counts[now]:
+        full = self.full(layer, s)
+        if curve.counts[full] >= curve.counts[now]:
             return curve.next_ratio(ratio)
         return 1.0 - full / gs.n_groups
 
@@ -217,6 +264,71 @@ class _Pruner:
         if title:
             self.history = result.history
         self.keep = result.keep
+
+    def grid(self, layer: str) -> list[float]:
+        """Knapsack candidates: the grid snapped to whole crossbars, each freeing a crossbar, at most
+        ``max_ratio`` and leaving more than ``crossbar_threshold`` crossbars, ascending, no repeats."""
+        dense = self.crossbars(layer, 0.0)
+        out = set()
+        for r in self.s.ratios:
+            if r > self.s.max_ratio:
+                continue
+            gs = self.groups[layer].group_set
+            snapped = 1.0 - self.full(layer, gs.n_keep(r)) / gs.n_groups  # the same crossbars, more groups
+            xbars = self.crossbars(layer, snapped)
+            if snapped > 0 and xbars < dense and xbars > self.s.crossbar_threshold:
+                out.add(snapped)
+        return sorted(out)
+
+    def short_batches(self) -> list:
+        """The same few batches for every sensitivity point and its reference (made once)."""
+        if self._short is None:
+            order = torch.randperm(len(self.train[0]), generator=torch.Generator().manual_seed(self.s.seed + 7919))
+            n = min(len(order), self.s.sensitivity_batches * self.s.batch_size)
+            batches = epoch_batches(self.train[0][order[:n]], self.train[1][order[:n]], self.s.batch_size, self.s.seed)
+            self._short = batches if self.teacher is None else with_teacher(batches, self.teacher)
+        return self._short
+
+    def short_run(self, ratios: dict[str, float]) -> float:
+        """Project to ``ratios``, fine-tune on :meth:`short_batches`, recalibrate BatchNorm, expected
+        accuracy (:func:`expected_accuracy_of`); the model is restored."""
+        state = copy.deepcopy(self.model.state_dict())
+        sets = [self.groups[layer].group_set for layer in ratios]
+        sparsity = {self.groups[layer].param: r for layer, r in ratios.items()}
+        batches = self.short_batches()
+        if batches:
+            prune_lgd(self.model, sets, sparsity, batches, relax_epochs=0, finetune_epochs=1, lr=self.s.lr,
+                      progress=False, loss_fn=self.loss, seed=self.s.seed)
+        else:
+            LGDPruner(self.model, sets, sparsity, t_relax=0)
+        if self.s.recalibrate:
+            recalibrate_batchnorm(self.model, [x for x, _ in batches or self.short_batches_for_statistics()])
+        accuracy = expected_accuracy_of(self.model, *self.val)
+        self.model.load_state_dict(state)
+        return accuracy
+
+    def short_batches_for_statistics(self) -> list:
+        """Four batches of training images (BatchNorm statistics when no fine-tuning batches are set)."""
+        n = min(len(self.train[0]), 4 * self.s.batch_size)
+        return epoch_batches(self.train[0][:n], self.train[1][:n], self.s.batch_size, self.s.seed)
+
+    def dense_run(self, *, epochs: int, relax_epochs: int = 0) -> float:
+        """Accuracy of the dense model after a pruning run's schedule (the reference of the same training
+        budget); the model is restored."""
+        state, runs, keep = copy.deepcopy(self.model.state_dict()), self.runs, self.keep
+        self.run({layer: 0.0 for layer in self.groups}, epochs=epochs, relax_epochs=relax_epochs)
+        accuracy = self.evaluate()
+        self.model.load_state_dict(state)
+        self.runs, self.keep = runs, keep
+        return accuracy
+
+    def joint(self, ratios: dict[str, float]) -> float:
+        """The joint run of the knapsack search (from the current state); the accuracy after it."""
+        self.keep = {}
+        if ratios:
+            self.run(ratios, epochs=self.s.epochs, relax_epochs=self.s.relax_epochs, title=True)
+        self.ratios = dict(ratios)
+        return self.evaluate()
 
     def prune_step(self, layer: str, ratio: float) -> None:
         self.ratios[layer] = ratio
@@ -248,19 +360,33 @@ def prune_classifier(model: torch.nn.Module, target, train: tuple[torch.Tensor, 
     prunable = groups[1:-1] if s.skip_first_last else groups
     pruner = _Pruner(model, prunable, train, val, s)
     baseline = pruner.evaluate()
-    search = None
+    search = knapsack = None
     model.train()
-    if s.sparsity is None:
+    layers = [g.layer for g in prunable]
+    if s.sparsity is None and s.search == "knapsack":
+        callbacks = KnapsackCallbacks(pruner.crossbars, pruner.grid,
+                                      lambda layer, r: pruner.short_run({layer: r}),
+                                      lambda: pruner.short_run({}),
+                                      lambda: pruner.dense_run(epochs=s.epochs, relax_epochs=s.relax_epochs),
+                                      pruner.joint, save=pruner.save, restore=pruner.restore)
+        knapsack = knapsack_search(layers, callbacks, baseline=baseline, max_drop=s.max_drop,
+                                   budget=s.max_drop / (1.0 - s.recovery), backoff_tries=s.backoff_tries, time_limit_s=s.solver_time_limit_s, seed=s.seed,
+                                   progress=s.progress)
+        search = knapsack.as_search()
+    elif s.sparsity is None:
         callbacks = SearchCallbacks(pruner.crossbars, pruner.next_ratio, pruner.prune_step, pruner.evaluate,
                                     save=pruner.save, restore=pruner.restore)
-        search = network_search([g.layer for g in prunable], callbacks, max_drop=s.max_drop, max_ratio=s.max_ratio,
-                                crossbar_threshold=s.crossbar_threshold, drop_from=s.drop_from, progress=s.progress)
+        reference = pruner.dense_run(epochs=s.step_epochs)
+        search = network_search(layers, callbacks, max_drop=s.max_drop, max_ratio=s.max_ratio,
+                                crossbar_threshold=s.crossbar_threshold, drop_from=s.drop_from, progress=s.progress,
+                                reference=reference)
         ratios = {layer: r for layer, r in pruner.ratios.items() if r > 0}
-    else:
-        ratios = {g.layer: s.sparsity for g in prunable}
-    if ratios:
-        pruner.run(ratios, epochs=s.epochs, relax_epochs=s.relax_epochs, title=True)
-    keep = getattr(pruner, "keep", {})
+        pruner.keep = {}  # the steps' masks (an undone step's too) are not the result
+        if ratios:
+            pruner.run(ratios, epochs=s.epochs, relax_epochs=s.relax_epochs, title=True)
+    elif prunable:
+        pruner.run({g.layer: s.sparsity for g in prunable}, epochs=s.epochs, relax_epochs=s.relax_epochs, title=True)
+    keep = pruner.keep
     rows = []
     for g in groups:
         kept = keep.get(g.param)
@@ -268,10 +394,32 @@ def prune_classifier(model: torch.nn.Module, target, train: tuple[torch.Tensor, 
         xbars = g.dense_crossbars if kept is None else g.group_set.crossbars(kept)
         rows.append(LayerPruning(g.layer, g.param, g.group_set.n_groups, n_kept, g.dense_crossbars, xbars))
     model.eval()
-    outcome = PruneOutcome(rows, baseline, pruner.evaluate(), search, reorder, pruner.history)
+    outcome = PruneOutcome(rows, baseline, pruner.evaluate(), search, knapsack, reorder, pruner.history)
     if log is not None:
         log(outcome.table())
     return outcome
+
+
+def recalibrate_batchnorm(model: torch.nn.Module, images: list[torch.Tensor]) -> None:
+    """Re-estimate every BatchNorm's running statistics as the plain average over ``images`` (batches),
+    in train mode without gradients; the model's mode and the layers' momenta are restored. A pruned
+    layer shifts the statistics of the layers after it, and a few training steps update running
+    statistics only by ``momentum`` each: without this the short sensitivity runs would charge a stale
+    normalisation to the pruning."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms or not images:
+        return
+    was, momenta = model.training, [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    model.train()
+    with torch.no_grad():
+        for x in images:
+            model(x)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was)
 
 
 def with_teacher(batches: list, teacher: torch.nn.Module) -> list:

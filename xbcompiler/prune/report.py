@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..report.plots import pyplot
+from ..report.plots import new_figure, png_bytes
 
 
 def crossbar_table(columns: dict[str, dict[str, int]], dense: dict[str, int], accuracy: dict[str, float] | None = None,
@@ -24,6 +24,19 @@ def crossbar_table(columns: dict[str, dict[str, int]], dense: dict[str, int], ac
     return "\n".join(lines)
 
 
+def run_series(outcome) -> dict[str, list[tuple[float, float]]]:
+    """The points of a pruning run (a :class:`~.flow.PruneOutcome`) for :func:`pareto_figure`, in compute crossbars
+    of the whole network and validation accuracy: dense, every step the search evaluated (accepted and undone,
+    the layers it has not reached yet dense) and the result of the joint run."""
+    series = {"dense": [(outcome.crossbars_dense, outcome.baseline_accuracy)]}
+    if outcome.search is not None:
+        for accepted, label in ((True, "search: accepted step"), (False, "search: undone step")):
+            series[label] = [(outcome.crossbars_dense - p.freed, p.accuracy) for p in outcome.search.visited
+                             if p.accepted == accepted]
+    series["after the joint run"] = [(outcome.crossbars, outcome.accuracy)]
+    return series
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """The points no other point beats on both fewer crossbars and higher accuracy, by crossbars."""
     front, best = [], float("-inf")
@@ -34,30 +47,52 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
-def write_pareto(path: str | Path, series: dict[str, list[tuple[float, float]]], *, title: str = "",
-                 dense: tuple[float, float] | None = None, xlabel: str = "compute crossbars") -> Path:
-    """PNG of accuracy (percent) against a cost (compute crossbars by default), one marker set per series, each
-    with its front."""
-    plt = pyplot()
+def pareto_figure(series: dict[str, list[tuple[float, float]]], *, title: str = "",
+                  dense: tuple[float, float] | None = None, xlabel: str = "compute crossbars", front: str = "series"):
+    """Accuracy (percent) against a cost, every point of every series drawn (one marker set each).
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for (label, points), marker in zip(series.items(), "osd^vx+*"):
+    ``front="series"`` draws each series' Pareto front in its colour; ``"all"`` one front over every point,
+    highlighted (black steps, ringed points). The scatter collections hold exactly the given points.
+    """
+    if front not in ("series", "all"):
+        raise ValueError(f"front must be 'series' or 'all', got {front!r}")
+    fig = new_figure(figsize=(6.5, 4.5))
+    ax = fig.subplots()
+    everything = []
+    for i, ((label, points), marker) in enumerate(zip(series.items(), "osd^vx+*")):
         if not points:
             continue
+        everything += points
         xs, ys = zip(*points)
-        line = ax.scatter(xs, ys, marker=marker, label=label, alpha=0.7)
-        fx, fy = zip(*pareto_front(points))
-        ax.step(fx, fy, where="post", color=line.get_facecolor()[0], alpha=0.5)
+        dots = ax.scatter(xs, ys, marker=marker, label=f"{label} ({len(points)})", alpha=0.8, edgecolors="white",
+                          linewidths=0.5, zorder=4 + i)  # later series on top, above the front's line
+        if front == "series":
+            fx, fy = zip(*pareto_front(points))
+            ax.step(fx, fy, where="post", color=dots.get_facecolor()[0], alpha=0.5)
+    if front == "all" and everything:
+        fx, fy = zip(*pareto_front(everything))
+        ax.step(fx, fy, where="post", color="black", linewidth=1.5, zorder=3)
+        ax.plot(fx, fy, linestyle="none", marker="o", markersize=11, markerfacecolor="none",
+                markeredgecolor="black", label=f"Pareto front ({len(fx)})", zorder=3)
     if dense is not None:
         ax.axhline(dense[1], color="grey", linestyle=":", label="dense accuracy")
+    if everything and all(float(x).is_integer() for x, _ in everything):
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # crossbar counts
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def write_pareto(path: str | Path, series: dict[str, list[tuple[float, float]]], *, title: str = "",
+                 dense: tuple[float, float] | None = None, xlabel: str = "compute crossbars",
+                 front: str = "series") -> Path:
+    """PNG of :func:`pareto_figure` at ``path`` (its directory created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    path.write_bytes(png_bytes(pareto_figure(series, title=title, dense=dense, xlabel=xlabel, front=front), dpi=120))
     return path

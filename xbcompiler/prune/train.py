@@ -1,4 +1,4 @@
-"""The training loop the pruning schedules share, with a progress bar on stderr."""
+"""The training loop the pruning schedules share, with its progress on stderr (:mod:`xbcompiler.progress`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..progress import progress as progress_of
 from .groups import GroupSet
 
 
@@ -67,10 +66,7 @@ def run_schedule(model: torch.nn.Module, schedule: Schedule, group_sets: list[Gr
     annealing = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, epochs * len(loader))) if cosine else None
     best: tuple[float, dict] | None = None
     history = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[info]}"))
-    with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
-        task = bar.add_task(title, total=epochs * len(loader), info="")
+    with progress_of(title, epochs * len(loader), enabled=progress) as advance:
         for epoch in range(epochs):
             schedule.epoch_start(epoch)
             phase = "finetune" if schedule.frozen else getattr(schedule, "phase", "prune")
@@ -86,7 +82,7 @@ def run_schedule(model: torch.nn.Module, schedule: Schedule, group_sets: list[Gr
                     annealing.step()
                 schedule.step()
                 total, batches = total + loss.item(), batches + 1
-                bar.advance(task)
+                advance()
             accuracy = _evaluate(model, schedule, evaluate)
             row = {"epoch": epoch, "phase": phase, "loss": total / max(batches, 1), "accuracy": accuracy,
                    "sparsity": group_sparsity(group_sets, schedule.keep())}
@@ -96,7 +92,7 @@ def run_schedule(model: torch.nn.Module, schedule: Schedule, group_sets: list[Gr
             acc = "" if accuracy is None else f" acc {accuracy:.4g}"
             more = "".join(f" {k} {v}" for k, v in extra.items())
             info = f"ep {epoch} {phase} loss {row['loss']:.4g}{acc} sparsity {row['sparsity']:.3f}{more}"
-            bar.update(task, info=info)
+            advance(0, info=info)
             if keep_best and phase == "finetune" and accuracy is not None and (best is None or accuracy >= best[0]):
                 best = (accuracy, copy.deepcopy(model.state_dict()))
     if best is not None and history[-1]["accuracy"] < best[0]:

@@ -14,6 +14,7 @@ from torch import fx
 from ..diagnostics import CompileError
 from ..emulator import as_input_tuple, as_netlist, emulator_for
 from ..frontend.capture import capture, recorded_frontend
+from ..netlist.placement import permutations
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class LayerCheck:
     ok: bool
     first_mismatch: str | None = None  # crossbar id holding the first mismatching output channel
     mismatches: int = 0  # integer mode: output integers that differ from the integer reference
+    first_mismatch_column: int | None = None  # that crossbar's logical column holding the channel (physical place)
 
 
 @dataclass
@@ -38,11 +40,22 @@ class VerifyReport:
     layers: list[LayerCheck] = field(default_factory=list)
     output_max_abs: float = 0.0
     output_rel: float = 0.0
-    float_rel: float | None = None  # integer mode: end-to-end error against the float model (reported, not checked)
+    float_rel: float | None = None  # integer mode: end-to-end relative error against the float model
+    float_tolerance: float | None = None  # integer mode: the largest float_rel accepted (None: not checked)
+
+    @property
+    def exact(self) -> bool:
+        """Every layer and the outputs agree with the reference within ``tolerance``."""
+        return self.output_rel <= self.tolerance and all(c.ok for c in self.layers)
+
+    @property
+    def float_ok(self) -> bool:
+        """Integer mode: the quantised network stays within ``float_tolerance`` of the float model."""
+        return self.float_rel is None or self.float_tolerance is None or self.float_rel <= self.float_tolerance
 
     @property
     def ok(self) -> bool:
-        return self.output_rel <= self.tolerance and all(c.ok for c in self.layers)
+        return self.exact and self.float_ok
 
     @property
     def max_rel(self) -> float:
@@ -53,7 +66,8 @@ class VerifyReport:
         return next((c for c in self.layers if not c.ok), None)
 
     def to_dict(self) -> dict:
-        return {"ok": self.ok, "mode": self.mode, "tolerance": self.tolerance, "float_rel": self.float_rel,
+        return {"ok": self.ok, "exact": self.exact, "float_ok": self.float_ok, "mode": self.mode,
+                "tolerance": self.tolerance, "float_rel": self.float_rel, "float_tolerance": self.float_tolerance,
                 "output_max_abs": self.output_max_abs,
                 "output_rel": self.output_rel, "layers": [c.__dict__ for c in self.layers]}
 
@@ -99,31 +113,70 @@ def bad_channels(layer, bad: torch.Tensor) -> set[int]:
     return set(bad.movedim(dim, 0).reshape(bad.shape[dim], -1).any(1).nonzero().flatten().tolist())
 
 
-def first_crossbar(netlist, layer, channels: set[int]) -> str | None:
-    """The id of the first crossbar of ``layer`` that feeds one of ``channels``."""
+@dataclass(frozen=True)
+class Site:
+    """Where a mismatching output channel sits: a crossbar id and its logical column (physical place)."""
+
+    crossbar: str
+    column: int
+
+
+def first_site(netlist, layer, channels: set[int]) -> Site | None:
+    """The first crossbar of ``layer`` that feeds one of ``channels``, and its lowest column holding one.
+
+    Columns are logical columns at their physical place (after a ``remap-faults`` permutation); a
+    quantised column ``j`` is bit lines ``j * m_c .. j * m_c + m_c - 1``. A block-Toeplitz channel
+    spans ``w_o`` columns: the first is named.
+    """
     for x in netlist.layer_crossbars(layer):
-        for s in x.slices:
-            if any(s.group * layer.n_g + c in channels for c in range(*s.cols)):
-                return x.id
-        for b in x.blocks:
-            if any(b.group * layer.n_g + o in channels for o in range(*b.out_channels)):
-                return x.id
+        cols = [s.at[1] + c - s.cols[0] for s in x.slices for c in range(*s.cols)
+                if s.group * layer.n_g + c in channels]
+        cols += [b.at[1] + (o - b.out_channels[0]) * layer.w_o for b in x.blocks for o in range(*b.out_channels)
+                 if b.group * layer.n_g + o in channels]
+        if cols:
+            return Site(x.id, int(permutations(x)[1][cols].min()))
     return None
 
 
-def _first_crossbar(netlist, layer, ref: torch.Tensor, got: torch.Tensor, tol: float) -> str | None:
+def _first_site(netlist, layer, ref: torch.Tensor, got: torch.Tensor, tol: float) -> Site | None:
     err = (ref.double() - got.double()).abs()
-    return first_crossbar(netlist, layer, bad_channels(layer, err > tol * float(ref.abs().max())))
+    return first_site(netlist, layer, bad_channels(layer, err > tol * float(ref.abs().max())))
+
+
+#: The smallest default float tolerance: 5 % of the output range, whatever the widths.
+FLOAT_TOLERANCE_FLOOR = 0.05
+
+
+def default_float_tolerance(netlist) -> float | None:
+    """``max(2 ** (4 - b), 0.05)`` for the narrowest weight or input width ``b`` (None for a float netlist).
+
+    One quantisation step of a ``b``-bit value is ``2 ** (1 - b)`` of its range; the default accepts eight
+    such steps of end-to-end error, for the steps that add up through the layers, and never less than 5 %
+    (power-of-two scales, requantised intermediate results and recurrences cost more than the last bit):
+    1.0 at 4 bits, 0.25 at 6, 0.0625 at 8, 0.05 from 9 bits (docs/quantization.md, "End-to-end error").
+    """
+    widths = [min(layer.quant.weight_bits, layer.quant.input_bits) for layer in netlist.layers
+              if layer.quant is not None]
+    return max(2.0 ** (4 - min(widths)), FLOAT_TOLERANCE_FLOOR) if widths else None
+
+
+AUTO = "auto"
 
 
 def verify(netlist, model, inputs=None, *, mode: str | None = None, tolerance: float = 1e-4, seed: int = 0,
-           batch: int = 2) -> VerifyReport:
+           batch: int = 2, float_tolerance: float | str | None = AUTO) -> VerifyReport:
     """Run ``model`` and the netlist on the same inputs (seeded random ones when None) and compare.
 
     ``mode`` None is ``integer`` for a quantised netlist (layers against the integer reference,
-    docs/quantization.md) and ``ideal`` otherwise.
+    docs/quantization.md) and ``ideal`` otherwise. In integer mode the report also carries the
+    end-to-end relative error against the float model, and fails when it exceeds ``float_tolerance``
+    (``"auto"``: :func:`default_float_tolerance` when ``inputs`` are given, since only inputs like the
+    calibration data say how well the quantised network follows the model; reported only on seeded
+    random inputs. None: reported only).
     """
     netlist = as_netlist(netlist)
+    if float_tolerance == AUTO:
+        float_tolerance = None if inputs is None else default_float_tolerance(netlist)
     if inputs is None:
         gen = torch.Generator().manual_seed(seed)
         inputs = tuple(torch.randn((batch, *spec.shape), generator=gen) for spec in netlist.doc.inputs)
@@ -133,7 +186,9 @@ def verify(netlist, model, inputs=None, *, mode: str | None = None, tolerance: f
     if mode == "integer":
         from .integer import verify_integer
 
-        return verify_integer(netlist, model, inputs, tolerance)
+        report = verify_integer(netlist, model, inputs, tolerance)
+        report.float_tolerance = None if float_tolerance is None else float(float_tolerance)
+        return report
     gm = capture(model, inputs, recorded_frontend(netlist.doc.provenance)).gm  # the graph the netlist names
     recorder = Recorder(gm).run_all(inputs)
     expected = recorder.output
@@ -148,8 +203,9 @@ def verify(netlist, model, inputs=None, *, mode: str | None = None, tolerance: f
         max_abs, rel = _errors(ref, out)
         ok = rel <= tolerance
         comparable = isinstance(ref, torch.Tensor) and ref.shape == out.shape
-        where = None if ok or not comparable else _first_crossbar(netlist, layer, ref.cpu(), out.cpu(), tolerance)
-        report.layers.append(LayerCheck(layer.name, layer.reference, max_abs, rel, ok, where))
+        site = None if ok or not comparable else _first_site(netlist, layer, ref.cpu(), out.cpu(), tolerance)
+        report.layers.append(LayerCheck(layer.name, layer.reference, max_abs, rel, ok, site and site.crossbar,
+                                        first_mismatch_column=site and site.column))
     pairs = list(zip(output_tensors(expected), output_tensors(got)))
     errs = [_errors(a, b) for a, b in pairs] or [(0.0, 0.0)]
     report.output_max_abs = max(e[0] for e in errs)

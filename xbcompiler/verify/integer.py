@@ -10,7 +10,7 @@ from ..frontend.capture import capture, recorded_frontend
 from ..ir.matrix import Im2colLayer
 from ..pipeline import PassContext, PassManager, parse_pipeline
 from ..reference import ReferenceLayer, quantize
-from . import LayerCheck, Recorder, VerifyReport, _errors, bad_channels, first_crossbar, output_tensors
+from . import LayerCheck, Recorder, VerifyReport, _errors, bad_channels, first_site, output_tensors
 
 
 def float_matrices(model: torch.nn.Module, inputs: tuple, frontend: str = "fx") -> dict:
@@ -54,9 +54,9 @@ def verify_integer(netlist, model, inputs, tolerance: float) -> VerifyReport:
         bad = want != have
         scale = 2.0 ** ref.q.output_exponent
         max_abs, rel = _errors(want * scale, have * scale)
-        where = first_crossbar(netlist, layer, set(sorted(bad_channels(layer, bad))[:1])) if bad.any() else None
-        report.layers.append(LayerCheck(layer.name, layer.reference, max_abs, rel, not bool(bad.any()), where,
-                                        mismatches=int(bad.sum())))
+        site = first_site(netlist, layer, set(sorted(bad_channels(layer, bad))[:1])) if bad.any() else None
+        report.layers.append(LayerCheck(layer.name, layer.reference, max_abs, rel, not bool(bad.any()),
+                                        site and site.crossbar, int(bad.sum()), site and site.column))
     chain = _reference_chain(netlist, refs, inputs)
     pairs = list(zip(output_tensors(chain), output_tensors(got)))
     errs = [_errors(a, b) for a, b in pairs] or [(0.0, 0.0)]

@@ -1,0 +1,241 @@
+"""Knapsack pruning search: the allocation (CP-SAT, DP, brute force), the back-off, the flow and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xbcompiler.cli import main
+from xbcompiler.prune import allocate_solver
+from xbcompiler.prune.allocate import (
+    Choice,
+    LayerSensitivity,
+    allocation_problem,
+    monotone_drops,
+    solve_brute_force,
+    solve_dp,
+)
+from xbcompiler.prune.allocate_solver import allocate
+from xbcompiler.prune.knapsack import KnapsackCallbacks, knapsack_search
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "tests" / "data" / "prune_models.py"
+T64 = ["--target", "isaac-like", "--set", "crossbar.rows=64", "--set", "crossbar.cols=64"]
+
+
+@st.composite
+def instances(draw):
+    """Up to 4 layers of up to 4 choices (ratio 0 first), drops in points, a budget."""
+    layers = []
+    for i in range(draw(st.integers(1, 4))):
+        n = draw(st.integers(1, 4))
+        freed = sorted(draw(st.lists(st.integers(1, 30), min_size=n - 1, max_size=n - 1)))
+        drops = draw(st.lists(st.floats(-0.5, 3.0, allow_nan=False), min_size=n - 1, max_size=n - 1))
+        choices = [Choice(0.0, 0, 0.0)] + [Choice(0.1 * (k + 1), f, d, 90.0) for k, (f, d) in
+                                           enumerate(zip(freed, drops))]
+        layers.append(LayerSensitivity(f"l{i}", 40, tuple(choices)))
+    return layers, draw(st.floats(0.0, 4.0, allow_nan=False)), draw(st.none() | st.integers(0, 60))
+
+
+@settings(max_examples=60, deadline=None)
+@given(instances())
+def test_cp_sat_and_dp_match_brute_force(instance):
+    layers, budget, cap = instance
+    problem = allocation_problem(layers, budget, max_freed=cap)
+    best = solve_brute_force(problem)
+    dp = solve_dp(problem)
+    assert problem.feasible(dp) and problem.objective(dp) == problem.objective(best)
+    pick, status, freed, bound = allocate_solver.solve(problem, time_limit_s=5.0)
+    assert status == "OPTIMAL" and problem.feasible(pick) and problem.objective(pick) == problem.objective(best)
+    assert freed == problem.freed(best) and bound >= freed
+    result = allocate(layers, budget, max_freed=cap)
+    assert result.freed == problem.freed(best) and result.method == "cp-sat" and result.gap == 0.0
+    assert result.drop <= budget + 1e-9  # the measured drops (negatives as 0) fit the budget
+    assert cap is None or result.freed <= cap
+
+
+def _layers():
+    a = LayerSensitivity("a", 10, (Choice(0.0, 0, 0.0), Choice(0.5, 4, 0.2, 90), Choice(0.8, 7, 0.6, 89)))
+    b = LayerSensitivity("b", 10, (Choice(0.0, 0, 0.0), Choice(0.5, 3, 0.1, 90), Choice(0.8, 6, 0.3, 90)))
+    return [a, b]
+
+
+def test_allocation_spends_the_budget_where_it_frees_most():
+    result = allocate(_layers(), 0.5)
+    assert dict(result.ratios) == {"a": 0.5, "b": 0.8} and result.freed == 10
+    assert result.drop == pytest.approx(0.5) and result.status == "OPTIMAL" and result.fallback_reason is None
+    assert allocate(_layers(), 0.0).pruned() == {}  # no budget: nothing pruned
+    assert allocate(_layers(), 0.5, max_freed=9).freed == 7  # strictly fewer: a 0.5, b 0.5
+
+
+def test_ties_go_to_the_smaller_drop():
+    layer = LayerSensitivity("a", 10, (Choice(0.0, 0, 0.0), Choice(0.5, 4, 0.4, 90), Choice(0.6, 4, 0.1, 90)))
+    assert dict(allocate([layer], 1.0).ratios) == {"a": 0.6}
+
+
+@pytest.mark.parametrize("failure", ["none", "import"])
+def test_falls_back_to_the_exact_dp(monkeypatch, failure):
+    if failure == "none":
+        monkeypatch.setattr(allocate_solver, "solve", lambda *a, **k: None)
+    else:
+        def missing(*args, **kwargs):
+            raise ImportError("No module named 'ortools'")
+
+        monkeypatch.setattr(allocate_solver, "solve", missing)
+    result = allocate(_layers(), 0.5)
+    assert result.method == "dp" and result.fallback_reason and result.freed == 10
+    assert dict(result.ratios) == {"a": 0.5, "b": 0.8} and result.gap == 0.0
+
+
+def test_monotone_drops_take_the_running_maximum():
+    out = monotone_drops([Choice(0.75, 9, 0.2), Choice(0.25, 3, 0.5), Choice(0.5, 6, -0.1)])
+    assert [c.ratio for c in out] == [0.25, 0.5, 0.75] and [c.drop for c in out] == [0.5, 0.5, 0.5]
+
+
+class Toy:
+    """Two layers; every crossbar freed costs ``cost`` points in the joint run."""
+
+    def __init__(self, joint_cost: float):
+        self.joint_cost = joint_cost
+        self.joints: list[dict] = []
+        self.restores = 0
+
+    def callbacks(self):
+        return KnapsackCallbacks(crossbars=lambda layer, r: 10 - round(10 * r), ratios=lambda layer: [0.2, 0.5, 0.8],
+                                 sensitivity=lambda layer, r: 90.0 - r, reference=lambda: 90.0,
+                                 judge_reference=lambda: 91.0, joint=self.joint, save=lambda: "dense",
+                                 restore=self.restore)
+
+    def joint(self, ratios):
+        self.joints.append(ratios)
+        return 91.0 - self.joint_cost * sum(round(10 * r) for r in ratios.values())
+
+    def restore(self, state):
+        assert state == "dense"
+        self.restores += 1
+
+
+def test_search_within_budget_runs_once():
+    toy = Toy(joint_cost=0.0)
+    result = knapsack_search(["a", "b"], toy.callbacks(), baseline=92.0, max_drop=1.0, progress=False)
+    assert len(result.attempts) == 1 and result.budget_met and toy.restores == 0
+    (ratios,) = toy.joints  # drops = ratios here: 0.5 + 0.5 or 0.8 + 0.2, both free 10 of 16 possible
+    assert sum(ratios.values()) == pytest.approx(1.0) and len(ratios) == 2
+    assert result.final.allocation.freed == 10 and result.judge_reference == 91.0
+    assert [c.ratio for c in result.layers[0].choices] == [0.0, 0.2, 0.5, 0.8]
+    assert [c.freed for c in result.layers[0].choices] == [0, 2, 5, 8]
+
+
+def test_search_backs_off_with_fewer_crossbars_until_within_budget():
+    toy = Toy(joint_cost=0.1)  # 10 freed -> loss 1.0 > 0.6; 7 -> 0.7; 4 -> 0.4
+    result = knapsack_search(["a", "b"], toy.callbacks(), baseline=92.0, max_drop=0.6, backoff_tries=3,
+                             progress=False)
+    freed = [a.allocation.freed for a in result.attempts]
+    assert freed == sorted(freed, reverse=True) and len(set(freed)) == len(freed)
+    assert [a.met for a in result.attempts][-1] and not any(a.met for a in result.attempts[:-1])
+    assert toy.restores == len(result.attempts) - 1
+    budgets = [a.allocation.budget for a in result.attempts]
+    assert budgets == [0.6 * 0.5 ** i for i in range(len(budgets))]
+
+
+def test_search_stops_after_the_last_try_and_says_so():
+    toy = Toy(joint_cost=5.0)  # always over
+    result = knapsack_search(["a", "b"], toy.callbacks(), baseline=92.0, max_drop=0.6, backoff_tries=1,
+                             progress=False)
+    assert len(result.attempts) == 2 and not result.budget_met
+    assert "over" in result.table() and "try 1" in result.table()
+    search = result.as_search()
+    assert [p.accepted for p in search.visited].count(True) == len(result.final.allocation.pruned())
+    assert {r.stop for r in search.layers} == {"allocated"}
+
+
+def test_prune_classifier_knapsack_records_sensitivity_and_allocation():
+    from tests.models import digits_cnn
+    from xbcompiler.datasets import Split, digits, train_classifier
+    from xbcompiler.prune.flow import PruneSettings, holdout, prune_classifier
+    from xbcompiler.target import load_target
+
+    torch.manual_seed(0)
+    d = digits(0)
+    train, val = holdout(d.x_train, d.y_train, 0.2, 0)
+    model = train_classifier(digits_cnn(seed=0), Split(*train, d.x_test, d.y_test), epochs=2)
+    target = load_target("isaac-like", {"crossbar.rows": 64, "crossbar.cols": 64})
+    outcome = prune_classifier(model, target, train, val, PruneSettings(epochs=1, relax_epochs=1, max_drop=3.0,
+                                                                       progress=False))
+    k = outcome.knapsack
+    assert k is not None and outcome.search is not None and k.attempts
+    for layer in k.layers:
+        assert layer.choices[0].ratio == 0.0 and layer.choices[0].freed == 0
+        freed = [c.freed for c in layer.choices]
+        assert freed == sorted(freed) and len(set(freed)) == len(freed)  # each ratio frees more
+        assert all(0 < c.ratio <= 0.9 for c in layer.choices[1:])
+        drops = [c.drop for c in layer.choices]
+        assert drops == sorted(drops)
+    pruned = k.final.allocation.pruned()
+    rows = {r.layer: r for r in outcome.layers}
+    assert {name for name, r in rows.items() if r.kept < r.groups} == set(pruned)
+    assert outcome.crossbars <= outcome.crossbars_dense - (k.final.allocation.freed > 0)
+
+
+@pytest.mark.parametrize("search", ["knapsack", "greedy"])
+def test_xbc_prune_search_writes_prune_json(tmp_path, capsys, search):
+    out = tmp_path / search
+    status = main(["prune", f"{MODELS}:digits_cnn", *T64, "--train-epochs", "2", "--epochs", "1", "--relax-epochs",
+                   "1", "--search", search, "--max-drop", "2", "--data", "digits:8x8x1", "-o", str(out), "--quiet"])
+    assert status == 0
+    summary = json.loads((out / "prune.json").read_text())
+    assert summary["settings"]["search"] == search and summary["verify_ok"]
+    assert summary["search"] and summary["search_visited"] is not None
+    if search == "knapsack":
+        k = summary["knapsack"]
+        assert k["tries"] and k["tries"][0]["allocation"]["status"] in ("OPTIMAL", "FEASIBLE")
+        assert {"objective", "bound", "method"} <= set(k["tries"][0]["allocation"]) and "gap" in k["tries"][0]
+        assert len(k["layers"]) == len(summary["search"]) and "budget_met" in k
+    else:
+        assert summary["knapsack"] is None
+    assert (out / "pareto.png").is_file()
+
+
+@pytest.mark.parametrize("data", ["digits:0x8x1", "digits:abc"])
+def test_xbc_prune_refuses_a_bad_digits_spec(tmp_path, capsys, data):
+    out = tmp_path / "x"
+    status = main(["prune", f"{MODELS}:digits_cnn", *T64, "--data", data, "-o", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 2 and "XB003" in err and data in err and "Traceback" not in err and not out.exists()
+
+
+def test_recalibrate_batchnorm_averages_the_batches_and_restores_the_model():
+    from xbcompiler.prune.flow import recalibrate_batchnorm
+
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(3, momentum=0.1), torch.nn.ReLU()).eval()
+    images = [torch.randn(8, 3, 4, 4, generator=torch.Generator().manual_seed(i)) + i for i in range(3)]
+    recalibrate_batchnorm(model, images)
+    bn = model[0]
+    expected = torch.stack([x.mean(dim=(0, 2, 3)) for x in images]).mean(0)  # equal batches: mean of means
+    assert torch.allclose(bn.running_mean, expected, atol=1e-5)
+    assert bn.momentum == 0.1 and not model.training and int(bn.num_batches_tracked) == 3
+
+
+def test_expected_accuracy_is_the_mean_true_class_probability():
+    from xbcompiler.prune.flow import accuracy_of, expected_accuracy_of
+
+    model = torch.nn.Linear(4, 3)
+    x, y = torch.randn(20, 4, generator=torch.Generator().manual_seed(0)), torch.arange(20) % 3
+    with torch.no_grad():
+        expected = 100 * float(model(x).softmax(-1)[torch.arange(20), y].mean())
+    assert expected_accuracy_of(model, x, y, batch_size=7) == pytest.approx(expected, rel=1e-6)
+    assert 0.0 <= expected_accuracy_of(model, x, y) <= 100.0 and 0.0 <= accuracy_of(model, x, y) <= 100.0
+
+
+@pytest.mark.parametrize("flag,value", [("--recovery", "1.0"), ("--recovery", "-0.5"), ("--backoff-tries", "-1"),
+                                        ("--sensitivity-batches", "-2")])
+def test_xbc_prune_refuses_knapsack_values_out_of_range(tmp_path, capsys, flag, value):
+    out = tmp_path / "x"
+    status = main(["prune", f"{MODELS}:digits_cnn", *T64, flag, value, "-o", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 2 and "XB003" in err and flag in err and not out.exists()
