@@ -121,6 +121,30 @@ def assert_weights_on_crossbars(compiled, model: nn.Module) -> None:
     assert len({layer.source for layer in netlist.layers}) == len(weights)
 
 
+def compile_quiet(model, inputs, target="isaac-like", **kwargs):
+    """``xb.compile`` with its coded warnings silenced."""
+    import warnings
+
+    import xbcompiler as xb
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", xb.XBWarning)
+        return xb.compile(model, inputs, target, **kwargs)
+
+
+def assert_bit_exact_in_integer_mode(name: str) -> None:
+    """Model ``name`` compiled with calibration verifies in integer mode with no differing integer."""
+    import xbcompiler as xb
+
+    case = SEQUENCE_MODELS[name]
+    model, x = case.build(), case.example_input()
+    calibration = torch.randn(8, *case.input_shape[1:], generator=torch.Generator().manual_seed(5))
+    compiled = compile_quiet(model, (x,), calibration=calibration)
+    report = xb.verify(compiled.netlist, model, (x,))
+    assert report.mode == "integer" and report.ok, report.to_dict()
+    assert sum(c.mismatches for c in report.layers) == 0
+
+
 def _make(cls, input_shape):
     def factory(seed: int = 0) -> nn.Module:
         torch.manual_seed(seed)

@@ -244,7 +244,9 @@ def run_case(case: Case, target) -> None:
     calibration = torch.randn(8, case.arch.cin, case.arch.size, case.arch.size, generator=gen) if case.integer else None
     compiled = compile_quietly(model, x[:1], case.overrides, pipeline, calibration)
     report = xb.verify(compiled.netlist, model, x, mode="integer" if case.integer else "ideal", tolerance=1e-5)
-    assert report.ok, (case, report.first_mismatch, report.max_rel)
+    # integer mode: bit-exact against the reference; the end-to-end float error of random networks at 4
+    # bits is large by nature (verify's float check), not a compiler bug
+    assert report.exact, (case, report.first_mismatch, report.max_rel)
 
 
 _last_saved: dict[str, Path] = {}

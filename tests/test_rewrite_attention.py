@@ -9,7 +9,6 @@ and bit-exactly in integer mode, and hold every projection on crossbar layers.
 from __future__ import annotations
 
 import copy
-import warnings
 
 import msgspec
 import pytest
@@ -17,18 +16,17 @@ import torch
 from torch import nn
 
 import xbcompiler as xb
-from tests.models_sequence import SEQUENCE_MODELS, assert_weights_on_crossbars
+from tests.models_sequence import (
+    SEQUENCE_MODELS,
+    assert_bit_exact_in_integer_mode,
+    assert_weights_on_crossbars,
+    compile_quiet,
+)
 from xbcompiler import CompileError
 from xbcompiler.frontend.rewrite_attention import Attention, Encoder, EncoderLayer
 from xbcompiler.frontend.rewrites import rewrite_modules
 
 ATTENTION = ["transformer_encoder", "tiny_vit"]
-
-
-def compile_quiet(model, inputs, target="isaac-like", **kwargs) -> xb.CompiledModel:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", xb.XBWarning)
-        return xb.compile(model, inputs, target, **kwargs)
 
 
 def assert_same(expected, got, tol=1e-10) -> None:
@@ -207,13 +205,7 @@ def test_model_compiles_with_either_front_end_and_verifies(name):
 
 @pytest.mark.parametrize("name", ATTENTION)
 def test_model_is_bit_exact_in_integer_mode(name):
-    case = SEQUENCE_MODELS[name]
-    model, x = case.build(), case.example_input()
-    calibration = torch.randn(8, *case.input_shape[1:], generator=torch.Generator().manual_seed(5))
-    compiled = compile_quiet(model, (x,), calibration=calibration)
-    report = xb.verify(compiled.netlist, model, (x,))
-    assert report.mode == "integer" and report.ok, report.to_dict()
-    assert sum(c.mismatches for c in report.layers) == 0
+    assert_bit_exact_in_integer_mode(name)
 
 
 def test_attention_products_are_listed_on_the_host():

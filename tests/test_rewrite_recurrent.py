@@ -8,7 +8,6 @@ hold every recurrent weight on crossbar layers.
 from __future__ import annotations
 
 import copy
-import warnings
 
 import pytest
 import torch
@@ -16,18 +15,17 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import xbcompiler as xb
-from tests.models_sequence import SEQUENCE_MODELS, assert_weights_on_crossbars
+from tests.models_sequence import (
+    SEQUENCE_MODELS,
+    assert_bit_exact_in_integer_mode,
+    assert_weights_on_crossbars,
+    compile_quiet,
+)
 from xbcompiler import CompileError
 from xbcompiler.frontend.rewrite_recurrent import UnrolledRecurrent
 from xbcompiler.frontend.rewrites import rewrite_modules
 
 RECURRENT = ["lstm_classifier", "gru_tagger", "bilstm"]
-
-
-def compile_quiet(model, inputs, target="isaac-like", **kwargs) -> xb.CompiledModel:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", xb.XBWarning)
-        return xb.compile(model, inputs, target, **kwargs)
 
 
 def flat(value) -> list[torch.Tensor]:
@@ -126,13 +124,7 @@ def test_model_compiles_and_verifies_in_ideal_mode(name):
 
 @pytest.mark.parametrize("name", RECURRENT)
 def test_model_is_bit_exact_in_integer_mode(name):
-    case = SEQUENCE_MODELS[name]
-    model, x = case.build(), case.example_input()
-    calibration = torch.randn(8, *case.input_shape[1:], generator=torch.Generator().manual_seed(5))
-    compiled = compile_quiet(model, (x,), calibration=calibration)
-    report = xb.verify(compiled.netlist, model, (x,))
-    assert report.mode == "integer" and report.ok, report.to_dict()
-    assert sum(c.mismatches for c in report.layers) == 0
+    assert_bit_exact_in_integer_mode(name)
 
 
 def test_hidden_projection_is_one_crossbar_layer_per_step():
