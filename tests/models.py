@@ -640,3 +640,13 @@ IMAGENET_MODELS: dict[str, ModelCase] = {
 }
 
 ALL_MODELS: dict[str, ModelCase] = {**_CASES, **IMAGENET_MODELS}
+
+
+def model_case(cls, input_shape) -> ModelCase:
+    """A :class:`ModelCase` of ``cls()`` with seeded weights and BatchNorm statistics (``_finalize``)."""
+    def factory(seed: int = 0) -> nn.Module:
+        torch.manual_seed(seed)
+        return _finalize(cls(), seed)
+
+    factory.__doc__ = cls.__doc__
+    return ModelCase(cls.__name__, factory, input_shape)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.models import ModelCase, _finalize
+from tests.models import ModelCase, model_case
 
 
 def _conv_relu(cin: int, cout: int) -> nn.Sequential:
@@ -108,22 +108,13 @@ class Volume3d(nn.Module):
         return self.refine(F.relu(self.up(F.relu(self.down(x)))))
 
 
-def _make(cls, input_shape):
-    def factory(seed: int = 0) -> nn.Module:
-        torch.manual_seed(seed)
-        return _finalize(cls(), seed)
-
-    factory.__doc__ = cls.__doc__
-    return ModelCase(cls.__name__, factory, input_shape)
-
-
 #: The issue's transposed and 3-D convolution models.
 CONV_MODELS: dict[str, ModelCase] = {
-    "unet_cat": _make(UNetCat, (2, 3, 16, 16)),
-    "unet_bilinear": _make(UNetBilinear, (2, 1, 16, 16)),
-    "video_classifier": _make(VideoClassifier, (2, 3, 4, 8, 8)),
-    "decoder_1d": _make(Decoder1d, (2, 2, 16)),
-    "volume_3d": _make(Volume3d, (2, 2, 4, 6, 6)),
+    "unet_cat": model_case(UNetCat, (2, 3, 16, 16)),
+    "unet_bilinear": model_case(UNetBilinear, (2, 1, 16, 16)),
+    "video_classifier": model_case(VideoClassifier, (2, 3, 4, 8, 8)),
+    "decoder_1d": model_case(Decoder1d, (2, 2, 16)),
+    "volume_3d": model_case(Volume3d, (2, 2, 4, 6, 6)),
 }
 
 # module-level factories, for `xbc compile tests/models_convs.py:unet_cat --input-shape 1,3,16,16`

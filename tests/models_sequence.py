@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.models import ModelCase, _finalize
+from tests.models import ModelCase, model_case
 from tests.models_wild import WILD_MODELS
 
 
@@ -145,22 +145,13 @@ def assert_bit_exact_in_integer_mode(name: str) -> None:
     assert sum(c.mismatches for c in report.layers) == 0
 
 
-def _make(cls, input_shape):
-    def factory(seed: int = 0) -> nn.Module:
-        torch.manual_seed(seed)
-        return _finalize(cls(), seed)
-
-    factory.__doc__ = cls.__doc__
-    return ModelCase(cls.__name__, factory, input_shape)
-
-
 #: The issue's recurrent and attention models (the TransformerEncoder is shared with tests/models_wild.py).
 SEQUENCE_MODELS: dict[str, ModelCase] = {
     "transformer_encoder": WILD_MODELS["transformer_encoder"],
-    "lstm_classifier": _make(LSTMClassifier, (2, 6, 8)),
-    "gru_tagger": _make(GRUTagger, (2, 6, 8)),
-    "bilstm": _make(BiLSTM, (2, 5, 8)),
-    "tiny_vit": _make(TinyViT, (2, 3, 16, 16)),
+    "lstm_classifier": model_case(LSTMClassifier, (2, 6, 8)),
+    "gru_tagger": model_case(GRUTagger, (2, 6, 8)),
+    "bilstm": model_case(BiLSTM, (2, 5, 8)),
+    "tiny_vit": model_case(TinyViT, (2, 3, 16, 16)),
 }
 
 # module-level factories, for `xbc compile tests/models_sequence.py:lstm_classifier --input-shape 1,6,8`

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tests.models import ModelCase, _finalize
+from tests.models import ModelCase, model_case
 
 
 class EncoderClassifier(nn.Module):
@@ -88,21 +88,12 @@ class MaskedAttention(nn.Module):
         return self.out(y)
 
 
-def _make(cls, input_shape):
-    def factory(seed: int = 0) -> nn.Module:
-        torch.manual_seed(seed)
-        return _finalize(cls(), seed)
-
-    factory.__doc__ = cls.__doc__
-    return ModelCase(cls.__name__, factory, input_shape)
-
-
 #: The issue's refused models that are this front end's part, and host-operator showcases.
 WILD_MODELS: dict[str, ModelCase] = {
-    "transformer_encoder": _make(EncoderClassifier, (2, 10, 64)),
-    "upsample_gelu_norm": _make(UpsampleGeluNorm, (2, 3, 16, 16)),
-    "super_resolution": _make(SuperResolution, (2, 1, 8, 8)),
-    "masked_attention": _make(MaskedAttention, (2, 8, 32)),
+    "transformer_encoder": model_case(EncoderClassifier, (2, 10, 64)),
+    "upsample_gelu_norm": model_case(UpsampleGeluNorm, (2, 3, 16, 16)),
+    "super_resolution": model_case(SuperResolution, (2, 1, 8, 8)),
+    "masked_attention": model_case(MaskedAttention, (2, 8, 32)),
 }
 
 # module-level factories, for `xbc compile tests/models_wild.py:transformer_encoder --input-shape 1,10,64`
