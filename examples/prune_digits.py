@@ -53,7 +53,7 @@ def run(args) -> dict:
     dense = xb.compile(model, example, target, args.pipeline)
     float_accuracy = accuracy(dense, data.x_test, data.y_test)
     log(f"dense: {dense.summary['crossbars']} compute crossbars, emulator accuracy {float_accuracy:.2f} %")
-    settings = PruneSettings(pipeline=args.pipeline, grain=args.grain, reorder=args.reorder, epochs=args.finetune_epochs,
+    settings = PruneSettings(pipeline=args.pipeline, grain=args.grain, search=args.search, reorder=args.reorder, epochs=args.finetune_epochs,
                              relax_epochs=args.relax_epochs,
                              step=args.step, step_epochs=args.step_epochs, max_drop=args.max_drop, max_ratio=args.max_ratio,
                              drop_from=args.drop_from, sparsity=args.sparsity, seed=args.seed,
@@ -109,6 +109,8 @@ def main(argv=None) -> None:
     p.add_argument("--finetune-epochs", type=int, default=20, help="joint fine-tuning epochs after the search")
     p.add_argument("--relax-epochs", type=int, default=5,
                    help="relaxed-projection (RPP) epochs of the joint run before the fine-tuning epochs")
+    p.add_argument("--search", default="knapsack", choices=["knapsack", "greedy"],
+                   help="knapsack (sensitivity + CP-SAT allocation, the default) or greedy (the paper's search)")
     p.add_argument("--step", type=float, default=0.1, help="search step of the pruning ratio")
     p.add_argument("--step-epochs", type=int, default=2, help="search: fine-tuning epochs of each step")
     p.add_argument("--max-drop", type=float, default=1.0, help="search: accuracy drop (points) that stops a layer")

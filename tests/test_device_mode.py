@@ -258,6 +258,122 @@ def test_write_verify_spends_every_pulse_on_stuck_cells():
     assert wrong > 0 and chip.write_pulses == pulses * wrong
 
 
+# --- cells without a weight ---------------------------------------------------------------------
+
+def semi_folded_conv(pipeline: str):
+    """A 3->4 channel 3x3 conv on 6x12 inputs, block-Toeplitz (``w_o`` > 1), and a structural-zero cell:
+    word line ``x_in = w_i - 1`` of copy ``x_out = 0`` (past its kernel's reach), one plane of column
+    ``o``. Returns the compiled model, the input, the block and the cell's (c, dy, x_in, o, x_out, row,
+    physical column, plane)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1)).eval()
+    x = torch.randn(2, 3, 6, 12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", xb.XBWarning)
+        cm = xb.compile(model, (x,), "isaac-like", pipeline, calibration=x, overrides={
+            "adc.mode": "lossless", "precision.weight_bits": 8, "precision.input_bits": 8,
+            "encoding.flip_columns": False, "encoding.signed": "differential"})
+    net = cm.netlist
+    layer = net.layers[0]
+    assert layer.w_o > 1 and layer.w_i > 3
+    xbar, b = next((x, b) for x in net.crossbars for b in x.blocks if b.slice == 0 and b.out_row in (-1, 2))
+    c, dy, x_in, o, x_out = b.channels[0] + 1, b.kernel_rows[0] + 1, layer.w_i - 1, b.out_channels[0] + 1, 0
+    assert x_in - x_out > 2  # no kernel column of copy x_out reaches word line x_in
+    n_dy = b.kernel_rows[1] - b.kernel_rows[0]
+    row = b.at[0] + ((c - b.channels[0]) * n_dy + dy - b.kernel_rows[0]) * layer.w_i + x_in
+    m_c = xbar.physical_cols // xbar.cols
+    plane = 1
+    col = (b.at[1] + (o - b.out_channels[0]) * layer.w_o + x_out) * m_c + plane
+    assert net.crossbar_cells(xbar.id)[row, col] == 0  # programmed to G_min
+    return cm, x, xbar, b, (c, dy, x_in, o, x_out, row, col, plane)
+
+
+def fault_map(tmp_path, xbar, kind: str, cells, name: str = "map.npz", everywhere: str | None = None) -> str:
+    """A fault map with ``cells`` of ``xbar`` stuck at ``kind`` (and every other cell at ``everywhere``)."""
+    members = {}
+    if everywhere:
+        members[f"{everywhere}/{xbar.id}"] = np.ones((xbar.rows, xbar.physical_cols), dtype=bool)
+    stuck = np.zeros((xbar.rows, xbar.physical_cols), dtype=bool)
+    for r, c in cells:
+        stuck[r, c] = True
+        if everywhere:
+            members[f"{everywhere}/{xbar.id}"][r, c] = False
+    if kind:
+        members[f"{kind}/{xbar.id}"] = stuck
+    path = tmp_path / name
+    np.savez(path, **members)
+    return str(path)
+
+
+def structural_delta(kernel, x, b, cell, level: float) -> torch.Tensor:
+    """What the datapath predicts a structural-zero cell at effective ``level`` adds to the accumulator: the
+    input its word line carries in each window, times the plane's coefficient and the level, on the output
+    pixels of its copy (its slice's column ``x_out``; every row, or the block's own output row)."""
+    c, dy, x_in, o, x_out, _, _, plane = cell
+    enc = kernel.enc
+    xq = kernel.as4d(kernel.quantize(x))
+    driven = kernel.driven(xq).double()  # [B, C, Hp, Wp], padded
+    (s_h, s_w), (d_h, _) = kernel.stride, kernel.dilation
+    w_o = kernel.layer.w_o
+    acc = torch.zeros((x.shape[0], kernel.n_out, *kernel.out_hw(xq)), dtype=torch.float64)
+    column = b.slice * w_o + x_out
+    input_col = b.slice * w_o * s_w + x_in
+    coef = enc.plane_signs[plane] * 2.0 ** enc.plane_shifts[plane]
+    for y in range(acc.shape[2]) if b.out_row < 0 else [b.out_row]:
+        value = driven[:, c, y * s_h + dy * d_h, input_col] if input_col < driven.shape[3] else 0.0  # not driven
+        acc[:, b.group * kernel.n_g + o, y, column] = value * coef * level
+    return acc
+
+
+@pytest.mark.parametrize("pipeline", ["semi-folded", "default"])
+def test_a_stuck_on_structural_zero_adds_its_level_to_the_reads_that_drive_it(tmp_path, pipeline):
+    cm, x, xbar, b, cell = semi_folded_conv(pipeline)
+    net = cm.netlist
+    row, col = cell[5], cell[6]
+    ideal = kernel_of(xb.program(net))
+    xq = ideal.as4d(ideal.quantize(x))
+    sa1 = kernel_of(xb.program(net, overrides={"device.fault_map": fault_map(tmp_path, xbar, "sa1", [(row, col)])}))
+    delta = sa1.accumulator(xq).double() - ideal.accumulator(xq).double()
+    expected = structural_delta(ideal, x, b, cell, ideal.enc.max_level)
+    assert expected.abs().sum() > 0 and torch.equal(delta, expected)
+    integer = outputs(xb.emulate(cm, x, mode="integer"))[0]
+    faulty = outputs(xb.emulate(xb.program(net, overrides={"device.fault_map": fault_map(
+        tmp_path, xbar, "sa1", [(row, col)], "again.npz")}), x))[0]
+    assert not torch.equal(faulty, integer) and torch.equal(faulty != integer, (faulty != integer) & (expected != 0))
+    # stuck at G_min, where it was programmed anyway: nothing changes
+    sa0 = xb.program(net, overrides={"device.fault_map": fault_map(tmp_path, xbar, "sa0", [(row, col)], "sa0.npz")})
+    assert torch.equal(kernel_of(sa0).accumulator(xq), ideal.accumulator(xq))
+    assert torch.equal(outputs(xb.emulate(sa0, x))[0], integer)
+
+
+def test_a_structural_zero_leaks_its_off_state_current_with_variation(tmp_path):
+    from xbcompiler.emulator.programming import effective_levels
+
+    cm, x, xbar, b, cell = semi_folded_conv("semi-folded")
+    net = cm.netlist
+    row, col = cell[5], cell[6]
+    free_cell = fault_map(tmp_path, xbar, "", [(row, col)], "free.npz", everywhere="sa0")  # all else stuck off
+    all_off = fault_map(tmp_path, xbar, "", [], "off.npz", everywhere="sa0")
+    device = {"device.program_sigma": 0.3, "device.on_off_ratio": 1.5}  # g0 = 6 levels
+    for seed in range(20):  # a seed whose cell leaks at least half a level (the ADC rounds the reads)
+        chip = xb.program(net, seed=seed, overrides={**device, "device.fault_map": free_cell})
+        state = chip.cells[xbar.id]
+        level = float(effective_levels(np.zeros(1), state.stuck[row, col:col + 1], state.theta[row, col:col + 1],
+                                       chip.spec, 3)[0])
+        if level > 0.5:
+            break
+    assert level == pytest.approx(6 * (np.exp(float(state.theta[row, col])) - 1)) and level > 0.5
+    off = kernel_of(xb.program(net, seed=seed, overrides={**device, "device.fault_map": all_off}))
+    xq = off.as4d(off.quantize(x))
+    delta = kernel_of(chip).accumulator(xq).double() - off.accumulator(xq).double()
+    expected = structural_delta(off, x, b, cell, float(np.round(level)))  # one 1-bit digit per cycle, rounded
+    assert expected.abs().sum() > 0 and torch.equal(delta, expected)
+    sigma = {"device.program_sigma": 0.3}  # an ideal off state (on_off_ratio 0): the free cell adds nothing
+    free, stuck = (kernel_of(xb.program(net, seed=seed, overrides={**sigma, "device.fault_map": m}))
+                   for m in (free_cell, all_off))
+    assert torch.equal(free.accumulator(xq), stuck.accumulator(xq))
+
+
 # --- errors ----------------------------------------------------------------------------------------
 
 def test_device_mode_refuses_what_it_cannot_run(tmp_path):
@@ -381,3 +497,105 @@ def test_each_replica_is_its_own_cells_and_computes_every_other_image():
     replicas = {len(xbar.site_ids) for xbar in replicated}
     for b in range(len(x)):  # on the first copy of every layer exactly when b is a multiple of every count
         assert torch.equal(broken[b], ideal[b]) == all(b % r == 0 for r in replicas), (b, replicas)
+
+
+# --- row runs: several slices of one row block per crossbar (compact-pruned-rows, group-pattern-columns) ----
+
+#: three 4-of-9 kernel patterns; each tiny column tile (4 output channels) keeps one per input channel
+RUN_PATTERNS = torch.tensor([[1, 1, 0, 1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1, 0, 1, 1], [0, 1, 0, 1, 1, 1, 0, 0, 0]],
+                            dtype=torch.bool)
+RUN_ENCODINGS = ["differential", "offset", "differential-zero-high", "polarized"]
+
+
+def row_run_conv(pipeline: str, encoding: str = "differential", overrides=None):
+    """A pattern-pruned 3x3 conv 8 -> 12 on ``tiny``: 32 of its 72 rows per column tile, so every tile takes
+    two crossbars with different rows, each holding them as several row runs, and the tiles' rows differ."""
+    from xbcompiler.prune.polarity import project
+
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 12, 3, padding=1)
+    ids = torch.randint(0, len(RUN_PATTERNS), (3, 8), generator=g).repeat_interleave(4, 0)
+    with torch.no_grad():
+        conv.weight.mul_(RUN_PATTERNS[ids].reshape(12, 8, 3, 3))
+        if encoding == "polarized":  # one sign per fragment of 8 matrix rows
+            conv.weight.copy_(project(conv.weight, 8))
+    x = torch.randn(2, 8, 5, 5, generator=torch.Generator().manual_seed(2))
+    cal = torch.randn(8, 8, 5, 5, generator=torch.Generator().manual_seed(1))
+    overrides = {"encoding.signed": encoding, "precision.adc_bits": 5,
+                 "encoding.flip_columns": encoding in ("differential", "offset"), **(overrides or {})}
+    if encoding == "polarized":
+        overrides.update({"crossbar.fragment_rows": 8, "encoding.flip_columns": False, "precision.adc_bits": 4})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", xb.XBWarning)
+        return xb.compile(nn.Sequential(conv).eval(), (x,), "tiny", pipeline, overrides=overrides, calibration=cal), x
+
+
+def assert_row_runs(net):
+    """Some crossbar holds one row block as several slices, and some column tile's crossbars hold different rows."""
+    xbars = net.layer_crossbars(net.layers[0])
+    assert any(len({s.rows for s in x.slices}) > 1 and len({s.cols for s in x.slices}) < len(x.slices) for x in xbars)
+    tiles: dict[frozenset, set] = {}
+    for x in xbars:
+        tiles.setdefault(frozenset(s.cols for s in x.slices), set()).add(frozenset(s.rows for s in x.slices))
+    assert len(tiles) > 1 and all(len(rows) > 1 for rows in tiles.values())
+
+
+@pytest.mark.parametrize("pipeline", ["fully-folded-pruned", "fully-folded-pattern"])
+@pytest.mark.parametrize("encoding", RUN_ENCODINGS)
+def test_an_ideal_device_equals_integer_mode_on_row_runs(pipeline, encoding):
+    cm, x = row_run_conv(pipeline, encoding)
+    assert_row_runs(cm.netlist)
+    if pipeline == "fully-folded-pattern":
+        assert cm.netlist.layers[0].patterns is not None
+    integer = outputs(xb.emulate(cm, x, mode="integer"))[0]
+    assert integer.abs().max() > 0
+    assert torch.equal(outputs(xb.emulate(xb.program(cm, seed=3), x))[0], integer)
+
+
+def test_row_runs_read_each_column_once_and_only_the_columns_their_crossbars_hold():
+    """Reads per image: every cycle, plane and pixel of the columns each row block's crossbars hold; the
+    row block's other columns are virtual reads (integer mode's zero-weight reads, no cells)."""
+    cm, _ = row_run_conv("fully-folded-pruned")
+    net = cm.netlist
+    kernel = kernel_of(xb.program(net))
+    held: dict[frozenset, set] = {}
+    for xbar in net.layer_crossbars(net.layers[0]):
+        held.setdefault(frozenset(s.rows for s in xbar.slices), set()).update(
+            j for s in xbar.slices for j in range(*s.cols))
+    enc = kernel.enc
+    pixels = int(np.prod(net.layers[0].output_shape[-2:]))
+    assert kernel.reads_per_image() == pixels * len(enc.cycles) * enc.planes * sum(len(c) for c in held.values())
+    assert sum(len(c) for c in held.values()) < len(held) * kernel.n_g
+
+
+def ideal_planes(net) -> int:
+    from xbcompiler.netlist.encoding import Encoding
+
+    return Encoding(net.layers[0].quant.encoding).planes
+
+
+def test_a_stuck_on_cell_of_a_row_run_adds_its_lost_level_once(tmp_path):
+    """SA1 on a weight cell of a crossbar's second row run: the column reads it once, on every pixel."""
+    import torch.nn.functional as F
+
+    cm, x = row_run_conv("fully-folded-pruned", overrides={"adc.mode": "lossless"})
+    net = cm.netlist
+    xbar = next(x_ for x_ in net.layer_crossbars(net.layers[0]) if len({s.rows for s in x_.slices}) > 1)
+    s = max(xbar.slices, key=lambda s: s.at[0])  # the last row run
+    cells = net.crossbar_cells(xbar.id)
+    m_c = xbar.physical_cols // xbar.cols
+    r, c = next((r, c) for r, c in np.argwhere(cells < 3) if c % m_c < ideal_planes(net)
+                and s.at[0] <= r < s.at[0] + s.rows[1] - s.rows[0] and s.at[1] <= c // m_c < s.at[1] + s.cols[1] - s.cols[0])
+    ideal = kernel_of(xb.program(net))
+    chip = xb.program(net, overrides={"device.fault_map": fault_map(tmp_path, xbar, "sa1", [(r, c)])})
+    xq = ideal.as4d(ideal.quantize(x))
+    delta = kernel_of(chip).accumulator(xq).double() - ideal.accumulator(xq).double()
+    enc = ideal.enc
+    column, plane = divmod(int(c), m_c)
+    coef = enc.plane_signs[plane] * 2.0 ** enc.plane_shifts[plane]
+    patches = F.unfold(ideal.driven(xq).double(), (3, 3))  # [B, (c, dy, dx), pixels], padding included
+    expected = torch.zeros_like(delta)
+    expected[:, s.cols[0] + column - s.at[1]] = (patches[:, s.rows[0] + int(r) - s.at[0]]
+                                                  * coef * (3 - int(cells[r, c]))).view(x.shape[0], 5, 5)
+    assert expected.abs().sum() > 0 and torch.equal(delta, expected)

@@ -171,3 +171,32 @@ def test_the_search_keeps_every_step_and_the_pareto_plot_shows_them():
     assert series["dense"] == [(25, 90.0)] and series["after the joint run"] == [(21, 89.5)]
     ax = pareto_figure(series, front="all").axes[0]
     assert sum(len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection)) == len(visited) + 2
+
+
+def test_the_knapsack_runs_pareto_plot_names_sensitivity_points_and_tries():
+    from types import SimpleNamespace
+
+    from xbcompiler.prune.knapsack import KnapsackCallbacks, knapsack_search
+    from xbcompiler.prune.report import run_series
+
+    joints = []
+
+    def joint(ratios):  # the first try is over the 1-point budget, the backed-off one within it
+        joints.append(ratios)
+        return 91.0 - (2.0 if len(joints) == 1 else 0.5)
+
+    callbacks = KnapsackCallbacks(crossbars=lambda layer, r: 10 - round(10 * r), ratios=lambda layer: [0.2, 0.5, 0.8],
+                                  sensitivity=lambda layer, r: 90.0 - r, reference=lambda: 90.0,
+                                  judge_reference=lambda: 91.0, joint=joint, save=lambda: "dense",
+                                  restore=lambda state: None)
+    result = knapsack_search(["a", "b"], callbacks, baseline=90.0, max_drop=1.0, budget=2.0, progress=False)
+    assert len(result.attempts) == 2 and not result.attempts[0].met and result.attempts[1].met
+    outcome = SimpleNamespace(crossbars_dense=20, baseline_accuracy=90.0, search=result.as_search(), knapsack=result,
+                              crossbars=20 - result.final.allocation.freed, accuracy=result.final.accuracy)
+    series = run_series(outcome)
+    assert not any(label.startswith("search:") for label in series)  # the greedy search's words
+    chosen = series["sensitivity (one layer, expected acc.): allocated"]
+    other = series["sensitivity (one layer, expected acc.): not allocated"]
+    assert len(chosen) == 2 and len(chosen) + len(other) == 6  # one point per (layer, ratio), one chosen per layer
+    assert series["joint run: try backed off from"] == [(20 - result.attempts[0].allocation.freed, 89.0)]
+    assert series["after the joint run"] == [(outcome.crossbars, 90.5)]

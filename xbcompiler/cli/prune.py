@@ -3,7 +3,9 @@
 Loads the model from ``FILE.py:FACTORY``, the data (``digits[:HxW[xC]]`` or an ``.npz`` with ``x_train``,
 ``y_train``, ``x_test``, ``y_test``), optionally trains it, prunes it with
 :func:`xbcompiler.prune.flow.prune_classifier` (groups from the target's mapping plan), compiles it
-with the matching ``recombine-pruned-columns`` / ``compact-pruned-rows`` pipeline and writes
+with the matching ``recombine-pruned-columns`` / ``compact-pruned-rows`` pipeline (``--grain pattern``:
+:func:`xbcompiler.prune.pattern.prune_patterns` and ``fully-folded-pattern``), verifies the netlist in ideal
+mode and a calibrated quantised compile of it bit for bit in integer mode, and writes
 ``netlist.json``, ``weights.npz``, ``prune.json`` and ``pareto.png`` into ``-o DIR``. Progress bars
 and search lines go to stderr; the per-layer table and the summary to stdout (``--json``: one JSON
 object).
@@ -19,7 +21,8 @@ import zipfile
 from pathlib import Path
 
 from ..diagnostics import CompileError
-from ..prune.flow import PRUNED_PIPELINES, PruneSettings, accuracy_of, holdout, prune_classifier
+from ..prune.flow import METHODS, PRUNED_PIPELINES, PruneSettings, accuracy_of, holdout, prune_classifier
+from ..prune.pattern import PATTERN_PIPELINE, PatternSettings, prune_patterns
 from ..prune.plan_groups import GRAINS
 from ..report.plots import pyplot
 from .args import add_set, command_parser, parse_overrides
@@ -38,8 +41,12 @@ def add(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="train the model first for N epochs (default 0: it is trained already)")
     p.add_argument("--pipeline", default="semi-folded", choices=sorted(PRUNED_PIPELINES),
                    help="mapping whose plan defines the groups (default semi-folded)")
-    p.add_argument("--grain", default="column", choices=["column", "crossbar", "kernel", "tile"],
-                   help="pruning groups (default column; kernel/tile need --pipeline fully-folded)")
+    p.add_argument("--grain", default="column", choices=[*GRAINS, "pattern"],
+                   help="pruning groups (default column; kernel/tile need --pipeline fully-folded); pattern: "
+                        "PCNN kernel patterns (--pipeline fully-folded), compiled with fully-folded-pattern")
+    p.add_argument("--nonzeros", default="4,3,2", metavar="N[,N...]",
+                   help="--grain pattern: weights kept per kernel, tried in order; the fewest within --max-drop "
+                        "wins (default 4,3,2)")
     p.add_argument("--sparsity", type=float, metavar="R",
                    help="group sparsity of every pruned layer; default: the --search chooses")
     p.add_argument("--search", default="knapsack", choices=["knapsack", "greedy"],
@@ -52,7 +59,13 @@ def add(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "first allocation spends --max-drop / (1 - F) of them (default 0.95)")
     p.add_argument("--backoff-tries", type=int, default=2, metavar="N",
                    help="knapsack: joint reruns with a halved budget while the loss exceeds --max-drop (default 2)")
-    p.add_argument("--method", default="lgd", choices=["lgd", "zerorize"], help="joint pruning run (default lgd)")
+    p.add_argument("--method", default="lgd", choices=METHODS,
+                   help="joint pruning run: lgd (LGD/RPP, default), zerorize (zerorize-recover), admm (ADMM, exact "
+                        "group projection), group-l1 (reweighted group-L1 block pruning; blocks = --grain crossbar, "
+                        "tile or column) or gap (grow-and-prune); the last three spend --relax-epochs before the hard "
+                        "projection")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="gap only: re-initialise the pruned layers before the joint run (no trained model needed)")
     p.add_argument("--no-rpp", dest="rpp", action="store_false", help="deterministic projection (IHT ablation)")
     p.add_argument("--relax-epochs", type=int, default=5, metavar="N",
                    help="epochs of relaxed projection in the joint run, before --epochs (default 5; 0: project once)")
@@ -131,6 +144,18 @@ def knapsack_summary(result) -> dict | None:
             "tries": tries}
 
 
+def parse_nonzeros(spec: str) -> tuple[int, ...]:
+    """``--nonzeros 4,3,2`` as ``(4, 3, 2)``; XB003 unless every entry is a positive integer."""
+    try:
+        values = tuple(int(v) for v in spec.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise CompileError("XB003", f"bad --nonzeros {spec!r}: expected positive integers separated by commas, "
+                                    "e.g. 4,3,2")
+    return values
+
+
 def check_ranges(args: argparse.Namespace) -> None:
     """XB003 for a numeric flag outside its range (``--sparsity 1`` would keep nothing, ...)."""
     for flag, (attr, lo, hi, lo_ok, hi_ok) in RANGES.items():
@@ -151,10 +176,20 @@ def run(args: argparse.Namespace) -> int:
     from ..prune.report import run_series, write_pareto
 
     check_ranges(args)
+    if args.from_scratch and args.method != "gap":
+        raise CompileError("XB003", f"--from-scratch needs --method gap (got --method {args.method})",
+                           hint="grow-and-prune is the method that trains a sparse model from scratch")
     pyplot()  # before any training: the run ends with pareto.png
-    if args.pipeline not in GRAINS[args.grain]:
-        raise CompileError("XB003", f"--grain {args.grain} needs --pipeline {' or '.join(GRAINS[args.grain])}",
-                           hint="column and crossbar grains are semi-folded groups; kernel and tile fully-folded")
+    pattern = args.grain == "pattern"
+    if args.pipeline not in GRAINS.get(args.grain, ("fully-folded",)):
+        allowed = GRAINS.get(args.grain, ("fully-folded",))
+        raise CompileError("XB003", f"--grain {args.grain} needs --pipeline {' or '.join(allowed)}",
+                           hint="column and crossbar grains are semi-folded groups; kernel, tile and pattern "
+                                "fully-folded")
+    if pattern and args.sparsity is not None:
+        raise CompileError("XB003", "--sparsity does not apply to --grain pattern (it keeps --nonzeros per kernel)",
+                           hint="give the weights per kernel to try with --nonzeros, e.g. --nonzeros 4,3")
+    nonzeros = parse_nonzeros(args.nonzeros) if pattern else ()
     model, _ = load_model(args.model)
     target = xb.load_target(args.target, parse_overrides(args.overrides) or None)
     x_train, y_train, x_test, y_test = load_data(args.data, args.seed)
@@ -164,30 +199,41 @@ def run(args: argparse.Namespace) -> int:
     model.eval()
     example = x_train[:1]
     dense = xb.compile(model, example, target, args.pipeline)
-    settings = PruneSettings(pipeline=args.pipeline, grain=args.grain, sparsity=args.sparsity, search=args.search,
+    settings: PruneSettings | PatternSettings = PruneSettings(pipeline=args.pipeline, grain=args.grain, sparsity=args.sparsity, search=args.search,
                              sensitivity_batches=args.sensitivity_batches, backoff_tries=args.backoff_tries,
                              recovery=args.recovery,
-                             method=args.method,
+                             method=args.method, from_scratch=args.from_scratch,
                              rpp=args.rpp, relax_epochs=args.relax_epochs, epochs=args.epochs,
                              step_epochs=args.step_epochs, lr=args.lr, distill=args.distill, step=args.step,
                              max_drop=args.max_drop, max_ratio=args.max_ratio, crossbar_threshold=args.crossbar_threshold,
                              reorder=args.reorder, reorder_solver=args.solver, seed=args.seed,
                              progress=not args.quiet)
     float_accuracy = accuracy_of(model, x_test, y_test)
-    outcome = prune_classifier(model, target, train, val, settings)
-    pruned = xb.compile(model, example, target, PRUNED_PIPELINES[args.pipeline])
+    if pattern:
+        settings = PatternSettings(nonzeros=nonzeros, max_drop=args.max_drop, admm_epochs=args.relax_epochs,
+                                   finetune_epochs=args.epochs, lr=args.lr, distill=args.distill, seed=args.seed,
+                                   progress=not args.quiet)
+        outcome = prune_patterns(model, target, train, val, settings,
+                                 log=None if args.quiet else lambda line: print(line, file=sys.stderr))
+    else:
+        outcome = prune_classifier(model, target, train, val, settings)
+    pipeline = PATTERN_PIPELINE if pattern else PRUNED_PIPELINES[args.pipeline]
+    pruned = xb.compile(model, example, target, pipeline)
     out = Path(args.output)
     pruned.save(out)
     netlist = xb.load_netlist(out)
     pruned_accuracy = accuracy(lambda x: xb.emulate(netlist, x), x_test, y_test)
     check = xb.verify(netlist, model, x_test[:4])
+    quantised = xb.compile(model, example, target, pipeline, calibration=x_train[:64])
+    integer = xb.verify(quantised, model, x_test[:4])  # bit-exact against the integer reference
     write_pareto(out / "pareto.png", run_series(outcome), title=f"{args.model}: {args.grain}-grain pruning "
                  "(validation accuracy)", front="all")
     summary = {
         "dense_crossbars": dense.summary["crossbars"], "pruned_crossbars": netlist.summary["crossbars"],
         "saving_percent": round(100.0 * (1 - netlist.summary["crossbars"] / dense.summary["crossbars"]), 2),
         "float_accuracy": round(float_accuracy, 3), "pruned_accuracy": round(pruned_accuracy, 3),
-        "verify_ok": check.ok, "settings": dataclasses.asdict(settings),
+        "verify_ok": check.ok, "verify_integer_exact": integer.exact,
+        "integer_float_rel": integer.float_rel, "settings": dataclasses.asdict(settings),
         "layers": [{**dataclasses.asdict(r), "sparsity": round(r.sparsity, 4)} for r in outcome.layers],
         "search": None if outcome.search is None else [dataclasses.asdict(r) for r in outcome.search.layers],
         "search_visited": None if outcome.search is None else [dataclasses.asdict(p) for p in outcome.search.visited],
@@ -203,4 +249,4 @@ def run(args: argparse.Namespace) -> int:
               f"({summary['saving_percent']:.1f} % fewer); accuracy {summary['float_accuracy']:.2f} -> "
               f"{summary['pruned_accuracy']:.2f} % (emulator); wrote {out}")
     sys.stdout.flush()
-    return 0 if check.ok else 1
+    return 0 if check.ok and integer.exact else 1

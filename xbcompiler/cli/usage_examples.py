@@ -72,6 +72,9 @@ EXAMPLES: dict[str, tuple[Example, ...]] = {
                 "train the digits CNN, let the search choose each layer's ratio, write the pruned netlist"),
         Example(f"xbc prune {DIGITS} --target isaac-like --train-epochs 20 --sparsity 0.7 --epochs 5 -o pruned",
                 "prune every layer to a fixed group sparsity instead"),
+        Example(f"xbc prune {DIGITS} --target isaac-like --train-epochs 20 --sparsity 0.75 --method group-l1 "
+                "--grain crossbar -o pruned",
+                "block pruning: reweighted group-L1 on crossbar tiles, then hard projection"),
     ),
     "polarize": (
         Example(f"xbc polarize {DIGITS} --target isaac-like {POLARIZED} --train-epochs 20 -o polarized",

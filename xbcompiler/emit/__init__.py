@@ -12,7 +12,7 @@ from ..netlist import types as nt
 from ..netlist.placement import used_extent
 from ..version import __version__
 from .quant import QuantisedLayer
-from .records import crossbar_records, layer_record, with_routing
+from .records import crossbar_records, layer_record, with_patterns, with_routing
 
 
 def emit_netlist(program: XbarProgram, target, pipeline: str) -> Netlist:
@@ -42,6 +42,7 @@ def emit_netlist(program: XbarProgram, target, pipeline: str) -> Netlist:
             own, xbars = quantised.arrays, quantised.crossbars
             layer = replace(draft, arrays=quantised.refs(name), quant=quantised.quant)
         layer, xbars = with_routing(layer, xbars)
+        layer, xbars = with_patterns(layer, xbars, program.provenance)
         arrays.update(own)
         layers.append(layer)
         crossbars.extend(xbars)

@@ -6,10 +6,11 @@ from collections import defaultdict
 
 from msgspec.structs import replace
 
+from ..diagnostics import CompileError, Location
 from ..ir.program import MappingPlan, XbarProgram
 from ..mapping.shape import LayerShape, shape_of
 from ..netlist import types as nt
-from ..netlist.routing import crossbar_tables, layer_fanin
+from ..netlist.routing import crossbar_tables, layer_fanin, spm_of
 
 
 def schedule(plan: MappingPlan, shape: LayerShape) -> nt.Schedule:
@@ -83,3 +84,25 @@ def with_routing(layer: nt.Layer, crossbars: list[nt.Crossbar]) -> tuple[nt.Laye
         return layer, crossbars
     crossbars = [replace(x, **crossbar_tables(layer, x)) for x in crossbars]
     return replace(layer, fanin=layer_fanin(layer, crossbars)), crossbars
+
+
+#: The provenance entry of ``group-pattern-columns``: ``{"layers": {name: {"patterns": [[positions]], ...}}}``.
+PATTERN_PASS = "group-pattern-columns"
+
+
+def with_patterns(layer: nt.Layer, crossbars: list[nt.Crossbar],
+                  provenance) -> tuple[nt.Layer, list[nt.Crossbar]]:
+    """A pattern layer with its table and its crossbars with their ``spm`` (docs/netlist.md, "Pattern layers");
+    other layers unchanged."""
+    entry = (provenance.get(PATTERN_PASS) or {}).get("layers", {}).get(layer.name)
+    if entry is None:
+        return layer, crossbars
+    patterns = [list(p) for p in entry["patterns"]]
+    out = []
+    for x in crossbars:
+        spm = spm_of(layer, x, patterns)
+        if spm is None:
+            raise CompileError("XB303", f"pattern layer '{layer.name}': crossbar {x.id} does not hold whole row sets "
+                                        "of its pattern table", location=Location(crossbar=x.id, node=layer.name))
+        out.append(replace(x, spm=spm))
+    return replace(layer, patterns=patterns), out

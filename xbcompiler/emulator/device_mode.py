@@ -1,38 +1,57 @@
-"""Device mode: the integer datapath of a programmed chip, every copy of every weight on its own cells.
+"""Device mode: the integer datapath of a programmed chip, read by read on the chip's own cells.
 
 A quantised layer runs as integer mode's ``per-read`` path does (one ADC conversion per row block,
 DAC cycle, weight plane and column), with two differences (docs/faults.md):
 
-- the level a cell contributes is its *effective* level, from its programmed state
+- a read sums *every cell on its driven word lines and its column*, each at its *effective* level
   (:mod:`.programming`): with ``g0 = M / (on_off_ratio - 1)`` the off-state conductance in level units
   (0 for an ideal off state) and ``M = 2**cell_bits - 1``,
   ``L_eff = L * exp(theta) + g0 * (exp(theta) - 1)`` for a free cell (the reference column removes the
-  nominal ``G_min``), ``0`` for a cell stuck at ``G_min`` and ``M`` for one stuck at ``G_max``. A weight's
-  copies (the ``w_o * n_w`` copies of a block-Toeplitz layer, the ``H'`` row copies of fully-unfolded)
-  are different cells, so each output pixel is computed with the copy the placement gives it;
+  nominal ``G_min``), ``0`` for a cell stuck at ``G_min`` and ``M`` for one stuck at ``G_max``. Cells no
+  record gives a weight are programmed to ``G_min`` (level 0, in every encoding): the block-Toeplitz
+  structural zeros (word line ``x_in`` of a width slice under copy ``x_out`` of a block whose kernel
+  does not reach it), and on a crossbar holding several records of one row block, the cells where one
+  record's word lines cross another's columns. They read 0 on an ideal device, ``M`` when stuck on,
+  their off-state leakage with variation;
 - every analog read gets ``N(0, (read_noise * full_scale)^2)``, ``full_scale = rows * max_digit * M``
-  of its row block, drawn per read from a generator seeded with (chip seed, layer position); the ADC
-  then rounds and clips the read to ``[0, top]``.
+  of its row block's matrix rows, drawn per read from a generator seeded with (chip seed, layer
+  position); the ADC then rounds and clips the read to ``[0, top]``.
+
+The input of a block-Toeplitz layer is cut into the windows its width slices see (``w_i`` input
+columns, slice ``s`` from padded column ``s * w_o * s_w``; columns past the input are not driven), and
+one product per window and row block computes every read of the slice's ``w_o`` copies at once: the
+crossbar's own product. A weight's copies (the ``w_o * n_w`` copies of a block-Toeplitz layer, the
+``H'`` row copies of fully-unfolded) are different cells; each output pixel is computed by the cells
+of its own copy. A read of a polarized fragment drives the fragment's word lines: for slices, the
+fragment's matrix rows on every column of the row block; for block-Toeplitz layers, the cells that hold
+the fragment's weights (the structural zeros are not modelled there).
+
+A crossbar of ``compact-pruned-rows`` or ``group-pattern-columns`` holds a row block as several slices,
+one per run of rows (and of columns): its row block is the rows of all of them, each read column is
+read once over all of them. The crossbars of one column tile can hold different rows; integer mode
+still reads every column of every row block, so a row block's columns that none of its crossbars
+holds are *virtual* reads: no cells, the stored levels of their zero weights (which the read's offset
+correction removes), no faults, variation or noise, and not counted in :meth:`DeviceLayer.reads_per_image`.
 
 The copies ``replicate-layers`` makes (``replica_sites``) are crossbars of their own: image ``b`` of a
 batch runs on replica ``b % replicas``, as the pipeline hands images to the copies in turn.
 
-With every non-ideality zero the effective levels are the stored levels and the reads are integers,
-so device mode equals integer mode bit for bit (a test). Cells no record places are not modelled
-(they hold no weight and their stuck state is ignored).
+With every non-ideality zero the effective levels are the stored levels (the cells without a weight
+read 0) and the reads are integers, so device mode equals integer mode bit for bit (a test).
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..diagnostics import CompileError, Location
-from ..netlist.placement import block_cells, footprint, permutations, permuted, spatial
-from ..netlist.types import Block, Layer
+from ..netlist.placement import permutations, row_block_key, row_blocks, row_ranges, spatial
+from ..netlist.types import Layer, Slice
 from .integer import IntegerLayer
 from .integer_exact import exact_dtype
 from .programming import ProgrammedChip, effective_levels
@@ -40,6 +59,53 @@ from .runtime import register_kernel
 
 #: Elements of one chunk of reads (cycles x images x planes x columns x pixels) at most.
 CHUNK_ELEMENTS = 1 << 25
+
+
+@dataclass(frozen=True)
+class Window:
+    """What one site (a width slice, or a slice of one output row) drives: the input window and its copies.
+
+    The input patch of a site is an unfold of the padded input with ``kernel``, ``dilation`` and
+    ``stride``; ``copies`` output columns share it (``w_o`` of a block-Toeplitz layer, else 1);
+    ``slices`` windows cover an output row; ``sites`` is how many windows have cells of their own
+    (1, ``slices`` or ``out_h * slices``) and ``runs`` how many windows each site computes.
+    """
+
+    kernel: tuple[int, int]
+    dilation: tuple[int, int]
+    stride: tuple[int, int]
+    copies: int
+    slices: int
+    sites: int
+    runs: int
+    out_hw: tuple[int, int]
+
+    @property
+    def width(self) -> int:
+        """Padded input columns the windows of one output row span."""
+        return (self.slices - 1) * self.stride[1] + (self.kernel[1] - 1) * self.dilation[1] + 1
+
+
+@dataclass(frozen=True)
+class Lines:
+    """The records of one row block on one crossbar at one site: its word lines and its read columns.
+
+    Per word line (placement row) the input it carries, ``(c, dy, x_in)`` (channel in the group, kernel
+    row, column of the window); per read column (placement logical column, each once however many
+    records hold it) the copy ``x_out`` and the matrix column ``j``; ``held [rows, cols]``: the cells some
+    record of the row block gives a weight.
+    """
+
+    crossbar: int
+    site: int
+    rows: np.ndarray
+    c: np.ndarray
+    dy: np.ndarray
+    x_in: np.ndarray
+    cols: np.ndarray
+    x_out: np.ndarray
+    j: np.ndarray
+    held: np.ndarray
 
 
 class DeviceLayer(IntegerLayer):
@@ -52,113 +118,197 @@ class DeviceLayer(IntegerLayer):
         self.noise_seed = int.from_bytes(hashlib.sha256(f"{chip.seed}/{index}/{layer.name}".encode()).digest()[:8],
                                          "little") >> 1
         crossbars = chip.layer_crossbars(layer)
-        out_h, out_w = (1, 1) if self.kind == "linear" else spatial(layer)[1]
+        if any(x.slices for x in crossbars) and any(x.blocks for x in crossbars):
+            raise CompileError("XB531", f"layer '{layer.name}': device mode does not run layers placed as both "
+                                        "slices and blocks", location=Location(node=layer.name))
         per_pixel = any(b.out_row >= 0 for x in crossbars for b in x.blocks)
         if per_pixel and self.kind == "linear" and spatial(layer)[1][0] > 1:
             raise CompileError("XB531", f"layer '{layer.name}': device mode does not run linear layers whose rows of "
                                         "vectors have their own crossbar copies", location=Location(node=layer.name))
-        #: which copy computes output pixel (y, x): one for all, one per output column, one per pixel
-        self.copy_mode = "pixel" if per_pixel else "column" if any(x.blocks for x in crossbars) else "one"
-        self.copies = {"pixel": out_h * out_w, "column": out_w, "one": 1}[self.copy_mode]
-        where = self._cell_positions(crossbars, out_w)
-        m_c = crossbars[0].physical_cols // crossbars[0].cols if crossbars else 1
+        self.window = self._window(any(x.blocks for x in crossbars), per_pixel)
         #: copies of the layer made by ``replicate-layers``: image ``b`` of a batch runs on replica ``b % replicas``
         self.replicas = len(crossbars[0].site_ids) if crossbars else 1
         if any(len(x.site_ids) != self.replicas for x in crossbars):
             raise CompileError("XB531", f"layer '{layer.name}': its crossbars have different numbers of replicas",
                                location=Location(node=layer.name))
-        self.weights = []  # [replica][row block]
+        lines, keys = self._lines(crossbars), self._keys(crossbars)
+        perms = [permutations(x) for x in crossbars]
+        m_c = crossbars[0].physical_cols // crossbars[0].cols if crossbars else 1
+        enc = self.enc
+        #: per row block, the read noise's standard deviation: ``read_noise`` of the full scale of its rows
+        self.sigmas = [self.noise * int(blk.mask.sum()) * enc.max_digit * enc.max_level for blk in self.blocks]
+        self.weights = []  # [replica][row block]: [sites, K, copies * P * n], float32 where reads stay exact
+        #: per row block, its virtual reads (``[sites, 1, copies * P * n]`` bool, None if none): no noise
+        self.virtual: list[torch.Tensor | None] = [None] * len(self.blocks)
         for r in range(self.replicas):
-            states = self._states([x.site_ids[r] for x in crossbars])
-            self.weights.append([self._effective(i, blk, where, states, m_c) for i, blk in enumerate(self.blocks)])
+            states = [chip.cells[x.site_ids[r]] for x in crossbars]
+            weights = []
+            for i, blk in enumerate(self.blocks):
+                w, bound, self.virtual[i] = self._effective(i, blk, *keys[i], lines, states, perms, m_c)
+                weights.append(torch.from_numpy(w).to(self.device, exact_dtype(bound + 6 * self.sigmas[i])))
+            self.weights.append(weights)
 
     # --- preparation -----------------------------------------------------------------------------
-    def _cell_positions(self, crossbars, out_w: int) -> np.ndarray:
-        """``[G, Q, K_g, N_g, 3]`` int32: (crossbar position in the layer, cell row, logical column) of
-        each copy of each weight on the chip; -1 where no record places it.
+    def _window(self, blocks: bool, per_pixel: bool) -> Window:
+        """The input windows: per output pixel (slices), per width slice (blocks), per slice and row (per pixel)."""
+        (kh, kw), (s_h, s_w), (d_h, d_w) = self.kernel, self.stride, self.dilation
+        out_h, out_w = spatial(self.layer)[1]
+        if not blocks:
+            return Window((kh, kw), (d_h, d_w), (s_h, s_w), 1, out_w, 1, out_h * out_w, (out_h, out_w))
+        w_o = self.layer.w_o
+        slices = -(-out_w // w_o)
+        sites, runs = (out_h * slices, 1) if per_pixel else (slices, out_h)
+        return Window((kh, self.layer.w_i), (d_h, 1), (s_h, w_o * s_w), w_o, slices, sites, runs, (out_h, out_w))
 
-        Blocks of one shape share the placement formula's template (:func:`block_cells` of the block
-        moved to the origin); each block adds its offsets to it, all blocks of a shape at once. Rows and
-        columns of a crossbar ``remap-faults`` permuted are then moved to their word lines and columns.
-        """
-        layer = self.layer
+    def _lines(self, crossbars) -> dict[tuple, list[Lines]]:
+        """Per row-block key, the word lines and read columns of its records, per crossbar and site."""
+        layer, window = self.layer, self.window
         kh, kw = self.kernel
-        where = np.full((layer.groups, self.copies, layer.matrix_rows, layer.n_g, 3), -1, dtype=np.int32)
-        shapes: dict[tuple, list] = {}
+        grouped: dict[tuple, dict[tuple, list]] = {}
         for k, x in enumerate(crossbars):
-            for sl in x.slices:
-                f = footprint(layer, sl)
-                rows, cols = np.meshgrid(np.arange(*sl.rows), np.arange(*sl.cols), indexing="ij")
-                where[sl.group, 0, rows, cols] = np.stack(
-                    [np.full(rows.shape, k), rows - sl.rows[0] + f.r0, cols - sl.cols[0] + f.c0], axis=-1)
-            for b in x.blocks:
-                size = (b.channels[1] - b.channels[0], b.kernel_rows[1] - b.kernel_rows[0],
-                        b.out_channels[1] - b.out_channels[0])
-                shapes.setdefault(size, []).append(
-                    (k, b.group, b.at[0], b.at[1], (b.channels[0] * kh + b.kernel_rows[0]) * kw, b.out_channels[0],
-                     b.slice, b.out_row))
-        for (n_c, n_dy, n_o), records in shapes.items():
-            origin = Block(channels=(0, n_c), kernel_rows=(0, n_dy), out_channels=(0, n_o))
-            row, col, m_row, m_col = block_cells(layer, origin)
-            xo = (np.arange(row.size) // n_o) % layer.w_o  # block_cells order: [c, dy, dx, x, o]
-            k, group, r0, c0, m0, o0, sl, out_row = np.array(records, dtype=np.int64).T[:, :, None]
-            pixel = sl * layer.w_o + xo
-            q = np.where(out_row < 0, pixel, out_row * out_w + pixel)
-            keep = np.broadcast_to(pixel < out_w, q.shape)
-            value = np.stack(np.broadcast_arrays(k, r0 + row, c0 + col), axis=-1)
-            where[np.broadcast_to(group, q.shape)[keep], q[keep], np.broadcast_to(m0 + m_row, q.shape)[keep],
-                  np.broadcast_to(o0 + m_col, q.shape)[keep]] = value[keep]
-        if any(permuted(x) for x in crossbars):
-            rows, cols = (np.stack(p) for p in zip(*(permutations(x) for x in crossbars)))
-            placed = where[..., 0] >= 0
-            k = where[..., 0][placed]
-            where[..., 1][placed] = rows[k, where[..., 1][placed]]
-            where[..., 2][placed] = cols[k, where[..., 2][placed]]
-        return where
+            for record in (*x.slices, *x.blocks):
+                if isinstance(record, Slice):
+                    m = np.arange(*record.rows)
+                    rows = record.at[0] + m - record.rows[0]
+                    c, dy, x_in = m // (kh * kw), (m // kw) % kh, m % kw
+                    j = np.arange(*record.cols)
+                    cols = record.at[1] + j - record.cols[0]
+                    x_out, site = np.zeros_like(j), 0
+                    n_rows = len(m)
+                else:
+                    c, dy, x_in = (a.reshape(-1) for a in np.meshgrid(
+                        np.arange(*record.channels), np.arange(*record.kernel_rows), np.arange(layer.w_i), indexing="ij"))
+                    rows = record.at[0] + np.arange(c.size)
+                    o, x_out = (a.reshape(-1) for a in np.meshgrid(np.arange(*record.out_channels),
+                                                                    np.arange(layer.w_o), indexing="ij"))
+                    cols = record.at[1] + (o - record.out_channels[0]) * layer.w_o + x_out
+                    j, n_rows = o, c.size
+                    site = record.slice if record.out_row < 0 else record.out_row * window.slices + record.slice
+                parts = grouped.setdefault(row_block_key(x, record), {}).setdefault((k, site), [])
+                parts.append((rows, c, dy, x_in, cols, x_out, j, record.at[0], record.at[0] + n_rows))
+        out: dict[tuple, list[Lines]] = {}
+        for key, sites in grouped.items():
+            for (k, site), parts in sites.items():
+                rows, c, dy, x_in = (np.concatenate([p[i] for p in parts]) for i in range(4))
+                carried = np.stack([c, dy, x_in], axis=1)
+                rows, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+                if not np.array_equal(carried[first][inverse], carried):
+                    raise CompileError("XB531", f"layer '{layer.name}': a word line of crossbar "
+                                                f"{crossbars[k].id} carries two inputs of one row block",
+                                       location=Location(node=layer.name))
+                # a column several records hold (one per row run: compact-pruned-rows, group-pattern-columns)
+                # is one read column, read once over the word lines of all of them
+                cols, x_out, j = (np.concatenate([p[i] for p in parts]) for i in range(4, 7))
+                cols, first_c, inverse_c = np.unique(cols, return_index=True, return_inverse=True)
+                if not (np.array_equal(x_out[first_c][inverse_c], x_out) and np.array_equal(j[first_c][inverse_c], j)):
+                    raise CompileError("XB531", f"layer '{layer.name}': a column of crossbar {crossbars[k].id} "
+                                                "holds two matrix columns of one row block",
+                                       location=Location(node=layer.name))
+                held = np.zeros((len(rows), len(cols)), dtype=bool)
+                for p in parts:
+                    at = np.searchsorted(cols, p[4])
+                    held[np.searchsorted(rows, p[7]):np.searchsorted(rows, p[8]), at] = True
+                c, dy, x_in = carried[first].T
+                out.setdefault(key, []).append(Lines(k, site, rows, c, dy, x_in, cols, x_out[first_c], j[first_c],
+                                                     held))
+        return out
 
-    def _states(self, sites: list[str]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """The cell states of one copy of the layer's crossbars (by site id) stacked ``[crossbars, rows,
-        physical_cols]``: ``stuck``, ``theta`` and the programmed levels (None when no compensation
-        changed them)."""
-        states = [self.chip.cells[site] for site in sites]
-        rows = max((s.stuck.shape[0] for s in states), default=0)
-        cols = max((s.stuck.shape[1] for s in states), default=0)
-        stuck = np.zeros((len(states), rows, cols), dtype=np.uint8)
-        theta = np.zeros((len(states), rows, cols), dtype=np.float32) if self.chip.spec.program_sigma else None
-        levels = (np.zeros((len(states), rows, cols), dtype=np.uint16)
-                  if any(s.levels is not None for s in states) else None)
-        for k, s in enumerate(states):
-            stuck[k, :s.stuck.shape[0]] = s.stuck
-            if theta is not None and s.theta is not None:
-                theta[k, :s.theta.shape[0]] = s.theta
-            if levels is not None and s.levels is not None:
-                levels[k, :s.levels.shape[0]] = s.levels
-        return stuck, theta, levels
+    def _keys(self, crossbars) -> list[tuple[tuple, bool]]:
+        """Per read (integer mode's row blocks, fragments included), its row-block key and whether the read is
+        only a part of it (a polarized fragment): :func:`row_blocks` and :func:`fragment_blocks`' order."""
+        layer = self.layer
+        blocks, index = row_blocks(layer, crossbars, np.zeros((layer.groups, layer.matrix_rows, layer.n_g), np.int8))
+        reads = [(key, blocks[i].rows) for key, i in sorted(index.items(), key=lambda item: item[1])]
+        q = layer.quant
+        if q.encoding.signed == "polarized":  # fragment_blocks: cut along the fragment grid, then a stable sort
+            ids = [rows // q.encoding.fragment_rows for _, rows in reads]
+            reads = sorted([(key, rows[f == u]) for (key, rows), f in zip(reads, ids) for u in np.unique(f)],
+                           key=lambda r: (r[0][0], tuple(row_ranges(r[1]))))
+        if [(k[0], row_ranges(rows)) for k, rows in reads] != [(int(b.group), row_ranges(b.rows))
+                                                               for b in self.row_blocks]:
+            raise CompileError("XB531", f"layer '{layer.name}': its reads do not match its row blocks",
+                               location=Location(node=layer.name))
+        return [(key, len(rows) != len(blocks[index[key]].rows)) for key, rows in reads]
 
-    def _effective(self, i: int, blk, where: np.ndarray, states, m_c: int) -> torch.Tensor:
-        """``[Q, K_span, P * n]``: effective levels of row block ``i`` on every copy, as a matmul weight."""
-        enc, spec = self.enc, self.chip.spec
-        b = self.row_blocks[i]
-        stored = blk.stored.numpy()  # [P, n, C, kh, kw], zero off the block's rows
-        n_p, n = stored.shape[:2]
+    def _effective(self, i: int, blk, key: tuple, fragment: bool, lines: dict[tuple, list[Lines]], states, perms,
+                   m_c: int):
+        """``([sites, K, copies * P * n], bound, virtual)``: the effective level of every cell read ``i`` sums, as a
+        matmul weight per site (rows: the window's patch ``(c, dy, x_in)``; columns: copy, plane, column), the
+        largest read it can give, and which of its reads no crossbar performs (None if none).
+
+        Integer mode reads every column of a row block; a column no crossbar of the row block holds at a
+        site (another column tile's rows differ) has no cells there: its reads are *virtual*, the stored
+        levels of its zero weights (which the read's offset correction removes), exact and without noise.
+        """
+        enc, spec, window = self.enc, self.chip.spec, self.window
         kh, kw = self.kernel
-        span = stored.shape[2] * kh * kw
-        local = b.rows - (blk.c_lo - b.group * self.c_g) * kh * kw  # the block's rows inside the span
-        levels = stored.reshape(n_p, n, span)[:, :, local].transpose(0, 2, 1).astype(np.float64)  # [P, rows, n]
-        pos = where[b.group][:, b.rows][:, :, blk.cols]  # [Q, rows, n, 3]
-        placed = pos[..., 0] >= 0
-        k, r, c = (np.where(placed, pos[..., j], 0)[:, None] for j in range(3))  # [Q, 1, rows, n]
-        phys = c * m_c + np.arange(n_p)[None, :, None, None]  # [Q, P, rows, n]
-        stuck_all, theta_all, programmed = states
-        stuck = stuck_all[k, r, phys]
-        theta = None if theta_all is None else theta_all[k, r, phys]
-        levels = (np.broadcast_to(levels, stuck.shape) if programmed is None
-                  else programmed[k, r, phys].astype(np.float64))
-        effective = effective_levels(levels, stuck, theta, spec, enc.max_level)
-        effective = np.where(placed[:, None], effective, 0.0)
-        out = np.zeros((self.copies, span, n_p, n), dtype=np.float64)
-        out[:, local] = effective.transpose(0, 2, 1, 3)
-        return torch.from_numpy(out.reshape(self.copies, span, n_p * n)).to(self.device)
+        kw_eff = window.kernel[1]
+        stored = blk.stored.numpy()  # [P, n, C, kh, kw], zero off the read's rows
+        n_p, n = stored.shape[:2]
+        c_lo = blk.c_lo - blk.group * self.c_g
+        n_c = blk.c_hi - blk.c_lo
+        span = n_c * kh * kw_eff
+        column = np.full(self.n_g, -1, dtype=np.int64)
+        column[blk.cols] = np.arange(n)
+        out = np.zeros((window.sites, span, window.copies, n_p, n), dtype=np.float64)
+        covered = np.zeros((window.sites, n), dtype=bool)
+        toeplitz = window.copies > 1 or kw_eff != kw
+        s_w, d_w = self.stride[1], self.dilation[1]
+        for part in lines.get(key, []):
+            keep_r = (part.c >= c_lo) & (part.c < c_lo + n_c)
+            keep_c = column[part.j] >= 0
+            if not keep_r.any() or not keep_c.any():
+                continue
+            rows, c, dy, x_in = part.rows[keep_r], part.c[keep_r] - c_lo, part.dy[keep_r], part.x_in[keep_r]
+            cols, x_out, j = part.cols[keep_c], part.x_out[keep_c], column[part.j[keep_c]]
+            covered[part.site, j] = True
+            if toeplitz:  # the kernel column of word line x_in under copy x_out, where it reaches
+                offset = x_in[:, None] - x_out[None, :] * s_w
+                valid = (offset >= 0) & (offset % d_w == 0) & (offset // d_w < kw)
+                dx = np.where(valid, offset // d_w, 0)
+            else:
+                valid = np.ones((len(rows), len(cols)), dtype=bool)
+                dx = np.broadcast_to(x_in[:, None], valid.shape)
+            held = valid & part.held[np.ix_(keep_r, keep_c)]
+            perm_r, perm_c = perms[part.crossbar]
+            state = states[part.crossbar]
+            wl = perm_r[rows][:, None, None]
+            phys = (perm_c[cols] * m_c)[None, :, None] + np.arange(n_p)[None, None, :]  # [1, nc, P]
+            if state.levels is not None:
+                levels = state.levels[wl, phys].astype(np.float64)
+            else:
+                levels = np.moveaxis(stored[:, j[None, :], c[:, None], dy[:, None], dx], 0, -1) * held[..., None]
+            theta = None if state.theta is None else state.theta[wl, phys]
+            effective = effective_levels(levels, state.stuck[wl, phys], theta, spec, enc.max_level)  # [nr, nc, P]
+            if fragment:  # a fragment drives its own word lines: the cells holding its weights (slices: its rows)
+                m = ((c + c_lo)[:, None] * kh + dy[:, None]) * kw + dx
+                effective = effective * (valid & np.isin(m, self.row_blocks[i].rows))[..., None]
+            patch = (c * kh + dy) * kw_eff + x_in
+            out[part.site, patch[:, None], x_out[None, :], :, j[None, :]] += effective
+        virtual = None
+        if not covered.all():
+            virtual = np.zeros((window.sites, window.copies, n_p, n), dtype=bool)
+            c, dy, dx = (a.reshape(-1) for a in np.meshgrid(np.arange(n_c), np.arange(kh), np.arange(kw), indexing="ij"))
+            for site in np.flatnonzero(~covered.all(1)):
+                missing = np.flatnonzero(~covered[site])
+                levels = np.moveaxis(stored[:, missing][:, :, c, dy, dx], 0, -1).transpose(1, 0, 2)  # [K, nm, P]
+                for x_out in range(window.copies):
+                    x_in = x_out * s_w + dx * d_w if toeplitz else dx
+                    out[site, ((c * kh + dy) * kw_eff + x_in)[:, None], x_out, :, missing[None, :]] = levels
+                virtual[site, :, :, missing] = True
+            virtual = torch.from_numpy(virtual.reshape(window.sites, 1, -1)).to(self.device)
+        out = out.reshape(window.sites, span, window.copies * n_p * n)
+        bound = float(np.abs(out).sum(1).max(initial=0)) * enc.max_digit
+        return out, bound, virtual
+
+    def reads_per_image(self) -> int:
+        """The analog reads one image performs on this layer: every cycle, plane, column, copy and window
+        (virtual reads, of columns no crossbar of the row block holds, not counted)."""
+        w = self.window
+        per_window = w.copies * self.enc.planes
+        per_run = [w.sites * per_window * len(blk.cols) if v is None else int((~v).sum())
+                   for blk, v in zip(self.blocks, self.virtual)]
+        return w.runs * len(self.enc.cycles) * sum(per_run)
 
     # --- execution -------------------------------------------------------------------------------
     raw_accumulator = IntegerLayer.accumulator
@@ -187,50 +337,55 @@ class DeviceLayer(IntegerLayer):
                 out[r::self.replicas] = part
         return out
 
-    def _reads(self, driven: torch.Tensor, weights: list[torch.Tensor], generator) -> torch.Tensor:
+    def _reads(self, driven: torch.Tensor, weights: list, generator) -> torch.Tensor:
         """:meth:`_lossy_per_read` of images on one replica (``weights``: its row blocks' effective levels)."""
-        enc = self.enc
+        enc, window = self.enc, self.window
         cycles = torch.tensor([w for w, _, _ in enc.cycles], dtype=torch.float64, device=driven.device)
         digits = self.digits(driven)  # [T, B, C, Hp, Wp]
         n_t, batch = digits.shape[:2]
         out_h, out_w = self.out_hw(driven, padded=True)
-        runs, copies = {"pixel": (1, out_h * out_w), "column": (out_h, out_w), "one": (out_h * out_w, 1)}[self.copy_mode]
-        if copies != self.copies:
+        sites, copies, runs = window.sites, window.copies, window.runs
+        if sites == 1 and copies == 1:
+            runs = out_h * out_w
+        elif (out_h, out_w) != window.out_hw:
             raise CompileError("XB508", f"layer '{self.name}' computes {out_h}x{out_w} pixels, its crossbars hold "
-                                        f"copies for {self.copies}", location=Location(node=self.name))
+                                        f"copies for {window.out_hw[0]}x{window.out_hw[1]}",
+                               location=Location(node=self.name))
+        width = digits.shape[-1] if sites == 1 and copies == 1 else window.width
+        extra = width - digits.shape[-1]  # window columns past the input are not driven (digit 0)
         out = None
-        for blk, weight in zip(self.blocks, weights):
-            n = len(blk.cols)
-            sigma = self.noise * int(blk.mask.sum()) * enc.max_digit * enc.max_level
-            dtype = exact_dtype(blk.max_read if not (self.noise or self.chip.spec.program_sigma)
-                                else blk.max_read * np.exp(6 * self.chip.spec.program_sigma) + 6 * sigma)
-            w = weight.to(dtype)
-            scale = torch.exp2(-blk.step).to(dtype).repeat(enc.planes)  # [P * n], plane-major like the weight
-            top = blk.top.to(dtype).repeat(enc.planes)
+        for i, blk in enumerate(self.blocks):
+            n, sigma, w = len(blk.cols), self.sigmas[i], weights[i]
+            dtype = w.dtype
+            scale = torch.exp2(-blk.step).to(dtype).repeat(copies * enc.planes)  # [copies * P * n] like the weight
+            top = blk.top.to(dtype).repeat(copies * enc.planes)
             # codes -> value: per plane sign and shift (flips included) * 2**step, exact in ``plane_dtype``;
             # then the cycles' weights, in float64
             per_plane = blk.coef * torch.exp2(blk.step).view(1, -1)  # [P, n]
             plane_dtype = exact_dtype(float((per_plane.abs() * blk.top.view(1, -1)).sum(0).max()))
             per_plane = per_plane.to(plane_dtype)
-            chunk = max(1, CHUNK_ELEMENTS // max(n_t * enc.planes * n * runs * copies, 1))
+            chunk = max(1, CHUNK_ELEMENTS // max(n_t * enc.planes * n * runs * sites * copies, 1))
             parts = []
             for b0 in range(0, batch, chunk):
                 d = digits[:, b0:b0 + chunk, blk.c_lo:blk.c_hi].flatten(0, 1).to(dtype)
-                patches = F.unfold(d, self.kernel, dilation=self.dilation, stride=self.stride)  # [TB, K, L]
+                d = F.pad(d, (0, extra)) if extra > 0 else d[..., :width]
+                patches = F.unfold(d, window.kernel, dilation=window.dilation, stride=window.stride)  # [TB, K, L]
                 tb, k = patches.shape[:2]
-                patches = patches.view(tb, k, runs, copies).permute(3, 0, 2, 1).reshape(copies, tb * runs, k)
-                reads = torch.bmm(patches, w)  # [Q, TB * runs, P * n]: every read of every copy
+                patches = patches.view(tb, k, runs, sites).permute(3, 0, 2, 1).reshape(sites, tb * runs, k)
+                reads = torch.bmm(patches, w)  # [S, TB * runs, copies * P * n]: every read of every copy
                 if self.noise:
-                    reads.add_(torch.randn(reads.shape, generator=generator, dtype=dtype, device=reads.device),
-                               alpha=sigma)
+                    noise = torch.randn(reads.shape, generator=generator, dtype=dtype, device=reads.device)
+                    if self.virtual[i] is not None:
+                        noise.masked_fill_(self.virtual[i], 0.0)
+                    reads.add_(noise, alpha=sigma)
                 reads.mul_(scale)
                 reads = (reads.round_() if self.q.adc.rounding == "nearest-even" else reads.floor_())
                 codes = torch.minimum(reads.clamp_(min=0), top, out=reads)
-                codes = codes.view(copies, n_t, (tb // n_t) * runs, enc.planes, n).to(plane_dtype)
-                per_cycle = codes.mul_(per_plane).sum(3)  # [Q, T, B * runs, n]
-                y = torch.tensordot(cycles, per_cycle.double(), dims=([0], [1]))  # [Q, B * runs, n]
-                parts.append(y.view(copies, tb // n_t, runs, n).permute(1, 3, 2, 0))
-            y = torch.cat(parts).reshape(batch, n, out_h, out_w)
+                codes = codes.view(sites, n_t, (tb // n_t) * runs, copies, enc.planes, n).to(plane_dtype)
+                per_cycle = codes.mul_(per_plane).sum(4)  # [S, T, B * runs, copies, n]
+                y = torch.tensordot(cycles, per_cycle.double(), dims=([0], [1]))  # [S, B * runs, copies, n]
+                parts.append(y.view(sites, tb // n_t, runs, copies, n).permute(1, 4, 2, 0, 3))
+            y = torch.cat(parts).reshape(batch, n, out_h, -1)[..., :out_w]
             x = driven[:, blk.c_lo:blk.c_hi].double()
             y = y + blk.sum_coef.view(1, -1, 1, 1) * self.conv(x, blk.mask.double(), padded=True)
             if out is None:

@@ -2,6 +2,8 @@
 
 ``xb.program(netlist, seed=0, overrides={"device.sa1_rate": 0.01})`` reads the device parameters of the
 netlist's target (``[device]``, with dotted ``overrides``) and gives each physical cell of every crossbar
+(those no record gives a weight too: they are programmed to ``G_min``, level 0, and device mode reads
+every cell of a read's word lines and column)
 
 - a fault: stuck at ``G_min`` (SA0, probability ``sa0_rate``), stuck at ``G_max`` (SA1, ``sa1_rate``) or
   free, from a uniform draw ``u``: SA0 when ``u < sa0_rate``, SA1 when ``u >= 1 - sa1_rate``; or, with

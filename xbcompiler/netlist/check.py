@@ -9,13 +9,15 @@ Each failure is a coded :class:`CompileError` naming the field by its JSON path 
 - XB513 tile, slot or chip numbers inconsistent with the target's hierarchy;
 - XB514 ``target_fingerprint`` is not the hash of ``target`` (or ``target`` is not a valid target);
 - XB517 the bookkeeping disagrees (layers' crossbar ranges, node references, summary counts);
-- XB350 / XB521 a pruned layer's routing tables / a quantised layer's row blocks disagree with its records.
+- XB350 / XB521 a pruned layer's routing tables (a pattern layer's ``spm``) / a quantised layer's row blocks
+  disagree with its records.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Mapping
+from itertools import pairwise
 
 import numpy as np
 
@@ -32,7 +34,7 @@ from .placement import (
     spatial,
     weight_counts,
 )
-from .routing import crossbar_tables, layer_fanin
+from .routing import crossbar_tables, layer_fanin, spm_rows
 from .types import Crossbar, Document, Layer
 
 _INT_DTYPES = ("int8", "int16", "int32", "int64")
@@ -152,6 +154,8 @@ def _check_layer(layer: Layer, path: str) -> None:
         ok = ok and len(layer.input_shape) == (2 if g.kind == "conv1d" else 3) == len(layer.output_shape)
     if not ok:
         raise fail("XB510", f"{path}.output_shape", "input/output shapes disagree with the geometry")
+    if layer.patterns is not None:
+        _check_patterns(layer, path)
     _, (h_out, w_out) = spatial(layer)
     if layer.strategy != "fully-folded":
         step = layer.w_o * g.stride[1]
@@ -177,6 +181,35 @@ def _check_layer(layer: Layer, path: str) -> None:
             raise fail("XB510", f"{path}.arrays", "a float layer has float32 weights and no integer datapath arrays")
         return
     _check_quant(layer, path)
+
+
+def _check_patterns(layer: Layer, path: str) -> None:
+    """XB510 unless a pattern table belongs to an ungrouped fully-folded convolution and lists kernel positions."""
+    kk = layer.geometry.kernel[0] * layer.geometry.kernel[1]
+    if layer.strategy != "fully-folded" or layer.groups != 1 or layer.geometry.kind == "linear":
+        raise fail("XB510", f"{path}.patterns", "only an ungrouped fully-folded convolution has a pattern table")
+    for k, p in enumerate(layer.patterns):
+        if any(b <= a for a, b in pairwise(p)) or p[-1] >= kk:
+            raise fail("XB510", f"{path}.patterns[{k}]", f"{p} is not an ascending list of kernel positions "
+                                                       f"within [0, {kk})")
+
+
+def _check_spm(layer: Layer, x: Crossbar, path: str) -> None:
+    """XB510 unless a pattern layer's crossbar has an ``spm`` of distinct ascending channels and known patterns."""
+    if (layer.patterns is None) != (x.spm is None):
+        raise fail("XB510", f"{path}.spm", "a crossbar has an spm exactly when its layer has a pattern table", x.id)
+    if x.spm is None:
+        return
+    channels = [c for c, _ in x.spm]
+    if any(b <= a for a, b in pairwise(channels)) or (channels and channels[-1] >= layer.geometry.in_channels):
+        raise fail("XB510", f"{path}.spm", "input channels are not ascending within the layer's "
+                                           f"{layer.geometry.in_channels}", x.id)
+    for j, (_, k) in enumerate(x.spm):
+        if k >= len(layer.patterns):
+            raise fail("XB510", f"{path}.spm[{j}]", f"pattern {k} is not in the layer's table of "
+                                                    f"{len(layer.patterns)}", x.id)
+    if sum(len(layer.patterns[k]) for _, k in x.spm) > x.rows:
+        raise fail("XB510", f"{path}.spm", f"names more rows than the crossbar's {x.rows}", x.id)
 
 
 def _check_quant(layer: Layer, path: str) -> None:
@@ -240,6 +273,7 @@ def _check_crossbar(layer: Layer, x: Crossbar, path: str, index: int, target: Ta
             if f.r1 > x.rows or f.c1 > x.cols:
                 raise fail("XB510", f"{rpath}.at", f"the record runs past the {x.rows}x{x.cols} crossbar", where)
             prints.append((f, rpath))
+    _check_spm(layer, x, path)
     prints.sort(key=lambda p: (p[0].r0, p[0].c0))
     for a in range(len(prints)):
         for b in range(a + 1, len(prints)):
@@ -357,7 +391,16 @@ def _check_integer_weights(layer: Layer, path: str, weight: np.ndarray) -> None:
 
 
 def _check_routing(layer: Layer, xbars: list[Crossbar], path: str) -> None:
-    """XB350 unless a pruned layer's tables are those its records give (dense layers have none)."""
+    """XB350 unless a pruned layer's tables are those its records give (dense layers have none) and a pattern
+    layer's crossbars hold exactly the rows their ``spm`` gives, in that order."""
+    if layer.patterns is not None:
+        for x in xbars:
+            rows = spm_rows(layer, x)
+            placed = crossbar_tables(layer, x).get("row_inputs", [])
+            if placed != rows:
+                raise CompileError("XB350", f"layer '{layer.name}': crossbar {x.id} holds matrix rows "
+                                            f"{placed[:8]}..., its spm names rows {rows[:8]}...",
+                                   location=Location(crossbar=x.id))
     if not layer.pruned_weights:
         if layer.fanin is not None or any(x.column_channels is not None or x.row_inputs is not None for x in xbars):
             raise fail("XB350", path, "a layer with no pruned weights has routing tables")

@@ -6,7 +6,8 @@
   it, -1 for an unused row;
 - layer ``fanin``: per output channel, the partial sums added into each of its values.
 
-Both trimmed after the last used entry. The emitter writes them and the loader checks them.
+Both trimmed after the last used entry. The emitter writes them and the loader checks them. Pattern
+layers add the crossbar ``spm`` (:func:`spm_rows` gives the rows it implies, :func:`spm_of` derives it).
 """
 
 from __future__ import annotations
@@ -54,3 +55,30 @@ def layer_fanin(layer: Layer, crossbars: list[Crossbar]) -> list[int]:
             for c in {c for c in crossbar_tables(layer, x)["column_channels"] if c >= 0}:
                 fanin[c] += 1
     return fanin.tolist()
+
+
+def spm_rows(layer: Layer, crossbar: Crossbar) -> list[int]:
+    """The matrix rows a pattern layer's crossbar holds by its ``spm``, in crossbar-row order: for each
+    ``[channel, pattern]`` entry, rows ``channel * kh * kw + p`` for ``p`` in ``layer.patterns[pattern]``."""
+    kk = layer.geometry.kernel[0] * layer.geometry.kernel[1]
+    return [c * kk + p for c, k in crossbar.spm or () for p in layer.patterns[k]]
+
+
+def spm_of(layer: Layer, crossbar: Crossbar, patterns: list[list[int]]) -> list[tuple[int, int]] | None:
+    """The ``spm`` of a crossbar whose rows hold, channel after channel, row sets of ``patterns`` (from its
+    placement records); None when its rows are not of that form."""
+    kk = layer.geometry.kernel[0] * layer.geometry.kernel[1]
+    table = {tuple(p): k for k, p in enumerate(patterns)}
+    rows = np.array(crossbar_tables(layer, crossbar).get("row_inputs", []), dtype=np.int64)
+    if rows.size == 0 or (rows < 0).any():
+        return None
+    channels = rows // kk
+    if (np.diff(channels) < 0).any():
+        return None
+    out = []
+    for c in np.unique(channels).tolist():
+        k = table.get(tuple((rows[channels == c] % kk).tolist()))
+        if k is None:
+            return None
+        out.append((c, k))
+    return out

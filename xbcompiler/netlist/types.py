@@ -254,6 +254,9 @@ class Layer(Record):
     pruned_weights: Count = 0
     fanin: list[Count] | None = None
     quant: Quant | None = None
+    patterns: list[Annotated[list[Count], Meta(min_length=1, max_length=4096)]] | None = None
+    """Pattern layers (``group-pattern-columns``): the kernel positions ``dy * kw + dx`` of each row set its
+    crossbars' ``spm`` entries name, ascending (docs/netlist.md, "Pattern layers")."""
 
     @property
     def n_g(self) -> int:
@@ -306,6 +309,9 @@ class Crossbar(Record):
     replica_sites: list[tuple[Count, Count, Count]] = []
     column_channels: list[Annotated[int, Meta(ge=-1, le=MAX_DIM)]] | None = None
     row_inputs: list[Annotated[int, Meta(ge=-1, le=MAX_DIM)]] | None = None
+    spm: list[tuple[Count, Count]] | None = None
+    """Pattern layers: the Sparsity Pattern Mask, ``[input channel, pattern index]`` per input channel the
+    crossbar holds, in row order; its rows follow from it (docs/netlist.md, "Pattern layers")."""
     adc: CrossbarAdc | None = None
     row_permutation: list[Count] | None = None
     """``remap-faults``: the word line of each placement row (absent: the identity)."""

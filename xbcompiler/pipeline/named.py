@@ -55,6 +55,15 @@ NAMED_PIPELINES: dict[str, list[str]] = {
         "compact-pruned-rows",
         "place-tiles",
     ],
+    "fully-folded-pattern": [
+        "fold-batchnorm",
+        "lower-im2col",
+        "lower-to-xbar",
+        "map-fully-folded",
+        "group-pattern-columns",
+        "compact-pruned-rows",
+        "place-tiles",
+    ],
     "default": [
         "fold-batchnorm",
         "lower-im2col",

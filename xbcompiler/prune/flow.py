@@ -14,8 +14,10 @@
    - ``greedy`` (the paper's procedure, :mod:`.search`, background §1.7): layer by layer, each step to the
      smallest ratio at least ``step`` further that frees whole crossbars, a short pruning run per step,
      accuracy on the validation data against the dense model given the same step run, the three stops;
-4. fine-tunes all pruned layers jointly with LGD/RPP (``relax_epochs`` of relaxed projection; 0
-   projects once) or zerorize-recover, with frozen masks at the end: the final group sparsity is exact.
+4. fine-tunes all pruned layers jointly with one of :data:`METHODS`: LGD/RPP (``relax_epochs`` of relaxed
+   projection; 0 projects once), zerorize-recover, ADMM (:mod:`.admm`), reweighted group-L1 block pruning
+   (:mod:`.group_l1`) or grow-and-prune (:mod:`.gap`), with frozen masks at the end: the final group
+   sparsity is exact.
 
 Compile the result with a pipeline that recombines pruned columns (:data:`PRUNED_PIPELINES`).
 """
@@ -30,6 +32,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..diagnostics import CompileError
+from .admm import prune_admm
+from .gap import prune_gap
+from .group_l1 import prune_group_l1
 from .groups import crossbar_curve
 from .knapsack import KnapsackCallbacks, KnapsackResult, knapsack_search
 from .lgd import LGDPruner, prune_lgd
@@ -40,6 +46,10 @@ from .zerorize import prune_zerorize
 #: The named pipeline to compile a pruned model with, per mapping pipeline (xbcompiler/pipeline/named.py).
 PRUNED_PIPELINES = {"semi-folded": "semi-folded-pruned", "fully-unfolded": "fully-unfolded-pruned",
                     "fully-folded": "fully-folded-pruned"}
+
+
+#: The joint-run methods (``PruneSettings.method``, ``xbc prune --method``).
+METHODS = ("lgd", "zerorize", "admm", "group-l1", "gap")
 
 
 @dataclass(frozen=True)
@@ -68,7 +78,11 @@ class PruneSettings:
     solver_time_limit_s: float = 5.0
     """Knapsack: CP-SAT time limit of each allocation."""
     method: str = "lgd"
-    """``lgd`` (LGD/RPP) or ``zerorize`` (CRIMP's zerorize-recover) for the joint run."""
+    """The joint run (:data:`METHODS`): ``lgd`` (LGD/RPP), ``zerorize`` (CRIMP's zerorize-recover), ``admm``
+    (ADMM with the exact group top-``s`` projection), ``group-l1`` (reweighted group-L1 block pruning) or
+    ``gap`` (grow-and-prune); the last three spend ``relax_epochs`` before the hard projection."""
+    from_scratch: bool = False
+    """``gap`` only: re-initialise the pruned layers before the final joint run (no dense model needed)."""
     rpp: bool = True
     """Relaxant probabilistic projection; False is the deterministic ablation (IHT)."""
     lambda0: float = 0.5
@@ -258,6 +272,10 @@ class _Pruner:
         if s.method == "zerorize":
             result = prune_zerorize(self.model, sets, sparsity, loader, epochs=max(1, epochs + relax_epochs),
                                     ramp_epochs=relax_epochs, **common)
+        elif s.method in JOINT_METHODS:
+            options = {"from_scratch": True} if s.from_scratch and title else {}
+            result = JOINT_METHODS[s.method](self.model, sets, sparsity, loader, relax_epochs=relax_epochs,
+                                             finetune_epochs=epochs, seed=s.seed, **options, **common)
         else:
             result = prune_lgd(self.model, sets, sparsity, loader, relax_epochs=relax_epochs, finetune_epochs=epochs,
                                rpp=s.rpp, lambda0=s.lambda0, seed=s.seed, **common)
@@ -342,11 +360,23 @@ class _Pruner:
         self.ratios = dict(state[1])
 
 
+#: The methods with prune_lgd's signature (``relax_epochs``, ``finetune_epochs``, ``seed``), by name.
+JOINT_METHODS = {"admm": prune_admm, "group-l1": prune_group_l1, "gap": prune_gap}
+
+
 def prune_classifier(model: torch.nn.Module, target, train: tuple[torch.Tensor, torch.Tensor],
                      val: tuple[torch.Tensor, torch.Tensor], settings: PruneSettings = PruneSettings(), *,
                      log: Callable[[str], None] | None = None) -> PruneOutcome:
-    """Prune ``model`` in place for ``target``; ``train``/``val`` are ``(images, labels)`` tensors."""
+    """Prune ``model`` in place for ``target``; ``train``/``val`` are ``(images, labels)`` tensors.
+
+    ``from_scratch`` re-initialises the pruned layers before the final joint run (a search, if any, still
+    runs on the given weights)."""
     s = settings
+    if s.method not in METHODS:
+        raise CompileError("XB003", f"unknown pruning method '{s.method}'", hint=f"use one of {', '.join(METHODS)}")
+    if s.from_scratch and s.method != "gap":
+        raise CompileError("XB003", f"from_scratch needs method 'gap' (got '{s.method}')",
+                           hint="grow-and-prune is the method that trains a sparse model from scratch")
     example = train[0][:1]
     reorder = None
     if s.reorder:

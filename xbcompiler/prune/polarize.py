@@ -10,24 +10,23 @@ consecutive matrix rows of one column, :mod:`.polarity`) holds one sign:
 3. masked fine-tuning, ``finetune_epochs`` epochs: after every step each weight of the wrong sign for
    its fragment is set to 0, so the signs never change again.
 
-The loop is the pruning package's :func:`.train.run_schedule` (progress bar, cosine learning rate,
-best fine-tuning epoch kept); :class:`AdmmPolarizer` is its schedule.
+The trainer is the pruning package's ADMM (:mod:`.admm`, driven by :func:`.train.run_schedule`: progress
+bar, cosine learning rate, best fine-tuning epoch kept) with :class:`PolarityConstraint`.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from ..diagnostics import CompileError
+from .admm import AdmmSchedule, train_admm
 from .flow import accuracy_of, distillation_loss, epoch_batches, with_teacher
 from .polarity import fragment_count, fragment_signs, project, sign_clamp, violations
-from .train import run_schedule
 
 
 @dataclass(frozen=True)
@@ -112,77 +111,49 @@ class Polarized(tuple):
         return self[1]
 
 
-class AdmmPolarizer:
-    """The ADMM schedule of :func:`.train.run_schedule` over ``params`` (name -> parameter)."""
+class PolarityConstraint:
+    """"One sign per fragment" for the ADMM trainer (:class:`.admm.Constraint`): :func:`.polarity.project`
+    is the Z-update; :meth:`freeze` fixes each fragment's sign and returns :func:`.polarity.sign_clamp`.
 
-    phase = "admm"
+    ``params`` (name -> parameter, optional) are what :meth:`metrics` counts mixed fragments of.
+    """
 
-    def __init__(self, params: dict[str, torch.nn.Parameter], fragment_rows: int, *, admm_epochs: int,
-                 rho: float, rho_growth: float = 1.0, measure: Callable[[], float] | None = None):
-        self.params, self.rows = params, fragment_rows
-        self.admm_epochs, self.rho, self.rho_growth = admm_epochs, rho, rho_growth
-        self.measure = measure
-        self.accuracy: dict[str, float] = {}  # "admm" and "projected", with ``measure``
-        self.z = {n: project(p.detach(), fragment_rows) for n, p in params.items()}
-        self.u = {n: torch.zeros_like(p.detach()) for n, p in params.items()}
+    def __init__(self, fragment_rows: int, params: dict[str, torch.Tensor] | None = None):
+        self.rows, self.params = fragment_rows, params or {}
         self.signs: dict[str, torch.Tensor] = {}
-        self.frozen = False
-        self.before_projection: dict[str, int] | None = None
+        """Parameter name -> the frozen sign of every fragment, ``[C_out, n_fragments]`` int8."""
+        self.mixed_before: dict[str, int] = {}
+        """Parameter name -> mixed fragments right before the hard projection."""
 
-    def epoch_start(self, epoch: int) -> None:
-        if self.frozen:
-            return
-        if epoch >= self.admm_epochs:
-            self.finish()
-        elif epoch > 0:
-            self.update()
+    def project(self, name: str, w: torch.Tensor) -> torch.Tensor:
+        return project(w, self.rows)
 
-    def update(self) -> None:
-        """``Z <- Pi(W + U)``, ``U <- U + W - Z``, and ``rho`` grows."""
-        with torch.no_grad():
-            for n, p in self.params.items():
-                self.z[n] = project(p + self.u[n], self.rows)
-                self.u[n] += p - self.z[n]
-        self.rho *= self.rho_growth
-
-    @contextmanager
-    def sparse(self):
-        """Forward and backward inside; then the penalty's gradient ``rho (W - Z + U)`` joins the loss's."""
-        yield
-        if self.frozen or not torch.is_grad_enabled():
-            return
-        with torch.no_grad():
-            for n, p in self.params.items():
-                if p.grad is not None:
-                    p.grad.add_(p - self.z[n] + self.u[n], alpha=self.rho)
-
-    def step(self) -> None:
-        if self.frozen:
-            self._clamp()
-
-    def finish(self) -> None:
-        """Hard projection: fix every fragment's sign and zero the other sign (idempotent)."""
-        if self.frozen:
-            return
-        self.before_projection = {n: violations(p, self.rows) for n, p in self.params.items()}
-        if self.measure is not None:
-            self.accuracy["admm"] = self.measure()
-        self.signs = {n: fragment_signs(p, self.rows) for n, p in self.params.items()}
-        self._clamp()
-        self.frozen = True
-        if self.measure is not None:
-            self.accuracy["projected"] = self.measure()
-
-    def _clamp(self) -> None:
-        with torch.no_grad():
-            for n, p in self.params.items():
-                p.copy_(sign_clamp(p, self.signs[n], self.rows))
-
-    def keep(self) -> dict[str, torch.Tensor]:
-        return {}
+    def freeze(self, name: str, w: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        self.mixed_before[name] = violations(w, self.rows)
+        signs = self.signs[name] = fragment_signs(w, self.rows)
+        return lambda v: sign_clamp(v, signs, self.rows)
 
     def metrics(self) -> dict:
         return {"mixed": sum(violations(p, self.rows) for p in self.params.values())}
+
+
+class AdmmPolarizer(AdmmSchedule):
+    """The ADMM schedule (:class:`.admm.AdmmSchedule`) with :class:`PolarityConstraint` over ``params``."""
+
+    def __init__(self, params: dict[str, torch.nn.Parameter], fragment_rows: int, *, admm_epochs: int,
+                 rho: float, rho_growth: float = 1.0, measure: Callable[[], float] | None = None):
+        self.polarity = PolarityConstraint(fragment_rows, params)
+        super().__init__(params, self.polarity, admm_epochs=admm_epochs, rho=rho, rho_growth=rho_growth,
+                         measure=measure)
+
+    @property
+    def signs(self) -> dict[str, torch.Tensor]:
+        return self.polarity.signs
+
+    @property
+    def before_projection(self) -> dict[str, int] | None:
+        """Mixed fragments per parameter right before the hard projection (None before it)."""
+        return self.polarity.mixed_before if self.frozen else None
 
 
 def crossbar_params(model: torch.nn.Module, example, target) -> list[tuple[str, str]]:
@@ -229,20 +200,20 @@ def polarize(model: torch.nn.Module, target, data, *, val=None, settings: Polari
     before = {p: violations(w, rows) for p, w in params.items()}
     teacher = copy.deepcopy(model).eval() if s.distill > 0 else None
     accuracy = {"baseline": accuracy_of(model, *val)}
-    epochs = s.admm_epochs + s.finetune_epochs
     loader = _Epochs(x, y, s, teacher)
-    schedule = AdmmPolarizer(params, rows, admm_epochs=s.admm_epochs, rho=s.rho, rho_growth=s.rho_growth,
-                             measure=lambda: accuracy_of(model, *val))
+    polarity = PolarityConstraint(rows, params)
     model.train()
-    result = run_schedule(model, schedule, [], loader, epochs=epochs, lr=s.lr, loss_fn=loader.loss,
-                          evaluate=lambda m: accuracy_of(m, *val), progress=s.progress, title="polarize")
+    result, schedule = train_admm(model, params, polarity, loader, admm_epochs=s.admm_epochs,
+                                  finetune_epochs=s.finetune_epochs, lr=s.lr, rho=s.rho, rho_growth=s.rho_growth,
+                                  loss_fn=loader.loss, evaluate=lambda m: accuracy_of(m, *val), progress=s.progress,
+                                  title="polarize")
     model.eval()
     accuracy.update(schedule.accuracy)
     accuracy["final"] = accuracy_of(model, *val)
-    admm = schedule.before_projection or {}
     report = PolarizeReport(
-        rows, [LayerPolarity(layer, p, fragment_count(params[p], rows), before[p], admm.get(p, before[p]),
-                             int((schedule.signs[p] < 0).sum())) for layer, p in layers],
+        rows, [LayerPolarity(layer, p, fragment_count(params[p], rows), before[p],
+                             polarity.mixed_before.get(p, before[p]), int((polarity.signs[p] < 0).sum()))
+               for layer, p in layers],
         accuracy, sum(violations(w, rows) for w in params.values()), result.history)
     if log is not None:
         log(report.table())

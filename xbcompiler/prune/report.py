@@ -26,13 +26,23 @@ def crossbar_table(columns: dict[str, dict[str, int]], dense: dict[str, int], ac
 
 def run_series(outcome) -> dict[str, list[tuple[float, float]]]:
     """The points of a pruning run (a :class:`~.flow.PruneOutcome`) for :func:`pareto_figure`, in compute crossbars
-    of the whole network and validation accuracy: dense, every step the search evaluated (accepted and undone,
-    the layers it has not reached yet dense) and the result of the joint run."""
+    of the whole network and validation accuracy: dense, what the search evaluated and the result of the joint run.
+
+    Greedy search: every step (accepted and undone; the layers it has not reached yet dense). Knapsack search:
+    every sensitivity point (one layer pruned alone at one ratio, the others dense; its expected accuracy;
+    split by whether the final allocation chose that ratio) and every joint-run try the back-off replaced."""
     series = {"dense": [(outcome.crossbars_dense, outcome.baseline_accuracy)]}
+    knapsack = getattr(outcome, "knapsack", None)
     if outcome.search is not None:
-        for accepted, label in ((True, "search: accepted step"), (False, "search: undone step")):
+        labels = (("sensitivity (one layer, expected acc.): allocated",
+                   "sensitivity (one layer, expected acc.): not allocated")
+                  if knapsack is not None else ("search: accepted step", "search: undone step"))
+        for accepted, label in zip((True, False), labels):
             series[label] = [(outcome.crossbars_dense - p.freed, p.accuracy) for p in outcome.search.visited
                              if p.accepted == accepted]
+    if knapsack is not None:
+        series["joint run: try backed off from"] = [(outcome.crossbars_dense - a.allocation.freed, a.accuracy)
+                                                    for a in knapsack.attempts[:-1]]
     series["after the joint run"] = [(outcome.crossbars, outcome.accuracy)]
     return series
 
