@@ -191,7 +191,7 @@ def sharing_tiles(weight: torch.Tensor, patterns: PatternSet, cols: int) -> torc
 
 
 class PatternConstraint:
-    """The pattern set of each pruned parameter as an ADMM constraint (interfaces §1 ``Constraint``)."""
+    """The pattern set of each pruned parameter as an ADMM constraint (an :class:`.admm.Constraint`)."""
 
     def __init__(self, patterns: dict[str, PatternSet], share: dict[str, torch.Tensor] | None = None):
         self.patterns = dict(patterns)
