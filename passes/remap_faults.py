@@ -18,6 +18,7 @@ from xbcompiler.netlist import Netlist
 from xbcompiler.netlist.encoding import Encoding
 from xbcompiler.netlist.placement import permutations, read_cells, row_classes
 from xbcompiler.netlist.types import Crossbar
+from xbcompiler.optimality import relative_gap
 from xbcompiler.pipeline import Pass, PassContext
 
 #: Warning code of a remap stopped at its time limit.
@@ -108,7 +109,7 @@ def _totals(results: list[RemapResult]) -> dict:
     return {"faulty_crossbars": len(results),
             "remapped_crossbars": sum(1 for r in results if _moved(r.rows) or _moved(r.cols)),
             "cost_before": before, "cost_after": after, "lower_bound": bound,
-            "gap": round((after - bound) / after, 6) if after else 0.0,
+            "gap": round(relative_gap(after, bound), 6),
             "status": max((r.status for r in results), key=_STATUS_ORDER.index, default="optimal"),
             "assignments": sum(r.iterations for r in results)}
 

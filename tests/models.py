@@ -650,3 +650,18 @@ def model_case(cls, input_shape) -> ModelCase:
 
     factory.__doc__ = cls.__doc__
     return ModelCase(cls.__name__, factory, input_shape)
+
+
+def replicated_net():
+    """A small conv net compiled semi-folded with ``replicate-layers{budget=30}`` (the report tests' netlist)."""
+    import warnings
+
+    import xbcompiler as xb
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
+                          nn.Flatten(), nn.Linear(8 * 6 * 6, 5)).eval()
+    pipeline = "fold-batchnorm,lower-im2col,lower-to-xbar,map-semi-folded,replicate-layers{budget=30},place-tiles"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", xb.XBWarning)
+        return xb.compile(model, (torch.randn(1, 3, 12, 12),), "isaac-like", pipeline)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from math import ceil
 
 import pytest
@@ -11,20 +10,14 @@ import torch
 from torch import nn
 
 import xbcompiler as xb
+from tests.models import replicated_net
 from xbcompiler.cli import main
 from xbcompiler.report import compare_netlist, cost_report
-
-PIPELINE = "fold-batchnorm,lower-im2col,lower-to-xbar,map-semi-folded,replicate-layers{budget=30},place-tiles"
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
-                          nn.Flatten(), nn.Linear(8 * 6 * 6, 5)).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", xb.XBWarning)
-        compiled = xb.compile(model, (torch.randn(1, 3, 12, 12),), "isaac-like", PIPELINE)
+    compiled = replicated_net()
     out = tmp_path_factory.mktemp("report")
     compiled.save(out)
     return out, compiled

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir.program import MappingPlan, XbarProgram
+from ..optimality import relative_gap
 from .placement import layer_blocks
 from .plan import ArraySpec, fully_folded, toeplitz_plan
 from .search import candidates
@@ -106,7 +107,7 @@ class BudgetSolution:
 
     @property
     def gap(self) -> float:
-        return 0.0 if self.objective == 0 else (self.objective - self.bound) / self.objective
+        return relative_gap(self.objective, self.bound)
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "choice": list(self.choice), "gap": self.gap}

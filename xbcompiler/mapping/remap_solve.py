@@ -21,6 +21,8 @@ from functools import cached_property
 import numpy as np
 from ortools.graph.python import linear_sum_assignment
 
+from ..optimality import relative_gap
+
 
 @dataclass(frozen=True, eq=False)
 class RemapProblem:
@@ -111,7 +113,7 @@ class RemapResult:
     @property
     def gap(self) -> float:
         """``(after - bound) / after`` (0 when ``after`` is 0)."""
-        return (self.after - self.bound) / self.after if self.after else 0.0
+        return relative_gap(self.after, self.bound)
 
 
 class AssignmentError(RuntimeError):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from math import ceil
 
 from ..ir.program import XbarProgram
+from ..optimality import relative_gap
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class ReplicationSolution:
 
     @property
     def gap(self) -> float:
-        return 0.0 if self.objective == 0 else (self.objective - self.bound) / self.objective
+        return relative_gap(self.objective, self.bound)
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "replicas": list(self.replicas), "gap": self.gap}

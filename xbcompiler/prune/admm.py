@@ -43,7 +43,33 @@ class Constraint(Protocol):
     # optional: keep(name) -> bool tensor over groups (the history's group sparsity), metrics() -> dict
 
 
-class AdmmSchedule:
+class HardProjection:
+    """The end every constraint schedule shares: :meth:`freeze_all` fixes each parameter's structure through
+    its constraint's :meth:`~Constraint.freeze` and puts the weights into it; after that every optimizer step
+    (:meth:`step`) puts them back (masked fine-tuning)."""
+
+    frozen = False
+    maps: dict[str, Callable[[torch.Tensor], torch.Tensor]]
+
+    def freeze_all(self, constraint: Constraint, params: Mapping[str, torch.nn.Parameter]) -> None:
+        self._frozen_params = dict(params)
+        with torch.no_grad():
+            self.maps = {n: constraint.freeze(n, p.detach()) for n, p in self._frozen_params.items()}
+        self.frozen = True
+        self._apply()
+
+    def step(self) -> None:
+        """After each optimizer step: fine-tuning puts the weights back into the frozen structure."""
+        if self.frozen:
+            self._apply()
+
+    def _apply(self) -> None:
+        with torch.no_grad():
+            for n, p in self._frozen_params.items():
+                p.copy_(self.maps[n](p.detach()))
+
+
+class AdmmSchedule(HardProjection):
     """The ADMM schedule of :func:`.train.run_schedule` over ``params`` (name -> parameter).
 
     ``measure()`` (optional) is called right before and right after the hard projection; its values are
@@ -64,8 +90,7 @@ class AdmmSchedule:
         with torch.no_grad():
             self.z = {n: constraint.project(n, p.detach()) for n, p in self.params.items()}
             self.u = {n: torch.zeros_like(p.detach()) for n, p in self.params.items()}
-        self.maps: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
-        self.frozen = False
+        self.maps = {}
         self.residual: float | None = None
 
     def epoch_start(self, epoch: int) -> None:
@@ -101,11 +126,6 @@ class AdmmSchedule:
                 if p.grad is not None:
                     p.grad.add_(p - self.z[n] + self.u[n], alpha=self.rho)
 
-    def step(self) -> None:
-        """After each optimizer step: fine-tuning puts the weights back into the frozen structure."""
-        if self.frozen:
-            self._apply()
-
     def finish(self) -> None:
         """Hard projection: fix the structure and put the weights into it (idempotent)."""
         if self.frozen:
@@ -113,17 +133,9 @@ class AdmmSchedule:
         self.residual = self.distance()
         if self.measure is not None:
             self.accuracy["admm"] = self.measure()
-        with torch.no_grad():
-            self.maps = {n: self.constraint.freeze(n, p.detach()) for n, p in self.params.items()}
-        self._apply()
-        self.frozen = True
+        self.freeze_all(self.constraint, self.params)
         if self.measure is not None:
             self.accuracy["projected"] = self.measure()
-
-    def _apply(self) -> None:
-        with torch.no_grad():
-            for n, p in self.params.items():
-                p.copy_(self.maps[n](p.detach()))
 
     def keep(self) -> dict[str, torch.Tensor]:
         """The constraint's keep vector of every parameter (``{}`` if it has none)."""

@@ -16,6 +16,8 @@ import itertools
 import math
 from dataclasses import dataclass
 
+from ..optimality import relative_gap
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -92,7 +94,7 @@ class Allocation:
     @property
     def gap(self) -> float:
         """``(bound - objective) / bound`` (0 when the bound is 0)."""
-        return (self.bound - self.objective) / self.bound if self.bound > 0 else 0.0
+        return relative_gap(self.objective, self.bound)
 
     def pruned(self) -> dict[str, float]:
         """The layers with a nonzero ratio."""

@@ -24,12 +24,12 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from .admm import GroupConstraint
+from .admm import GroupConstraint, HardProjection
 from .groups import GroupSet
 from .train import PruneResult, resolve, run_schedule
 
 
-class GroupL1Schedule:
+class GroupL1Schedule(HardProjection):
     """Reweighted group-L1, then hard projection and masked fine-tuning (a :class:`.train.Schedule`)."""
 
     phase = "group-l1"
@@ -46,8 +46,6 @@ class GroupL1Schedule:
         """``lambda(e)`` of the current epoch."""
         self.alpha = [torch.zeros(gs.n_groups, dtype=torch.float64) for gs in self.group_sets]
         """Per group set: ``alpha_g / |G|`` of the current epoch."""
-        self.maps: list[Callable[[torch.Tensor], torch.Tensor]] = []
-        self.frozen = False
 
     def group_norms(self) -> list[torch.Tensor]:
         """Plain ``||W_g||_2`` of every group, per group set."""
@@ -75,27 +73,12 @@ class GroupL1Schedule:
                 if w.grad is None:
                     continue
                 scale = torch.where(norms > 0, self.strength * alpha / norms.clamp(min=1e-30), 0.0)
-                per_entry = torch.cat([scale, torch.zeros(1, dtype=scale.dtype)])[
-                    torch.where(gs.labels >= 0, gs.labels, gs.n_groups)]
-                w.grad.add_(w * per_entry.to(w))
-
-    def step(self) -> None:
-        if self.frozen:
-            self._apply()
+                w.grad.add_(w * gs.per_entry(scale, 0.0).to(w))
 
     def finish(self) -> None:
         """Hard top-``s`` projection; the masks freeze (idempotent)."""
-        if self.frozen:
-            return
-        with torch.no_grad():
-            self.maps = [self.constraint.freeze(gs.param, w.detach()) for gs, w in zip(self.group_sets, self.params)]
-        self._apply()
-        self.frozen = True
-
-    def _apply(self) -> None:
-        with torch.no_grad():
-            for w, m in zip(self.params, self.maps):
-                w.copy_(m(w.detach()))
+        if not self.frozen:
+            self.freeze_all(self.constraint, {gs.param: w for gs, w in zip(self.group_sets, self.params)})
 
     def keep(self) -> dict[str, torch.Tensor]:
         """The frozen keep vectors, or those of the top-``s`` projection of the current weights."""

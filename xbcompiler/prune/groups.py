@@ -84,8 +84,11 @@ class GroupSet:
 
     def mask(self, keep: torch.Tensor) -> torch.Tensor:
         """Boolean mask shaped like the parameter: entries of kept groups and of no group are True."""
-        keep = torch.as_tensor(keep, dtype=torch.bool)
-        padded = torch.cat([keep, torch.ones(1, dtype=torch.bool)])
+        return self.per_entry(torch.as_tensor(keep, dtype=torch.bool), True)
+
+    def per_entry(self, values: torch.Tensor, outside) -> torch.Tensor:
+        """``values`` (one per group) spread over the parameter's shape; ``outside`` for entries in no group."""
+        padded = torch.cat([values, torch.full((1,), outside, dtype=values.dtype)])
         return padded[torch.where(self.labels >= 0, self.labels, self.n_groups)]
 
     def apply(self, weight: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

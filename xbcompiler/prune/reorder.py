@@ -18,6 +18,8 @@ from math import ceil
 import numpy as np
 import torch
 
+from ..optimality import relative_gap
+
 
 @dataclass(frozen=True, eq=False)
 class ReorderProblem:
@@ -291,7 +293,7 @@ class ReorderResult:
     @property
     def gap(self) -> float:
         """``(bound - objective) / bound`` (0 when the bound is 0)."""
-        return (self.upper_bound - self.objective) / self.upper_bound if self.upper_bound > 0 else 0.0
+        return relative_gap(self.objective, self.upper_bound)
 
 
 def permute_inputs(weight: torch.Tensor, perm, groups: int = 1) -> torch.Tensor:
