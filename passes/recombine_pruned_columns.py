@@ -17,8 +17,10 @@ class RecombinePrunedColumnsPass(Pass):
     For every input group the surviving output channels are packed ``Kout`` per crossbar in their
     original order, so a crossbar holds an arbitrary set of output channels (the netlist gives its
     column -> output-channel table) and output ``o`` adds the partial sums of only the input groups
-    it still uses (variable fan-in). Exact: only zero weights leave the crossbars. Layers without a
-    zero slab, fully-folded layers and layers whose conv groups share crossbars are left as they are.
+    it still uses (variable fan-in). A layer whose conv groups share crossbars (block-diagonal packing,
+    e.g. depthwise) drops its all-zero conv groups and re-packs the others. Exact: only zero weights
+    leave the crossbars. Layers without a zero slab (or zero group) and fully-folded layers are left as
+    they are.
     """
 
     name: ClassVar[str] = "recombine-pruned-columns"

@@ -90,3 +90,26 @@ def test_aligned_projection_fills_whole_crossbars():
         chunks = sorted((c[i:i + 4].sum() for c in by_bin for i in range(0, len(c), 4)), reverse=True)
         keep = aligned.project(scores, 8)
         assert float(energy[keep].sum()) == pytest.approx(sum(chunks[:2]))
+
+
+def depthwise_net() -> torch.nn.Module:
+    """Pointwise, a depthwise 3x3 whose 16 groups pack 3 to a 64x64 crossbar, pointwise."""
+    torch.manual_seed(0)
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(3, 16, 1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.ReLU(),
+                         nn.Conv2d(16, 8, 1)).eval()
+
+
+@pytest.mark.parametrize("grain", ["column", "crossbar"])
+def test_packed_conv_groups_are_pruned_whole(grain):
+    """A layer whose conv groups share crossbars is pruned by whole conv groups: ``ceil(kept / P)`` crossbars."""
+    model, x = depthwise_net(), torch.randn(1, 3, 4, 4)
+    layers = {g.layer: g for g in plan_groups(model, x, _target(T64), grain=grain)}
+    dw = layers["_2"]
+    gs, per = dw.group_set, dw.plan.groups_per_crossbar
+    assert per > 1 and gs.key_names == ("g",) and gs.n_groups == 16
+    assert gs.labels[:, 0, 0, 0].tolist() == list(range(16))  # output channel o is conv group o
+    gen = torch.Generator().manual_seed(1)
+    for s in range(17):
+        keep = gs.project(torch.rand(16, generator=gen), s)
+        assert gs.crossbars(keep) == dw.plan.n_w * -(-s // per)

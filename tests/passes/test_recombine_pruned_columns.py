@@ -2,7 +2,8 @@
 
 The crossbar count equals the column-grain group count of the plan, the program verifier accepts the
 layout, the netlist carries the column tables and the fan-in, and the emulator reproduces the pruned
-model in ideal and integer modes; a tampered table is refused (XB350).
+model in ideal and integer modes; a tampered table is refused (XB350). A layer whose conv groups share
+crossbars (depthwise) drops its all-zero groups and re-packs the rest.
 """
 
 from __future__ import annotations
@@ -146,3 +147,32 @@ def test_golden_dump():
             + print_ir(program) + "\n--- after\n" + print_ir(after) + "\n")
     check_golden("pruned-recombine-pruned-columns", text)  # XB_UPDATE_GOLDEN=1 (re)writes it, nothing else does
     assert len(after.layer_crossbars("_0")) < len(program.layer_crossbars("_0"))
+
+
+def test_packed_conv_groups_leave_their_crossbars():
+    """All-zero groups of a depthwise layer (groups packed block-diagonally) take no crossbar; the
+    survivors re-pack, and a group with only some zero weights keeps its whole block."""
+    from tests.test_prune_plan_groups import depthwise_net
+
+    model, x = depthwise_net(), torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    dense = xb.compile(model, x, T64, "semi-folded")
+    per = dense.netlist.layer("_2").groups_per_crossbar
+    dead = [0, 3, 4, 5, 9, 10, 15]
+    with torch.no_grad():
+        model[2].weight[dead] = 0
+        model[2].weight[1, 0, 0] = 0  # group 1 keeps its block
+    compiled = xb.compile(model, x, T64, PIPELINE)
+    layer = compiled.netlist.layer("_2")
+    held = [b.group for xbar in compiled.netlist.layer_crossbars(layer) for b in xbar.blocks]
+    assert held == [g for g in range(16) if g not in dead]
+    before = compiled.report["recombine-pruned-columns"]["layers"]["_2"]
+    assert before["crossbars"] == -(-9 // per) < before["crossbars_before"] == -(-16 // per)
+    assert before["pruned_weights"] == len(dead) * 9
+    assert compiled.summary["crossbars"] < dense.summary["crossbars"]
+    assert xb.verify(compiled, model, x).ok
+    quantised = xb.compile(model, x, T64, PIPELINE, calibration=torch.randn(16, *x.shape[1:]))
+    report = xb.verify(quantised, model, x)
+    assert report.ok and report.exact
+    integer = xb.emulate(quantised, x, mode="integer")
+    assert integer.abs().max() > 0
+    assert torch.equal(xb.emulate(xb.program(quantised, seed=3), x), integer)  # an ideal device agrees

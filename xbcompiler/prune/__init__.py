@@ -14,6 +14,7 @@ from .groups import (
     GroupSet,
     PackCount,
     column_groups,
+    conv_group_groups,
     crossbar_curve,
     crossbar_groups,
     kernel_groups,
@@ -39,7 +40,8 @@ from .zerorize import ZerorizeRecover, prune_zerorize
 __all__ = [
     "AdmmSchedule", "Constraint", "CrossbarCurve", "GapSchedule", "GroupConstraint", "GroupL1Schedule", "GroupSet",
     "LGDPruner", "LayerOutcome", "PackCount", "PruneResult", "ReorderProblem", "ReorderResult", "SearchCallbacks",
-    "SearchResult", "ZerorizeRecover", "build_problem", "column_groups", "crossbar_curve", "crossbar_groups",
+    "SearchResult", "ZerorizeRecover", "build_problem", "column_groups", "conv_group_groups",
+    "crossbar_curve", "crossbar_groups",
     "kernel_energy", "kernel_groups", "network_search", "objective", "permute_inputs", "permute_outputs",
     "prune_admm", "prune_gap", "prune_group_l1", "prune_lgd", "prune_zerorize", "relaxed_keep", "tile_groups",
     "to_free_next", "top_s", "train_admm", "upper_bound",

@@ -193,6 +193,22 @@ def column_groups(param: str, shape, *, kin: int, kout: int, n_w: int = 1, group
     return GroupSet(param, labels, keys, ("o", "a"), PackCount(bins, 1, kout, n_w), aligned)
 
 
+def conv_group_groups(param: str, shape, *, groups: int, per_crossbar: int, n_w: int = 1,
+                      aligned: bool = False) -> GroupSet:
+    """Whole conv groups ``g = W[O_g]`` of a layer whose groups are packed block-diagonally,
+    ``per_crossbar`` to a crossbar (e.g. depthwise convolutions, background §2.2).
+
+    One conv group alone frees no crossbar; its survivors are re-packed ``per_crossbar`` to a crossbar
+    (recombine-pruned-columns), ``n_w`` times: ``n_w * ceil(|alive| / per_crossbar)``. ``aligned``
+    projects onto whole crossbars (:meth:`GroupSet.ranking`).
+    """
+    c_out = _split(shape)[0]
+    labels = _expand((torch.arange(c_out) // (c_out // groups))[:, None].expand(c_out, int(shape[1])), shape)
+    keys = np.arange(groups)[:, None]
+    return GroupSet(param, labels, keys, ("g",), PackCount(np.zeros(groups, np.int64), 1, per_crossbar, n_w),
+                    aligned)
+
+
 def kernel_groups(param: str, shape, *, cols_per_tile: int, rows: int) -> GroupSet:
     """CRIMP kernel groups ``(i, c)``: input channel ``i`` restricted to the output channels of column tile
     ``c`` of a fully-folded mapping (``cols_per_tile`` output channels per tile, background §3.3).

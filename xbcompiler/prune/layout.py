@@ -7,7 +7,8 @@ Pruning is read from the weights, so both rewrites are exact: only zero weights 
   needs no crossbar column. For each (row copy, width slice, conv group, input group, kernel-row
   split) the surviving output channels are re-packed densely, ``Kout`` per crossbar in their original
   order; each crossbar holds one block per run of consecutive channels, so the placement function,
-  the verifier and the emulator's readers apply unchanged.
+  the verifier and the emulator's readers apply unchanged. A layer whose conv groups share crossbars
+  (block-diagonal packing, e.g. depthwise) drops its all-zero conv groups and re-packs the others.
 - Compaction: in each column tile of the im2col matrix, the rows with a nonzero weight in the tile's
   columns (a kernel group keeps or drops its ``k_h k_w`` rows together) are packed densely, ``R`` per
   crossbar, one slice per run of consecutive rows; the crossbar's row -> input-row table is a static
@@ -79,6 +80,39 @@ def recombine_layer(m: LogicalMatrix, plan: MappingPlan, rows: int, cols: int, f
                             blocks += [ToeplitzBlock(m.name, index, g, c_range, dy_range, (o_lo, o_hi), sigma,
                                                      out_row, 0, pos * plan.w_o) for pos, o_lo, o_hi in _runs(chunk)]
     return crossbars, blocks, _recombined_plan(plan, shape, alive, ins, len(crossbars), rows, cols, m_c)
+
+
+def alive_groups(m: LogicalMatrix, shape: LayerShape) -> np.ndarray:
+    """``bool [groups]``: conv group ``g`` holds a nonzero weight."""
+    return (m.weight.reshape(shape.groups, -1) != 0).any(1)
+
+
+def repack_groups_layer(m: LogicalMatrix, plan: MappingPlan, rows: int, cols: int, first: int,
+                        m_c: int) -> tuple[list[Crossbar], list[ToeplitzBlock], MappingPlan]:
+    """The crossbars and blocks of a layer whose conv groups are packed block-diagonally
+    (``groups_per_crossbar > 1``) with its all-zero conv groups left out: the survivors are re-packed
+    ``groups_per_crossbar`` to a crossbar in their original order."""
+    shape = shape_of(m)
+    per = plan.groups_per_crossbar
+    survivors = np.flatnonzero(alive_groups(m, shape)).tolist()
+    block_rows, block_cols = shape.c_in * shape.kernel[0] * plan.w_i, shape.c_out * plan.w_o
+    out_rows = range(shape.out_hw[0]) if plan.row_copies > 1 or plan.strategy == "fully-unfolded" else [-1]
+    crossbars: list[Crossbar] = []
+    blocks: list[ToeplitzBlock] = []
+    for out_row in out_rows:
+        for sigma in range(plan.n_w):
+            for lo in range(0, len(survivors), per):
+                index = first + len(crossbars)
+                crossbars.append(Crossbar(index, m.name, rows, cols))
+                blocks += [ToeplitzBlock(m.name, index, g, (0, shape.c_in), (0, shape.kernel[0]), (0, shape.c_out),
+                                         sigma, out_row, pos * block_rows, pos * block_cols)
+                           for pos, g in enumerate(survivors[lo:lo + per])]
+    alive = np.zeros((shape.groups, 1, shape.c_out), dtype=bool)
+    alive[survivors] = True
+    new_plan = _recombined_plan(plan, shape, alive, [(0, shape.c_in)], len(crossbars), rows, cols, m_c)
+    per_logical = min(rows // block_rows, cols * m_c // block_cols)
+    logical = -(-len(survivors) // per_logical) * plan.n_w * plan.row_copies
+    return crossbars, blocks, dataclasses.replace(new_plan, logical_crossbars=logical)
 
 
 def _recombined_plan(plan: MappingPlan, shape: LayerShape, alive: np.ndarray, ins, n_crossbars: int,
@@ -160,12 +194,19 @@ def _has_zero_rows(m: LogicalMatrix, target) -> bool:
 
 
 def recombine(program: XbarProgram, target) -> tuple[XbarProgram, dict]:
-    """``program`` with every block-Toeplitz layer that has pruned slabs re-packed; and a per-layer report."""
+    """``program`` with every block-Toeplitz layer that has pruned slabs (or, packed layers, all-zero conv
+    groups) re-packed; and a per-layer report."""
     def eligible(m, plan):
-        return (plan.strategy in TOEPLITZ and plan.groups_per_crossbar == 1
-                and not alive_slabs(m, shape_of(m), plan.kin).all())
+        if plan.strategy not in TOEPLITZ:
+            return False
+        if plan.groups_per_crossbar > 1:
+            return not alive_groups(m, shape_of(m)).all()
+        return not alive_slabs(m, shape_of(m), plan.kin).all()
 
-    return _rewrite(program, target, eligible, recombine_layer)
+    def rewrite(m, plan, *args):
+        return (repack_groups_layer if plan.groups_per_crossbar > 1 else recombine_layer)(m, plan, *args)
+
+    return _rewrite(program, target, eligible, rewrite)
 
 
 def _rewrite(program: XbarProgram, target, eligible, rewrite_layer) -> tuple[XbarProgram, dict]:

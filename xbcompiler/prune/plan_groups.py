@@ -10,11 +10,14 @@ compiler uses (the same slice-width search, ``Kin``, ``Kout``, ``n_w``, tile siz
 | ``column`` | semi-folded, fully-unfolded | slab ``(o, a)`` | ``mult * sum_a ceil(alive(a) / Kout)`` |
 | ``kernel`` | fully-folded | channel ``i`` of column tile ``c`` | ``sum_c ceil(kh kw alive(c) / R)`` |
 | ``tile`` | fully-folded | ``R x C`` tile ``(r, c)`` | ``#kept tiles`` |
+| ``crossbar``, ``column`` of a packed layer | semi-folded, fully-unfolded | conv group ``g`` | ``mult * ceil(#kept / P)`` |
 
 ``mult = n_w * kernel_row_splits * row_copies`` is the number of crossbars one block occupies. Groups
 are on the weights of the model as given; BatchNorm folding scales output channels, so a zero group
-stays zero after folding and the masks stay valid. Layers whose conv groups share crossbars
-(block-diagonal packing, e.g. depthwise) are left out: no group of theirs frees a crossbar alone.
+stays zero after folding and the masks stay valid. A layer whose conv groups share crossbars
+(block-diagonal packing, ``P = groups_per_crossbar > 1``, e.g. depthwise) is pruned by whole conv
+groups at the crossbar and column grains, its survivors re-packed ``P`` to a crossbar; the kernel and
+tile grains leave grouped layers out.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 
 from ..ir.program import MappingPlan
 from ..ir.verify_toeplitz import TOEPLITZ
-from .groups import GroupSet, column_groups, crossbar_groups, kernel_groups, tile_groups
+from .groups import GroupSet, column_groups, conv_group_groups, crossbar_groups, kernel_groups, tile_groups
 
 #: Strategies each grain applies to.
 GRAINS: dict[str, tuple[str, ...]] = {"crossbar": TOEPLITZ, "column": TOEPLITZ, "kernel": ("fully-folded",),
@@ -66,8 +69,7 @@ def plan_groups(model, example_inputs, target, *, pipeline: str = "semi-folded",
         if plan.strategy not in GRAINS[grain]:
             raise ValueError(f"grain {grain!r} needs a {' or '.join(GRAINS[grain])} mapping; layer '{m.name}' "
                              f"is {plan.strategy}")
-        if param not in params or plan.groups_per_crossbar > 1 or (grain in ("kernel", "tile") and
-                                                                     m.geometry.groups > 1):
+        if param not in params or (grain in ("kernel", "tile") and m.geometry.groups > 1):
             continue
         rows = compiled.program.layer_crossbars(m.name)[0].rows
         gs = layer_group_set(param, tuple(params[param].shape), plan, grain, rows=rows,
@@ -82,6 +84,9 @@ def layer_group_set(param: str, shape, plan: MappingPlan, grain: str, *, rows: i
     """The group set of one layer's weight (shape ``[C_out, C_in/groups, *kernel]``) under ``plan``."""
     if grain in ("crossbar", "column"):
         mult = plan.n_w * plan.kernel_row_splits * plan.row_copies
+        if plan.groups_per_crossbar > 1:
+            return conv_group_groups(param, shape, groups=groups, per_crossbar=plan.groups_per_crossbar, n_w=mult,
+                                     aligned=aligned)
         if grain == "crossbar":
             return crossbar_groups(param, shape, kin=plan.kin, kout=plan.kout, n_w=mult, groups=groups)
         return column_groups(param, shape, kin=plan.kin, kout=plan.kout, n_w=mult, groups=groups, aligned=aligned)
