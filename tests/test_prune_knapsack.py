@@ -239,3 +239,35 @@ def test_xbc_prune_refuses_knapsack_values_out_of_range(tmp_path, capsys, flag, 
     status = main(["prune", f"{MODELS}:digits_cnn", *T64, flag, value, "-o", str(out), "--quiet"])
     err = capsys.readouterr().err
     assert status == 2 and "XB003" in err and flag in err and not out.exists()
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.5])
+def test_the_budget_is_judged_on_images_the_search_does_not_see(fraction, monkeypatch):
+    """The dense reference and every joint run are measured on the judge images; the sensitivity and the
+    fine-tuning's epoch choice on the rest of the held-out images (the whole set when the fraction is 0)."""
+    from tests.models import digits_cnn
+    from xbcompiler.datasets import Split, digits, train_classifier
+    from xbcompiler.prune import flow
+    from xbcompiler.target import load_target
+
+    d = digits(0)
+    train, val = flow.holdout(d.x_train, d.y_train, 0.2, 0)
+    model = train_classifier(digits_cnn(seed=0), Split(*train, d.x_test, d.y_test), epochs=1)
+    search, judge = flow.holdout(*val, fraction, 1) if fraction else (val, val)
+    seen: dict[str, set[int]] = {"top1": set(), "expected": set()}
+    for name, key in (("accuracy_of", "top1"), ("expected_accuracy_of", "expected")):
+        real = getattr(flow, name)
+
+        def spy(m, x, y, *a, _real=real, _key=key, **k):
+            seen[_key].add(len(x))
+            return _real(m, x, y, *a, **k)
+
+        monkeypatch.setattr(flow, name, spy)
+    target = load_target("isaac-like", {"crossbar.rows": 64, "crossbar.cols": 64})
+    settings = flow.PruneSettings(epochs=1, relax_epochs=0, max_drop=50.0, judge_fraction=fraction, progress=False)
+    outcome = flow.prune_classifier(model, target, train, val, settings)
+    assert outcome.knapsack.judge_reference == outcome.knapsack.final.accuracy + outcome.knapsack.final.loss
+    assert seen["expected"] == {len(search[0])}  # sensitivity
+    assert seen["top1"] == {len(search[0]), len(judge[0])}  # epoch choice, judge
+    if fraction:
+        assert len(search[0]) + len(judge[0]) == len(val[0]) and len(judge[0]) == round(fraction * len(val[0]))

@@ -59,6 +59,9 @@ def add(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "first allocation spends --max-drop / (1 - F) of them (default 0.95)")
     p.add_argument("--backoff-tries", type=int, default=2, metavar="N",
                    help="knapsack: joint reruns with a halved budget while the loss exceeds --max-drop (default 2)")
+    p.add_argument("--judge-fraction", type=float, default=0.5, metavar="F",
+                   help="knapsack: share of the held-out images kept apart to judge the budget; the sensitivity "
+                        "and the best-epoch choice use the rest (default 0.5; 0: one set for everything)")
     p.add_argument("--method", default="lgd", choices=METHODS,
                    help="joint pruning run: lgd (LGD/RPP, default), zerorize (zerorize-recover), admm (ADMM, exact "
                         "group projection), group-l1 (reweighted group-L1 block pruning; blocks = --grain crossbar, "
@@ -129,6 +132,7 @@ RANGES = {
     "--crossbar-threshold": ("crossbar_threshold", 0, INF, True, False),
     "--sensitivity-batches": ("sensitivity_batches", 0, INF, True, False),
     "--backoff-tries": ("backoff_tries", 0, INF, True, False), "--recovery": ("recovery", 0.0, 1.0, True, False),
+    "--judge-fraction": ("judge_fraction", 0.0, 1.0, True, False),
 }
 
 
@@ -201,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     dense = xb.compile(model, example, target, args.pipeline)
     settings: PruneSettings | PatternSettings = PruneSettings(pipeline=args.pipeline, grain=args.grain, sparsity=args.sparsity, search=args.search,
                              sensitivity_batches=args.sensitivity_batches, backoff_tries=args.backoff_tries,
-                             recovery=args.recovery,
+                             recovery=args.recovery, judge_fraction=args.judge_fraction,
                              method=args.method, from_scratch=args.from_scratch,
                              rpp=args.rpp, relax_epochs=args.relax_epochs, epochs=args.epochs,
                              step_epochs=args.step_epochs, lr=args.lr, distill=args.distill, step=args.step,

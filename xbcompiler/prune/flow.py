@@ -77,6 +77,10 @@ class PruneSettings:
     """Knapsack: joint reruns, each with half the budget and fewer crossbars, while the loss exceeds ``max_drop``."""
     solver_time_limit_s: float = 5.0
     """Knapsack: CP-SAT time limit of each allocation."""
+    judge_fraction: float = 0.5
+    """Knapsack: the share of the held-out images kept apart to judge the budget (the dense reference and
+    every joint run). The sensitivity and the choice of the best fine-tuning epoch see only the others, so
+    the judge is not measured on the images the choices were made on (0: one set for everything)."""
     method: str = "lgd"
     """The joint run (:data:`METHODS`): ``lgd`` (LGD/RPP), ``zerorize`` (CRIMP's zerorize-recover), ``admm``
     (ADMM with the exact group top-``s`` projection), ``group-l1`` (reweighted group-L1 block pruning) or
@@ -148,9 +152,9 @@ class PruneOutcome:
 
     layers: list[LayerPruning]
     baseline_accuracy: float
-    """Validation accuracy (percent) before pruning."""
+    """Validation accuracy (percent) before pruning, on the judge images when the knapsack sets them apart."""
     accuracy: float
-    """Validation accuracy after the joint run."""
+    """Validation accuracy after the joint run (on the same images as ``baseline_accuracy``)."""
     search: SearchResult | None = None
     """Greedy: the search; knapsack: its sensitivity points (:meth:`.knapsack.KnapsackResult.as_search`)."""
     knapsack: KnapsackResult | None = None
@@ -207,10 +211,12 @@ def expected_accuracy_of(model: torch.nn.Module, x: torch.Tensor, y: torch.Tenso
 class _Pruner:
     """The model, its groups and the current ratios; runs the pruning schedules."""
 
-    def __init__(self, model, groups: list[LayerGroups], train, val, s: PruneSettings):
+    def __init__(self, model, groups: list[LayerGroups], train, val, s: PruneSettings, judge=None):
         self.model, self.s = model, s
         self.groups = {g.layer: g for g in groups}
         self.train, self.val = train, val
+        self.judge = val if judge is None else judge
+        """The images the budget is judged on (:meth:`judged`); ``val`` unless the knapsack sets them apart."""
         self.ratios: dict[str, float] = {}
         self.curves = {}
         self.runs = 0
@@ -222,6 +228,10 @@ class _Pruner:
 
     def evaluate(self) -> float:
         return accuracy_of(self.model, *self.val)
+
+    def judged(self) -> float:
+        """Top-1 accuracy on the judge images."""
+        return accuracy_of(self.model, *self.judge)
 
     def loader(self) -> list:
         """One shuffled epoch; with distillation the labels are ``(y, teacher logits)`` pairs."""
@@ -330,23 +340,24 @@ class _Pruner:
         n = min(len(self.train[0]), 4 * self.s.batch_size)
         return epoch_batches(self.train[0][:n], self.train[1][:n], self.s.batch_size, self.s.seed)
 
-    def dense_run(self, *, epochs: int, relax_epochs: int = 0) -> float:
-        """Accuracy of the dense model after a pruning run's schedule (the reference of the same training
-        budget); the model is restored."""
+    def dense_run(self, *, epochs: int, relax_epochs: int = 0, judged: bool = False) -> float:
+        """Accuracy (on the judge images if ``judged``) of the dense model after a pruning run's schedule
+        (the reference of the same training budget); the model is restored."""
         state, runs, keep = copy.deepcopy(self.model.state_dict()), self.runs, self.keep
         self.run({layer: 0.0 for layer in self.groups}, epochs=epochs, relax_epochs=relax_epochs)
-        accuracy = self.evaluate()
+        accuracy = self.judged() if judged else self.evaluate()
         self.model.load_state_dict(state)
         self.runs, self.keep = runs, keep
         return accuracy
 
     def joint(self, ratios: dict[str, float]) -> float:
-        """The joint run of the knapsack search (from the current state); the accuracy after it."""
+        """The joint run of the knapsack search (from the current state); the accuracy on the judge images
+        after it."""
         self.keep = {}
         if ratios:
             self.run(ratios, epochs=self.s.epochs, relax_epochs=self.s.relax_epochs, title=True)
         self.ratios = dict(ratios)
-        return self.evaluate()
+        return self.judged()
 
     def prune_step(self, layer: str, ratio: float) -> None:
         self.ratios[layer] = ratio
@@ -388,8 +399,11 @@ def prune_classifier(model: torch.nn.Module, target, train: tuple[torch.Tensor, 
                                 strategy=s.pipeline)
     groups = plan_groups(model, example, target, pipeline=s.pipeline, grain=s.grain)
     prunable = groups[1:-1] if s.skip_first_last else groups
-    pruner = _Pruner(model, prunable, train, val, s)
-    baseline = pruner.evaluate()
+    judge = None
+    if s.sparsity is None and s.search == "knapsack" and s.judge_fraction > 0:
+        val, judge = holdout(*val, s.judge_fraction, s.seed + 1)
+    pruner = _Pruner(model, prunable, train, val, s, judge)
+    baseline = pruner.judged()
     search = knapsack = None
     model.train()
     layers = [g.layer for g in prunable]
@@ -397,7 +411,8 @@ def prune_classifier(model: torch.nn.Module, target, train: tuple[torch.Tensor, 
         callbacks = KnapsackCallbacks(pruner.crossbars, pruner.grid,
                                       lambda layer, r: pruner.short_run({layer: r}),
                                       lambda: pruner.short_run({}),
-                                      lambda: pruner.dense_run(epochs=s.epochs, relax_epochs=s.relax_epochs),
+                                      lambda: pruner.dense_run(epochs=s.epochs, relax_epochs=s.relax_epochs,
+                                                               judged=True),
                                       pruner.joint, save=pruner.save, restore=pruner.restore)
         knapsack = knapsack_search(layers, callbacks, baseline=baseline, max_drop=s.max_drop,
                                    budget=s.max_drop / (1.0 - s.recovery), backoff_tries=s.backoff_tries, time_limit_s=s.solver_time_limit_s, seed=s.seed,
@@ -424,7 +439,7 @@ def prune_classifier(model: torch.nn.Module, target, train: tuple[torch.Tensor, 
         xbars = g.dense_crossbars if kept is None else g.group_set.crossbars(kept)
         rows.append(LayerPruning(g.layer, g.param, g.group_set.n_groups, n_kept, g.dense_crossbars, xbars))
     model.eval()
-    outcome = PruneOutcome(rows, baseline, pruner.evaluate(), search, knapsack, reorder, pruner.history)
+    outcome = PruneOutcome(rows, baseline, pruner.judged(), search, knapsack, reorder, pruner.history)
     if log is not None:
         log(outcome.table())
     return outcome
