@@ -271,3 +271,19 @@ def test_the_budget_is_judged_on_images_the_search_does_not_see(fraction, monkey
     assert seen["top1"] == {len(search[0]), len(judge[0])}  # epoch choice, judge
     if fraction:
         assert len(search[0]) + len(judge[0]) == len(val[0]) and len(judge[0]) == round(fraction * len(val[0]))
+
+
+def test_a_held_out_set_too_small_to_split_is_used_whole():
+    from tests.models import digits_cnn
+    from xbcompiler.datasets import digits
+    from xbcompiler.prune.flow import PruneSettings, holdout, prune_classifier
+    from xbcompiler.target import load_target
+
+    d = digits(0)
+    train, _ = holdout(d.x_train, d.y_train, 0.2, 0)
+    one = (d.x_test[:1], d.y_test[:1])
+    target = load_target("isaac-like", {"crossbar.rows": 64, "crossbar.cols": 64})
+    settings = PruneSettings(epochs=1, relax_epochs=0, max_drop=100.0, judge_fraction=0.5, progress=False,
+                             ratios=(0.5,))
+    outcome = prune_classifier(digits_cnn(seed=0).eval(), target, train, one, settings)
+    assert outcome.baseline_accuracy in (0.0, 100.0) and outcome.knapsack.attempts

@@ -400,7 +400,7 @@ def prune_classifier(model: torch.nn.Module, target, train: tuple[torch.Tensor, 
     groups = plan_groups(model, example, target, pipeline=s.pipeline, grain=s.grain)
     prunable = groups[1:-1] if s.skip_first_last else groups
     judge = None
-    if s.sparsity is None and s.search == "knapsack" and s.judge_fraction > 0:
+    if s.sparsity is None and s.search == "knapsack" and 0 < round(s.judge_fraction * len(val[0])) < len(val[0]):
         val, judge = holdout(*val, s.judge_fraction, s.seed + 1)
     pruner = _Pruner(model, prunable, train, val, s, judge)
     baseline = pruner.judged()
