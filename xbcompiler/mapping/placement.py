@@ -32,6 +32,12 @@ def _ranges(n: int, step: int) -> list[tuple[int, int]]:
     return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
 
 
+def output_rows(plan: MappingPlan, shape: LayerShape) -> list[int] | range:
+    """The output row each copy of a layer's blocks computes: every row (fully-unfolded) or ``[-1]`` (one
+    output row per phase)."""
+    return range(shape.out_hw[0]) if plan.row_copies > 1 or plan.strategy == "fully-unfolded" else [-1]
+
+
 def layer_blocks(name: str, shape: LayerShape, plan: MappingPlan, first: int, rows: int,
                  cols: int) -> tuple[list[Crossbar], list[ToeplitzBlock]]:
     """The crossbars and blocks of one layer, crossbar indices from ``first``.
@@ -45,9 +51,8 @@ def layer_blocks(name: str, shape: LayerShape, plan: MappingPlan, first: int, ro
     outs = _ranges(shape.c_out, plan.kout)
     sets = _ranges(shape.groups, plan.groups_per_crossbar)
     block_rows, block_cols = shape.c_in * kh * plan.w_i, shape.c_out * plan.w_o
-    out_rows = range(shape.out_hw[0]) if plan.row_copies > 1 or plan.strategy == "fully-unfolded" else [-1]
     crossbars, blocks = [], []
-    for out_row in out_rows:
+    for out_row in output_rows(plan, shape):
         for sigma in range(plan.n_w):
             for g_lo, g_hi in sets:
                 for o_range in outs:

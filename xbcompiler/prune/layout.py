@@ -28,6 +28,7 @@ import numpy as np
 from ..ir.matrix import LogicalMatrix
 from ..ir.program import Crossbar, MappingPlan, SliceAssignment, ToeplitzBlock, XbarProgram
 from ..ir.verify_toeplitz import TOEPLITZ
+from ..mapping.placement import output_rows
 from ..mapping.plan import ArraySpec, accumulation_crossbars
 from ..mapping.shape import LayerShape, shape_of
 
@@ -64,10 +65,9 @@ def recombine_layer(m: LogicalMatrix, plan: MappingPlan, rows: int, cols: int, f
     alive = alive_slabs(m, shape, plan.kin)
     ins = _ranges(shape.c_in, plan.kin)
     splits = _ranges(kh, plan.kernel_rows_per_split or kh)
-    out_rows = range(shape.out_hw[0]) if plan.row_copies > 1 or plan.strategy == "fully-unfolded" else [-1]
     crossbars: list[Crossbar] = []
     blocks: list[ToeplitzBlock] = []
-    for out_row in out_rows:
+    for out_row in output_rows(plan, shape):
         for sigma in range(plan.n_w):
             for g in range(shape.groups):
                 for a, c_range in enumerate(ins):
@@ -96,10 +96,9 @@ def repack_groups_layer(m: LogicalMatrix, plan: MappingPlan, rows: int, cols: in
     per = plan.groups_per_crossbar
     survivors = np.flatnonzero(alive_groups(m, shape)).tolist()
     block_rows, block_cols = shape.c_in * shape.kernel[0] * plan.w_i, shape.c_out * plan.w_o
-    out_rows = range(shape.out_hw[0]) if plan.row_copies > 1 or plan.strategy == "fully-unfolded" else [-1]
     crossbars: list[Crossbar] = []
     blocks: list[ToeplitzBlock] = []
-    for out_row in out_rows:
+    for out_row in output_rows(plan, shape):
         for sigma in range(plan.n_w):
             for lo in range(0, len(survivors), per):
                 index = first + len(crossbars)
