@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -287,3 +288,28 @@ def test_a_held_out_set_too_small_to_split_is_used_whole():
                              ratios=(0.5,))
     outcome = prune_classifier(digits_cnn(seed=0).eval(), target, train, one, settings)
     assert outcome.baseline_accuracy in (0.0, 100.0) and outcome.knapsack.attempts
+
+
+def test_a_try_after_restore_repeats_the_first_exactly():
+    """Restoring the saved state restores the data order too, so a joint run depends only on its ratios
+    (two tries of one allocation give the same model), not on how many tries came before."""
+    from tests.models import digits_cnn
+    from xbcompiler.datasets import Split, digits, train_classifier
+    from xbcompiler.prune import flow
+    from xbcompiler.target import load_target
+
+    d = digits(0)
+    train, val = flow.holdout(d.x_train, d.y_train, 0.2, 0)
+    model = train_classifier(digits_cnn(seed=0), Split(*train, d.x_test, d.y_test), epochs=1)
+    target = load_target("isaac-like", {"crossbar.rows": 64, "crossbar.cols": 64})
+    settings = flow.PruneSettings(epochs=1, relax_epochs=1, progress=False)
+    groups = flow.plan_groups(model, d.x_train[:1], target, pipeline=settings.pipeline, grain=settings.grain)
+    pruner = flow._Pruner(model, groups[1:-1], train, val, settings)
+    ratios = {g.layer: 0.5 for g in groups[1:-1]}
+    state = pruner.save()
+    first = (pruner.joint(ratios), copy.deepcopy(model.state_dict()))
+    pruner.restore(state)
+    second = (pruner.joint(ratios), model.state_dict())
+    assert first[0] == second[0]
+    assert all(torch.equal(first[1][k], second[1][k]) for k in second[1])
+    assert any(not torch.equal(first[1][k], state[0][k]) for k in state[0])  # the runs did train

@@ -364,11 +364,13 @@ class _Pruner:
         self.run(dict(self.ratios), epochs=self.s.step_epochs)
 
     def save(self):
-        return copy.deepcopy(self.model.state_dict()), dict(self.ratios)
+        """The weights, the ratios and the run count (which seeds the next run's data order)."""
+        return copy.deepcopy(self.model.state_dict()), dict(self.ratios), self.runs
 
     def restore(self, state) -> None:
+        """Back to a :meth:`save`: a run from here sees the same data order as the first run from there."""
         self.model.load_state_dict(state[0])
-        self.ratios = dict(state[1])
+        self.ratios, self.runs = dict(state[1]), state[2]
 
 
 #: The methods with prune_lgd's signature (``relax_epochs``, ``finetune_epochs``, ``seed``), by name.
