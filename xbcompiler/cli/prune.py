@@ -28,6 +28,8 @@ from ..report.plots import pyplot
 from .args import add_set, command_parser, parse_overrides
 from .models import load_model
 
+#: The flags' defaults where they mirror a :class:`PruneSettings` field (one place for each value).
+DEFAULTS = PruneSettings()
 
 def add(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p = command_parser(sub, common, "prune", run,
@@ -52,16 +54,17 @@ def add(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--search", default="knapsack", choices=["knapsack", "greedy"],
                    help="knapsack: per-layer sensitivity, CP-SAT allocation of the --max-drop budget, back-off "
                         "(default); greedy: the paper's layer-by-layer search")
-    p.add_argument("--sensitivity-batches", type=int, default=0, metavar="N",
-                   help="knapsack: fine-tuning mini-batches after each sensitivity projection (default 0)")
-    p.add_argument("--recovery", type=float, default=0.95, metavar="F",
+    p.add_argument("--sensitivity-batches", type=int, default=DEFAULTS.sensitivity_batches, metavar="N",
+                   help="knapsack: fine-tuning mini-batches after each sensitivity projection (default %(default)s)")
+    p.add_argument("--recovery", type=float, default=DEFAULTS.recovery, metavar="F",
                    help="knapsack: fraction of the summed per-layer drops the joint run is taken to recover; the "
-                        "first allocation spends --max-drop / (1 - F) of them (default 0.95)")
-    p.add_argument("--backoff-tries", type=int, default=2, metavar="N",
-                   help="knapsack: joint reruns with a halved budget while the loss exceeds --max-drop (default 2)")
-    p.add_argument("--judge-fraction", type=float, default=0.5, metavar="F",
+                        "first allocation spends --max-drop / (1 - F) of them (default %(default)s)")
+    p.add_argument("--backoff-tries", type=int, default=DEFAULTS.backoff_tries, metavar="N",
+                   help="knapsack: joint reruns with a halved budget while the loss exceeds --max-drop "
+                        "(default %(default)s)")
+    p.add_argument("--judge-fraction", type=float, default=DEFAULTS.judge_fraction, metavar="F",
                    help="knapsack: share of the held-out images kept apart to judge the budget; the sensitivity "
-                        "and the best-epoch choice use the rest (default 0.5; 0: one set for everything)")
+                        "and the best-epoch choice use the rest (default %(default)s; 0: one set for everything)")
     p.add_argument("--method", default="lgd", choices=METHODS,
                    help="joint pruning run: lgd (LGD/RPP, default), zerorize (zerorize-recover), admm (ADMM, exact "
                         "group projection), group-l1 (reweighted group-L1 block pruning; blocks = --grain crossbar, "
@@ -78,8 +81,9 @@ def add(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--distill", type=float, default=0.5, metavar="W",
                    help="weight of distillation from the dense model in [0, 1] (default 0.5; 0: labels only)")
     p.add_argument("--step", type=float, default=0.1, help="search: ratio step (default 0.1)")
-    p.add_argument("--max-drop", type=float, default=0.5,
-                   help="search: accuracy budget in points, judged after the joint run by knapsack (default 0.5)")
+    p.add_argument("--max-drop", type=float, default=DEFAULTS.max_drop,
+                   help="search: accuracy budget in points, judged after the joint run by knapsack "
+                        "(default %(default)s)")
     p.add_argument("--max-ratio", type=float, default=0.9, help="search: per-layer ratio limit (default 0.9)")
     p.add_argument("--crossbar-threshold", type=int, default=1, help="search: crossbar threshold (default 1)")
     p.add_argument("--reorder", action="store_true", help="reorder input channels before pruning")

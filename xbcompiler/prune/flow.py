@@ -70,9 +70,9 @@ class PruneSettings:
     """Knapsack: mini-batches of fine-tuning after each sensitivity projection (0: projection only)."""
     recalibrate: bool = True
     """Knapsack: re-estimate BatchNorm statistics after each sensitivity projection (and its reference)."""
-    recovery: float = 0.95
+    recovery: float = 0.9
     """Knapsack: the fraction of the summed single-layer drops the joint run is taken to recover: the first
-    allocation spends ``max_drop / (1 - recovery)`` of them (the back-off halves it)."""
+    allocation spends ``max_drop / (1 - recovery)`` of them (ten times the budget; the back-off halves it)."""
     backoff_tries: int = 2
     """Knapsack: joint reruns, each with half the budget and fewer crossbars, while the loss exceeds ``max_drop``."""
     solver_time_limit_s: float = 5.0
@@ -101,7 +101,7 @@ class PruneSettings:
     """SGD learning rate of pruning and fine-tuning (momentum 0.9)."""
     step: float = 0.1
     """Search step: the ratio grows by at least this, up to the next value that frees a crossbar."""
-    max_drop: float = 0.5
+    max_drop: float = 1.0
     """Search: the accuracy budget in points (greedy: the drop that stops a layer; knapsack: the sum of the
     per-layer drops, and the loss after the joint run)."""
     drop_from: str = "network"
