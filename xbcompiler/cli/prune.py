@@ -31,6 +31,7 @@ from .models import load_model
 #: The flags' defaults where they mirror a :class:`PruneSettings` field (one place for each value).
 DEFAULTS = PruneSettings()
 
+
 def add(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p = command_parser(sub, common, "prune", run,
                        "prune a classifier for the target's crossbars and write the pruned netlist")

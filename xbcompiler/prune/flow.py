@@ -102,8 +102,8 @@ class PruneSettings:
     step: float = 0.1
     """Search step: the ratio grows by at least this, up to the next value that frees a crossbar."""
     max_drop: float = 1.0
-    """Search: the accuracy budget in points (greedy: the drop that stops a layer; knapsack: the sum of the
-    per-layer drops, and the loss after the joint run)."""
+    """Search: the accuracy budget in points (greedy: the drop that stops a layer; knapsack: the loss judged
+    after the joint run, and with ``recovery`` the summed per-layer drops the first allocation spends)."""
     drop_from: str = "network"
     """Search: measure the drop from the dense baseline (``network``) or from the layer's start (``layer``)."""
     max_ratio: float = 0.9
