@@ -74,22 +74,28 @@ def add(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--from-scratch", action="store_true",
                    help="gap only: re-initialise the pruned layers before the joint run (no trained model needed)")
     p.add_argument("--no-rpp", dest="rpp", action="store_false", help="deterministic projection (IHT ablation)")
-    p.add_argument("--relax-epochs", type=int, default=5, metavar="N",
-                   help="epochs of relaxed projection in the joint run, before --epochs (default 5; 0: project once)")
-    p.add_argument("--epochs", type=int, default=10, metavar="N", help="joint fine-tuning epochs (default 10)")
-    p.add_argument("--step-epochs", type=int, default=1, metavar="N", help="search: epochs per step (default 1)")
-    p.add_argument("--lr", type=float, default=0.01, help="initial learning rate, cosine-annealed (default 0.01)")
-    p.add_argument("--distill", type=float, default=0.5, metavar="W",
-                   help="weight of distillation from the dense model in [0, 1] (default 0.5; 0: labels only)")
-    p.add_argument("--step", type=float, default=0.1, help="search: ratio step (default 0.1)")
+    p.add_argument("--relax-epochs", type=int, default=DEFAULTS.relax_epochs, metavar="N",
+                   help="epochs of relaxed projection in the joint run, before --epochs (default %(default)s; 0: project once)")
+    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, metavar="N",
+                   help="joint fine-tuning epochs (default %(default)s)")
+    p.add_argument("--step-epochs", type=int, default=DEFAULTS.step_epochs, metavar="N",
+                   help="search: epochs per step (default %(default)s)")
+    p.add_argument("--lr", type=float, default=DEFAULTS.lr,
+                   help="initial learning rate, cosine-annealed (default %(default)s)")
+    p.add_argument("--distill", type=float, default=DEFAULTS.distill, metavar="W",
+                   help="weight of distillation from the dense model in [0, 1] (default %(default)s; 0: labels only)")
+    p.add_argument("--step", type=float, default=DEFAULTS.step, help="search: ratio step (default %(default)s)")
     p.add_argument("--max-drop", type=float, default=DEFAULTS.max_drop,
                    help="search: accuracy budget in points, judged after the joint run by knapsack "
                         "(default %(default)s)")
-    p.add_argument("--max-ratio", type=float, default=0.9, help="search: per-layer ratio limit (default 0.9)")
-    p.add_argument("--crossbar-threshold", type=int, default=1, help="search: crossbar threshold (default 1)")
+    p.add_argument("--max-ratio", type=float, default=DEFAULTS.max_ratio,
+                   help="search: per-layer ratio limit (default %(default)s)")
+    p.add_argument("--crossbar-threshold", type=int, default=DEFAULTS.crossbar_threshold,
+                   help="search: crossbar threshold (default %(default)s)")
     p.add_argument("--reorder", action="store_true", help="reorder input channels before pruning")
     p.add_argument("--solver", default="ortools", choices=["heuristic", "ortools"], help="reorder solver")
-    p.add_argument("--seed", type=int, default=0, help="seed of data split, training and solvers (default 0)")
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed,
+                   help="seed of data split, training and solvers (default %(default)s)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the pruned netlist")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -343,11 +343,11 @@ class _Pruner:
     def dense_run(self, *, epochs: int, relax_epochs: int = 0, judged: bool = False) -> float:
         """Accuracy (on the judge images if ``judged``) of the dense model after a pruning run's schedule
         (the reference of the same training budget); the model is restored."""
-        state, runs, keep = copy.deepcopy(self.model.state_dict()), self.runs, self.keep
+        state, keep = self.save(), self.keep
         self.run({layer: 0.0 for layer in self.groups}, epochs=epochs, relax_epochs=relax_epochs)
         accuracy = self.judged() if judged else self.evaluate()
-        self.model.load_state_dict(state)
-        self.runs, self.keep = runs, keep
+        self.restore(state)
+        self.keep = keep
         return accuracy
 
     def joint(self, ratios: dict[str, float]) -> float:
