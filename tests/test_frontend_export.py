@@ -294,6 +294,65 @@ def test_data_dependent_branch_is_xb102_under_export():
     assert info.value.code == "XB102"
 
 
+class _InPlace(nn.Module):
+    """``nn.ReLU(inplace=True)`` feeding two branches, an in-place add and ``torch.relu_``; symbolic
+    tracing cannot iterate the split (as in pytorchcv's MixNet), so only torch.export captures it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.act = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True)
+        self.branch, self.fc = nn.Conv2d(4, 4, 1), nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.act(self.bn(self.conv(x)))
+        y = torch.cat([part for part in torch.split(y, 2, dim=1)], 1)
+        z = self.branch(y)
+        z.add_(y)
+        return self.fc(torch.relu_(z).mean((2, 3)))
+
+
+def test_in_place_operators_compile_as_their_out_of_place_forms():
+    model = _InPlace().eval()
+    compiled = compile_quiet(model, (torch.randn(2, 3, 6, 6),), frontend="auto")
+    assert compiled.netlist.doc.provenance["frontend"]["used"] == "export"
+    gm = capture(model, (torch.randn(2, 3, 6, 6),), "export").gm
+    names = {getattr(n.target, "__name__", str(n.target)) for n in gm.graph.nodes if n.op == "call_function"}
+    assert {"relu", "add"} <= names and not any(name.endswith("_") for name in names), names
+    report = xb.verify(compiled, model)
+    assert report.ok and report.max_rel <= 1e-4, report.to_dict()
+
+
+class _WriteAfterView(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        a = self.fc(x)
+        view = a[:, :2]
+        a.relu_()  # the view sees the write
+        return view * 2
+
+
+class _WriteThroughView(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        a = self.fc(x)
+        a[:, :2].relu_()  # writes a
+        return a * 2
+
+
+@pytest.mark.parametrize("cls", [_WriteAfterView, _WriteThroughView])
+def test_in_place_write_seen_through_a_view_is_refused(cls):
+    model = cls().eval()
+    with pytest.raises(CompileError) as info:
+        compile_quiet(model, (torch.randn(2, 4),), frontend="export")
+    assert info.value.code == "XB103" and "in place" in str(info.value) and "x.relu(" in info.value.hint
+
+
 def test_unknown_front_end_is_xb106():
     with pytest.raises(CompileError) as info:
         xb.compile(nn.Linear(3, 2), (torch.randn(2, 3),), "tiny", frontend="dynamo")

@@ -131,6 +131,33 @@ def _module_calls(model: nn.Module, graph: fx.Graph) -> dict[str, _Call]:
     return calls
 
 
+def _out_of_place(target: torch._ops.OpOverload) -> torch._ops.OpOverload | None:
+    """The out-of-place overload of an in-place ATen op that writes only its first argument
+    (``aten.relu_.default`` -> ``aten.relu.default``, as ``nn.ReLU(inplace=True)`` gives it); else None."""
+    name, schema = target.overloadpacket.__name__, target._schema
+    written = [a for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write]
+    if not name.endswith("_") or name.startswith("_") or not schema.arguments or written != schema.arguments[:1]:
+        return None
+    packet = getattr(torch.ops.aten, name[:-1], None)
+    return getattr(packet, target._overloadname, None) if packet is not None else None
+
+
+def _writes_unshared(node: fx.Node, order: dict[fx.Node, int]) -> bool:
+    """Whether an in-place node's out-of-place form computes the same graph: what it writes is an
+    intermediate tensor that is no view, has no view and that no node reads after it (``order``: each
+    node's place in the graph; torch.export points later reads at the in-place node)."""
+    source = node.args[0] if node.args else None
+    if not isinstance(source, fx.Node) or source.op != "call_function" or _is_view(source):
+        return False
+    return not any(order[user] > order[node] or _is_view(user) for user in source.users if user is not node)
+
+
+def _is_view(node: fx.Node) -> bool:
+    """Whether the node's result is a view of one of its arguments (``aten.slice``; not an in-place op's)."""
+    schema = getattr(node.target, "_schema", None)
+    return schema is not None and any(r.alias_info is not None and not r.alias_info.is_write for r in schema.returns)
+
+
 def _bookkeeping(node: fx.Node) -> bool:
     """Nodes that do not count as a module's computation: tuple items, sizes, assertions."""
     if node.target is operator.getitem:
@@ -155,6 +182,7 @@ class _Rebuild:
         self.attrs: dict[str, fx.Node] = {}
         self.removed: list[ann.RemovedNode] = []
         self.sole: dict[fx.Node, _Call] = {}
+        self.order = {n: i for i, n in enumerate(program.graph.nodes)}
         for call in _module_calls(model, program.graph).values():
             if len(call.nodes) == 1 and _is_fx_leaf(call.module, call.path):
                 self.sole[call.nodes[0]] = call
@@ -214,6 +242,15 @@ class _Rebuild:
                                code="XB101", hint="keep values as tensors (torch.where instead of if, "
                                                   "tensor arithmetic instead of Python numbers)")
         rule = aten.rule_for(target)
+        functional = _out_of_place(target) if rule is None else None
+        if functional is not None and aten.rule_for(functional) is not None:
+            if not _writes_unshared(node, self.order):
+                short = aten.short_name(functional)
+                raise self._refuse(node, f"{target} writes in place a tensor that is a model input or a view, or "
+                                         f"that is read again after it",
+                                   hint=f"use the out-of-place form (x.{short}(...), not x.{short}_(...); "
+                                        f"no inplace=True)")
+            rule = aten.rule_for(functional)
         call = self.sole.get(node)
         if call is not None and self._module_node(node, call, rule):
             return
