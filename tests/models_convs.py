@@ -108,6 +108,23 @@ class Volume3d(nn.Module):
         return self.refine(F.relu(self.up(F.relu(self.down(x)))))
 
 
+class ChannelwiseView(nn.Module):
+    """pytorchcv ChannelNet's channel-wise convolution (an ``nn.Conv3d`` sliding over the channels of an
+    unsqueezed map) and a cropping ``nn.ConvTranspose2d``, each followed by ``.view``: the rewritten
+    layers must give tensors ``.view`` accepts, as torch's do."""
+
+    def __init__(self):
+        super().__init__()
+        self.channelwise = nn.Conv3d(1, 2, (8, 1, 1), stride=(2, 1, 1), padding=(3, 0, 0), bias=False)
+        self.up = nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1)
+        self.fc = nn.Linear(4 * 7 * 7, 5)
+
+    def forward(self, x):  # [B, 8, 4, 4]
+        b, c, h, w = x.size()
+        x = F.relu(self.channelwise(x.unsqueeze(1)).view(b, c, h, w))
+        return self.fc(self.up(x).view(b, -1))
+
+
 #: The issue's transposed and 3-D convolution models.
 CONV_MODELS: dict[str, ModelCase] = {
     "unet_cat": model_case(UNetCat, (2, 3, 16, 16)),
@@ -115,6 +132,7 @@ CONV_MODELS: dict[str, ModelCase] = {
     "video_classifier": model_case(VideoClassifier, (2, 3, 4, 8, 8)),
     "decoder_1d": model_case(Decoder1d, (2, 2, 16)),
     "volume_3d": model_case(Volume3d, (2, 2, 4, 6, 6)),
+    "channelwise_view": model_case(ChannelwiseView, (2, 8, 4, 4)),
 }
 
 # module-level factories, for `xbc compile tests/models_convs.py:unet_cat --input-shape 1,3,16,16`
@@ -123,3 +141,4 @@ unet_bilinear = CONV_MODELS["unet_bilinear"].factory
 video_classifier = CONV_MODELS["video_classifier"].factory
 decoder_1d = CONV_MODELS["decoder_1d"].factory
 volume_3d = CONV_MODELS["volume_3d"].factory
+channelwise_view = CONV_MODELS["channelwise_view"].factory

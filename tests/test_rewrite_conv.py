@@ -83,7 +83,7 @@ def test_conv_transpose_rewrite_equals_torch(case, seed):
     assert isinstance(rewritten, SubPixel)
     with torch.no_grad():
         expected, got = layer(x), rewritten(x)
-    assert got.shape == expected.shape
+    assert got.shape == expected.shape and got.is_contiguous()  # .view works on it as on torch's
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
     assert_same_weights(layer, rewritten)
 
@@ -113,7 +113,7 @@ def test_conv3d_rewrite_equals_torch(case, seed):
         warnings.simplefilter("ignore", UserWarning)
         with torch.no_grad():
             expected, got = layer(x), rewritten(x)
-    assert got.shape == expected.shape
+    assert got.shape == expected.shape and got.is_contiguous()  # .view works on it as on torch's
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
     assert torch.equal(crossbar_weights(rewritten)[0].flatten(), layer.weight.flatten())
 

@@ -70,7 +70,7 @@ class DepthPlanes(nn.Module):
         y = torch.stack(slices, 3).permute(0, 2, 1, 3, 4, 5)  # [B, D', C, k, H, W]
         y = self.planes(y.flatten(0, 1).flatten(1, 2))  # [B D', C_out, H', W']
         y = y.reshape(x.shape[0], -1, self.planes.out_channels, y.shape[2], y.shape[3])
-        return y.permute(0, 2, 1, 3, 4)  # [B, C_out, D', H', W']
+        return y.permute(0, 2, 1, 3, 4).contiguous()  # [B, C_out, D', H', W'], viewable as nn.Conv3d's is
 
 
 def conv3d(module: nn.Conv3d) -> DepthPlanes:
@@ -131,7 +131,7 @@ class SubPixel(nn.Module):
                 y = y.flatten(2 + i, 3 + i)
         if any(start or end for start, end in self.crop):
             y = y[(slice(None), slice(None), *[slice(start, end or None) for start, end in self.crop])]
-        return y
+        return y.contiguous()  # viewable as the transposed convolution's output is
 
 
 def _caller() -> str | None:
