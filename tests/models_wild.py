@@ -89,11 +89,33 @@ class MaskedAttention(nn.Module):
 
 
 #: The issue's refused models that are this front end's part, and host-operator showcases.
+class DerivedWeights(nn.Module):
+    """Convolutions whose weights ``forward`` computes from parameters: a fixed sparsity mask (pytorchcv's
+    X-DenseNet), a binarised weight ``sign(w) * mean|w|`` (its 1-bit WRN) and a standardised weight
+    (BiT's weight standardisation)."""
+
+    def __init__(self):
+        super().__init__()
+        self.masked = nn.Parameter(torch.randn(8, 3, 3, 3) * 0.3)
+        self.register_buffer("mask", (torch.rand(8, 3, 3, 3) < 0.5).float())
+        self.binary = nn.Parameter(torch.randn(8, 8, 3, 3) * 0.1)
+        self.standard = nn.Parameter(torch.randn(8, 8, 1, 1))
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):  # [B, 3, 8, 8]
+        x = F.relu(F.conv2d(x, self.masked * self.mask, padding=1))
+        x = F.relu(F.conv2d(x, self.binary.sign() * self.binary.abs().mean(), padding=1))
+        w = self.standard
+        w = (w - w.mean((1, 2, 3), keepdim=True)) / (w.var((1, 2, 3), keepdim=True, unbiased=False) + 1e-5).sqrt()
+        return self.head(F.relu(F.conv2d(x, w)).mean((2, 3)))
+
+
 WILD_MODELS: dict[str, ModelCase] = {
     "transformer_encoder": model_case(EncoderClassifier, (2, 10, 64)),
     "upsample_gelu_norm": model_case(UpsampleGeluNorm, (2, 3, 16, 16)),
     "super_resolution": model_case(SuperResolution, (2, 1, 8, 8)),
     "masked_attention": model_case(MaskedAttention, (2, 8, 32)),
+    "derived_weights": model_case(DerivedWeights, (2, 3, 8, 8)),
 }
 
 # module-level factories, for `xbc compile tests/models_wild.py:transformer_encoder --input-shape 1,10,64`
@@ -101,3 +123,4 @@ transformer_encoder = WILD_MODELS["transformer_encoder"].factory
 upsample_gelu_norm = WILD_MODELS["upsample_gelu_norm"].factory
 super_resolution = WILD_MODELS["super_resolution"].factory
 masked_attention = WILD_MODELS["masked_attention"].factory
+derived_weights = WILD_MODELS["derived_weights"].factory

@@ -717,21 +717,41 @@ class InputAsWeight(nn.Module):
         return F.conv2d(x, w)
 
 
-def test_functional_conv_with_activation_weight_is_xb105():
+def test_functional_conv_with_computed_weight_is_xb105_under_fx():
     with pytest.raises(CompileError) as info:
-        xb.compile(ActivationWeight(), (torch.randn(1, 3, 6, 6),), "tiny")
+        xb.compile(ActivationWeight(), (torch.randn(1, 3, 6, 6),), "tiny", frontend="fx")
     assert info.value.code == "XB105" and info.value.hint
     assert info.value.location.node == "conv2d"
     assert_points_here(info.value.location.source, "# marker: activation weight")
 
 
-@pytest.mark.parametrize("model,inputs", [
-    (ActivationBias(), (torch.randn(2, 8),)),
-    (InputAsWeight(), (torch.randn(1, 3, 6, 6), torch.randn(4, 3, 3, 3))),
-], ids=["bias", "input-weight"])
-def test_other_non_parameter_operands_are_xb105(model, inputs):
+@pytest.mark.parametrize("model,inputs,name", [
+    (ActivationWeight(), (torch.randn(2, 3, 6, 6),), "w"),
+    (ActivationBias(), (torch.randn(2, 8),), "b"),
+], ids=["weight", "bias"])
+def test_weights_computed_from_parameters_are_folded_onto_crossbars_under_export(model, inputs, name):
+    """``self.w * 2`` and ``self.b + 1`` depend on parameters only: computed once at capture, on crossbars."""
+    model = model.eval()
+    compiled = compile_quiet(model, inputs)
+    assert compiled.netlist.doc.provenance["frontend"]["used"] == "export"
+    assert len(compiled.netlist.layers) == 1
+    report = xb.verify(compiled, model, inputs)
+    assert report.ok and report.max_rel <= 1e-4, report.to_dict()
+    with torch.no_grad():  # the compiled layer follows the parameter it was computed from
+        getattr(model, name).mul_(-1)
+    assert not xb.verify(compiled, model, inputs).ok
+
+
+@pytest.mark.parametrize("frontend", ["auto", "fx"])
+def test_an_input_as_weight_is_xb105(frontend):
     with pytest.raises(CompileError) as info:
-        xb.compile(model, inputs, "tiny")
+        xb.compile(InputAsWeight(), (torch.randn(1, 3, 6, 6), torch.randn(4, 3, 3, 3)), "tiny", frontend=frontend)
+    assert info.value.code == "XB105"
+
+
+def test_a_computed_bias_is_xb105_under_fx():
+    with pytest.raises(CompileError) as info:
+        xb.compile(ActivationBias(), (torch.randn(2, 8),), "tiny", frontend="fx")
     assert info.value.code == "XB105"
 
 

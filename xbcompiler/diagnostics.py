@@ -59,8 +59,8 @@ REGISTRY: dict[str, Code] = {
     "XB104": Code("bad example inputs",
                   "give inputs the model runs on: check --input-shape (batch first) or the file's INPUT_SHAPE"),
     "XB105": Code("unsupported operand of a weight-stationary op",
-                  "keep the weight an nn.Parameter used directly by the layer (F.linear, F.conv2d, x @ W) with "
-                  "zero padding"),
+                  "keep the weight an nn.Parameter used directly by the layer (F.linear, F.conv2d, x @ W), or "
+                  "computed from parameters and buffers alone (--frontend export), with zero padding"),
     "XB106": Code("unknown front end",
                   "use --frontend auto, export or fx"),
     "XB120": Code("non-finite parameter or buffer",

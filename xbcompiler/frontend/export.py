@@ -178,7 +178,6 @@ class _Rebuild:
         self.graph = fx.Graph()
         self.env: dict[fx.Node, object] = {}  # ATen node -> new node, Python value, or ("attr", fqn)
         self.static: dict[fx.Node, object] = {}  # ATen node -> its value, when it depends on no input
-        self.params: set[fx.Node] = set()
         self.attrs: dict[str, fx.Node] = {}
         self.removed: list[ann.RemovedNode] = []
         self.sole: dict[fx.Node, _Call] = {}
@@ -214,10 +213,7 @@ class _Rebuild:
             self.env[node].meta["val"] = node.meta.get("val")
         elif kind in ("PARAMETER", "BUFFER"):
             self.env[node] = ("attr", spec.target)
-            if kind == "PARAMETER":
-                self.params.add(node)
-            else:
-                self.static[node] = self._attr_value(spec.target)
+            self.static[node] = self._attr_value(spec.target)
         elif kind == "CONSTANT_TENSOR":
             value = self.program.constants[spec.target]
             self.env[node] = ("attr", self._register(value))
@@ -356,9 +352,10 @@ class _Rebuild:
     # ---------------------------------------------------------------------------- constants
 
     def _fold(self, node: fx.Node) -> bool:
-        """Compute a node whose tensor inputs are all buffers or constants (never parameters) now."""
+        """Compute now a node whose tensor inputs are all parameters, buffers or constants (a weight
+        built in ``forward``: masked, binarised, standardised); a parameter itself stays one."""
         inputs = node.all_input_nodes
-        if not all(i in self.static for i in inputs) or any(i in self.params for i in inputs):
+        if not all(i in self.static for i in inputs):
             return False
         rule = aten.rule_for(node.target) if isinstance(node.target, torch._ops.OpOverload) else None
         if rule is not None and rule.placement in ("crossbar", "graph"):

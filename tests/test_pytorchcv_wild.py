@@ -1,0 +1,51 @@
+"""pytorchcv architectures that once failed to compile, each for a reason of its own: they compile through
+``torch.export`` and verify bit-exactly in integer mode (random init, nothing downloaded).
+
+- MixNet-S: ``nn.ReLU(inplace=True)`` feeding a residual add (in-place ATen operators);
+- ChannelNet: a ``.view`` after its channel-wise ``nn.Conv3d`` (the rewrite's output must be contiguous);
+- X-DenseNet: convolution weights multiplied by a fixed mask in ``forward``;
+- 1-bit WRN: convolution weights binarised in ``forward`` (``sign(w)`` times a scale).
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+
+import pytest
+import torch
+
+import xbcompiler as xb
+
+CASES = {  # name: (pytorchcv module, factory, input side)
+    "mixnet_s": ("mixnet", "mixnet_s", 32),
+    "channelnet": ("channelnet", "channelnet", 32),
+    "xdensenet40": ("xdensenet_cifar", "xdensenet40_2_k24_bc_cifar10", 32),
+    "wrn1bit": ("wrn1bit_cifar", "wrn20_10_1bit_cifar10", 32),
+}
+
+
+def build(module: str, factory: str, side: int) -> torch.nn.Module:
+    torch.manual_seed(0)
+    fn = getattr(importlib.import_module(f"pytorchcv.models.{module}"), factory)
+    model = fn(pretrained=False, in_size=(side, side), num_classes=10)
+    if hasattr(model.features, "final_pool"):  # ImageNet models pool a fixed 7x7 map
+        model.features.final_pool = torch.nn.AdaptiveAvgPool2d(1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_compiles_through_export_and_is_bit_exact_in_integer_mode(name):
+    module, factory, side = CASES[name]
+    model = build(module, factory, side)
+    x = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+    calibration = torch.rand(4, 3, side, side, generator=torch.Generator().manual_seed(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", xb.XBWarning)
+        compiled = xb.compile(model, (x,), "isaac-like", calibration=calibration)
+    assert compiled.netlist.doc.provenance["frontend"]["used"] == "export"
+    weights = [p for p in model.parameters() if p.dim() >= 2 and p.requires_grad]  # X-DenseNet's masks are not
+    assert len(compiled.netlist.layers) == len(weights)  # every weight tensor on crossbars, none on the host
+    report = xb.verify(compiled, model, (x,))
+    assert report.mode == "integer" and report.ok, report.to_dict()
+    assert sum(c.mismatches for c in report.layers) == 0
