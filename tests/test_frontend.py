@@ -717,6 +717,35 @@ class InputAsWeight(nn.Module):
         return F.conv2d(x, w)
 
 
+class PReLUNet(nn.Module):
+    """``nn.PReLU`` with one slope per channel and with one shared slope, and ``F.prelu``."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.act = nn.Conv2d(3, 4, 3, padding=1), nn.PReLU(4)
+        self.fc, self.shared = nn.Linear(4 * 6 * 6, 5), nn.PReLU()
+        self.slope = nn.Parameter(torch.tensor([0.3]))
+        with torch.no_grad():
+            self.act.weight.copy_(torch.tensor([0.1, -0.2, 0.5, 1.5]))
+
+    def forward(self, x):
+        y = self.shared(self.fc(self.act(self.conv(x)).flatten(1)))
+        return F.prelu(y, self.slope)
+
+
+@pytest.mark.parametrize("frontend", ["export", "fx"])
+def test_prelu_runs_on_the_host_in_both_front_ends(frontend):
+    torch.manual_seed(0)
+    model, x = PReLUNet().eval(), torch.randn(2, 3, 6, 6)
+    compiled = compile_quiet(model, (x,), frontend=frontend)
+    assert [r.op for r in compiled.coverage if "prelu" in r.op] == ["torch.nn.functional.prelu"] * 3
+    report = xb.verify(compiled, model, (x,))
+    assert report.ok and report.max_rel <= 1e-4, report.to_dict()
+    integer = compile_quiet(model, (x,), frontend=frontend, calibration=torch.randn(8, 3, 6, 6))
+    report = xb.verify(integer, model, (x,))
+    assert report.mode == "integer" and report.ok and sum(c.mismatches for c in report.layers) == 0
+
+
 def test_functional_conv_with_computed_weight_is_xb105_under_fx():
     with pytest.raises(CompileError) as info:
         xb.compile(ActivationWeight(), (torch.randn(1, 3, 6, 6),), "tiny", frontend="fx")

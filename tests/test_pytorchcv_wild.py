@@ -4,7 +4,8 @@
 - MixNet-S: ``nn.ReLU(inplace=True)`` feeding a residual add (in-place ATen operators);
 - ChannelNet: a ``.view`` after its channel-wise ``nn.Conv3d`` (the rewrite's output must be contiguous);
 - X-DenseNet: convolution weights multiplied by a fixed mask in ``forward``;
-- 1-bit WRN: convolution weights binarised in ``forward`` (``sign(w)`` times a scale).
+- 1-bit WRN: convolution weights binarised in ``forward`` (``sign(w)`` times a scale);
+- DiCENet: ``nn.PReLU`` activations (a host operator with learned slopes).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ CASES = {  # name: (pytorchcv module, factory, input side)
     "channelnet": ("channelnet", "channelnet", 32),
     "xdensenet40": ("xdensenet_cifar", "xdensenet40_2_k24_bc_cifar10", 32),
     "wrn1bit": ("wrn1bit_cifar", "wrn20_10_1bit_cifar10", 32),
+    "dicenet": ("dicenet", "dicenet_wd5", 32),
 }
 
 
@@ -34,18 +36,25 @@ def build(module: str, factory: str, side: int) -> torch.nn.Module:
     return model.eval()
 
 
+def compile_quiet(model, x, **kwargs) -> xb.CompiledModel:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", xb.XBWarning)
+        return xb.compile(model, (x,), "isaac-like", **kwargs)
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_compiles_through_export_and_is_bit_exact_in_integer_mode(name):
+def test_compiles_through_export_verifies_and_is_bit_exact_in_integer_mode(name):
     module, factory, side = CASES[name]
     model = build(module, factory, side)
     x = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
-    calibration = torch.rand(4, 3, side, side, generator=torch.Generator().manual_seed(1))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", xb.XBWarning)
-        compiled = xb.compile(model, (x,), "isaac-like", calibration=calibration)
+    compiled = compile_quiet(model, x)
     assert compiled.netlist.doc.provenance["frontend"]["used"] == "export"
     weights = [p for p in model.parameters() if p.dim() >= 2 and p.requires_grad]  # X-DenseNet's masks are not
     assert len(compiled.netlist.layers) == len(weights)  # every weight tensor on crossbars, none on the host
     report = xb.verify(compiled, model, (x,))
+    assert report.ok and report.max_rel <= 1e-4, report.to_dict()
+    # the calibration covers the checked input, so the quantised output also stays near the float one
+    calibration = torch.cat([x, torch.rand(4, 3, side, side, generator=torch.Generator().manual_seed(1))])
+    report = xb.verify(compile_quiet(model, x, calibration=calibration), model, (x,))
     assert report.mode == "integer" and report.ok, report.to_dict()
     assert sum(c.mismatches for c in report.layers) == 0

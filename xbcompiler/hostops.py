@@ -43,7 +43,7 @@ def _table() -> dict[str, HostOp]:
             entries.append((f"{prefix}.{n}", getattr(module, n), category))
 
     add("activation", F, "torch.nn.functional",
-        "relu relu6 leaky_relu gelu silu hardswish hardsigmoid sigmoid tanh softmax log_softmax hardtanh elu mish")
+        "relu relu6 leaky_relu prelu gelu silu hardswish hardsigmoid sigmoid tanh softmax log_softmax hardtanh elu mish")
     add("activation", torch, "torch", "relu sigmoid tanh softmax clamp clip")
     add("normalisation", F, "torch.nn.functional", "batch_norm layer_norm group_norm")
     add("pooling", F, "torch.nn.functional",

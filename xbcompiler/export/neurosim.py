@@ -26,7 +26,7 @@ from .record import Companion, Export
 PARAM_SUFFIX = ".param.txt"
 
 #: Host operations that keep a layer's output map as it is (one value in, one value out).
-ELEMENTWISE = frozenset(["relu", "relu_", "relu6", "leaky_relu", "gelu", "silu", "hardswish", "hardsigmoid", "sigmoid",
+ELEMENTWISE = frozenset(["relu", "relu_", "relu6", "leaky_relu", "prelu", "gelu", "silu", "hardswish", "hardsigmoid", "sigmoid",
                          "tanh", "hardtanh", "elu", "mish", "clamp", "clip", "dropout", "batch_norm", "contiguous"])
 #: The activations NeuroSim models (``reLu`` true or false in ``Param.cpp``).
 ACTIVATIONS = frozenset(["relu", "relu_", "relu6", "sigmoid"])

@@ -68,6 +68,7 @@ MODULE_TO_FUNCTION = {
     nn.ReLU: lambda m, p: (F.relu, ("x",), {}),
     nn.ReLU6: lambda m, p: (F.relu6, ("x",), {}),
     nn.LeakyReLU: lambda m, p: (F.leaky_relu, ("x", m.negative_slope), {}),
+    nn.PReLU: lambda m, p: (F.prelu, ("x", f"{p}.weight"), {}),
     nn.GELU: lambda m, p: (F.gelu, ("x",), {"approximate": m.approximate}),
     nn.SiLU: lambda m, p: (F.silu, ("x",), {}),
     nn.Hardswish: lambda m, p: (F.hardswish, ("x",), {}),

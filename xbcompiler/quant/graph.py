@@ -63,6 +63,7 @@ FLOAT_REASONS = {
     "hardswish": "division by 6: not a power of two",
     "elu": "nonlinear (exponential)",
     "leaky_relu": "negative slope not a power of two",
+    "prelu": "learned negative slopes, not powers of two",
     "layer_norm": "mean and variance normalisation (division, square root)",
     "group_norm": "mean and variance normalisation (division, square root)",
     "batch_norm": "BatchNorm not folded into a crossbar layer: per-channel float scale",
