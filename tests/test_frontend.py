@@ -577,14 +577,13 @@ class FFT(nn.Module):
         return torch.fft.fft(self.fc(x)).real  # marker: torch.fft
 
 
-class WithInstanceNorm(nn.Module):
+class WithEmbedding(nn.Module):
     def __init__(self):
         super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3)
-        self.norm = nn.InstanceNorm2d(4)
+        self.emb, self.fc = nn.Embedding(10, 4), nn.Linear(4, 2)
 
     def forward(self, x):
-        return self.norm(self.conv(x))  # marker: nn.InstanceNorm2d
+        return self.fc(self.emb(x))  # marker: nn.Embedding
 
 
 class BadMethod(nn.Module):
@@ -605,16 +604,16 @@ class BadAttribute(nn.Module):
         return self.fc(x) * x.T  # marker: x.T
 
 
-@pytest.mark.parametrize("cls,node,named,marker,shape", [
-    (Sorts, "sort", "sort", "# marker: torch.sort", (1, 3, 6, 6)),
-    (FFT, "fft_fft", "fft", "# marker: torch.fft", (1, 8)),
-    (WithInstanceNorm, "norm", "InstanceNorm2d", "# marker: nn.InstanceNorm2d", (1, 3, 6, 6)),
-    (BadMethod, "cumsum", "cumsum", "# marker: Tensor.cumsum", (1, 8)),
-    (BadAttribute, "getattr_1", "'.T'", "# marker: x.T", (8, 8)),
+@pytest.mark.parametrize("cls,node,named,marker,x", [
+    (Sorts, "sort", "sort", "# marker: torch.sort", torch.randn(1, 3, 6, 6)),
+    (FFT, "fft_fft", "fft", "# marker: torch.fft", torch.randn(1, 8)),
+    (WithEmbedding, "emb", "Embedding", "# marker: nn.Embedding", torch.tensor([[1, 2, 3]])),
+    (BadMethod, "cumsum", "cumsum", "# marker: Tensor.cumsum", torch.randn(1, 8)),
+    (BadAttribute, "getattr_1", "'.T'", "# marker: x.T", torch.randn(8, 8)),
 ], ids=["sort", "fft", "module", "method", "getattr"])
-def test_unsupported_op_is_xb103_at_the_users_line(cls, node, named, marker, shape):
+def test_unsupported_op_is_xb103_at_the_users_line(cls, node, named, marker, x):
     with pytest.raises(CompileError) as info:  # torch.export's refusals: tests/test_frontend_export.py
-        xb.compile(cls(), (torch.randn(*shape),), "tiny", frontend="fx")
+        xb.compile(cls(), (x,), "tiny", frontend="fx")
     err = info.value
     assert err.code == "XB103"
     assert err.location.node == node
@@ -742,6 +741,39 @@ def test_prelu_runs_on_the_host_in_both_front_ends(frontend):
     report = xb.verify(compiled, model, (x,))
     assert report.ok and report.max_rel <= 1e-4, report.to_dict()
     integer = compile_quiet(model, (x,), frontend=frontend, calibration=torch.randn(8, 3, 6, 6))
+    report = xb.verify(integer, model, (x,))
+    assert report.mode == "integer" and report.ok and sum(c.mismatches for c in report.layers) == 0
+
+
+class InstanceNormNet(nn.Module):
+    """``nn.InstanceNorm2d`` with and without affine parameters, and an ``nn.InstanceNorm1d`` with running
+    statistics (in eval mode those replace the per-sample ones)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.norm = nn.Conv2d(3, 4, 3, padding=1), nn.InstanceNorm2d(4, affine=True)
+        self.plain, self.fc = nn.InstanceNorm2d(4), nn.Linear(6, 6)
+        self.tracked = nn.InstanceNorm1d(4, track_running_stats=True)
+        with torch.no_grad():
+            self.norm.weight.copy_(torch.tensor([0.5, 2.0, -1.0, 1.5]))
+            self.tracked.running_mean.copy_(torch.tensor([0.1, -0.2, 0.3, 0.0]))
+            self.tracked.running_var.copy_(torch.tensor([1.5, 0.5, 2.0, 1.0]))
+
+    def forward(self, x):
+        y = self.plain(torch.relu(self.norm(self.conv(x))))
+        return self.tracked(self.fc(y.mean(2)))
+
+
+@pytest.mark.parametrize("frontend", ["export", "fx"])
+def test_instance_norm_runs_on_the_host_in_both_front_ends(frontend):
+    torch.manual_seed(0)
+    model, x = InstanceNormNet().eval(), torch.randn(2, 3, 6, 6)
+    compiled = compile_quiet(model, (x,), frontend=frontend)
+    assert [r.op for r in compiled.coverage if r.placement == "host" and "norm" in r.op] == \
+        ["torch.nn.functional.instance_norm"] * 3
+    report = xb.verify(compiled, model, (x,))
+    assert report.ok and report.max_rel <= 1e-4, report.to_dict()
+    integer = compile_quiet(model, (x,), frontend=frontend, calibration=torch.cat([x, torch.randn(6, 3, 6, 6)]))
     report = xb.verify(integer, model, (x,))
     assert report.mode == "integer" and report.ok and sum(c.mismatches for c in report.layers) == 0
 

@@ -235,26 +235,25 @@ class WithInner(nn.Module):
         return self.inner(self.fc(x))
 
 
-class WithInstanceNorm(nn.Module):
+class WithEmbedding(nn.Module):
     def __init__(self):
         super().__init__()
-        self.enc = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)
-        self.norm = nn.InstanceNorm1d(3)
+        self.emb, self.fc = nn.Embedding(10, 8), nn.Linear(8, 2)
 
     def forward(self, x):
-        return self.norm(self.enc(x))  # marker: export instance norm
+        return self.fc(self.emb(x))  # marker: export embedding
 
 
-@pytest.mark.parametrize("cls,shape,marker,named,hint", [
-    (Sorts, (2, 4), "# marker: export sort", "sort", "outside the netlist"),
-    (WithInner, (2, 4), "# marker: export cumsum", "in module 'inner' (Inner)", "lower-triangular"),
-    (WithInstanceNorm, (2, 3, 8), "# marker: export instance norm", "module type InstanceNorm1d ('norm')",
-     "GroupNorm"),
+@pytest.mark.parametrize("cls,x,marker,named,hint", [
+    (Sorts, torch.randn(2, 4), "# marker: export sort", "sort", "outside the netlist"),
+    (WithInner, torch.randn(2, 4), "# marker: export cumsum", "in module 'inner' (Inner)", "lower-triangular"),
+    (WithEmbedding, torch.tensor([[1, 2], [3, 4]]), "# marker: export embedding", "module type Embedding ('emb')",
+     "one-hot"),
 ], ids=["sort", "in-module", "module"])
 @pytest.mark.parametrize("frontend", ["export", "auto"])
-def test_refusal_names_module_line_and_alternative(cls, shape, marker, named, hint, frontend):
+def test_refusal_names_module_line_and_alternative(cls, x, marker, named, hint, frontend):
     with pytest.raises(CompileError) as info:
-        compile_quiet(cls().eval(), (torch.randn(*shape),), frontend=frontend)
+        compile_quiet(cls().eval(), (x,), frontend=frontend)
     err = info.value
     assert err.code == "XB103" and named in err.message and hint in err.hint
     assert_points_here(err.location.source, marker)

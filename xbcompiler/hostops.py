@@ -45,7 +45,7 @@ def _table() -> dict[str, HostOp]:
     add("activation", F, "torch.nn.functional",
         "relu relu6 leaky_relu prelu gelu silu hardswish hardsigmoid sigmoid tanh softmax log_softmax hardtanh elu mish")
     add("activation", torch, "torch", "relu sigmoid tanh softmax clamp clip")
-    add("normalisation", F, "torch.nn.functional", "batch_norm layer_norm group_norm")
+    add("normalisation", F, "torch.nn.functional", "batch_norm layer_norm group_norm instance_norm")
     add("pooling", F, "torch.nn.functional",
         "max_pool1d max_pool2d avg_pool1d avg_pool2d adaptive_avg_pool1d adaptive_avg_pool2d "
         "adaptive_max_pool1d adaptive_max_pool2d")

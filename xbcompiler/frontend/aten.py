@@ -175,6 +175,15 @@ def _group_norm(args, kwargs, node):
     return (x, groups, w, b, eps), {}
 
 
+def _instance_norm(args, kwargs, node):
+    x, w, b, mean, var, use_input_stats, _momentum, eps = (_arg(args, kwargs, i, k, d) for i, k, d in (
+        (0, "input", None), (1, "weight", None), (2, "bias", None), (3, "running_mean", None),
+        (4, "running_var", None), (5, "use_input_stats", True), (6, "momentum", 0.1), (7, "eps", 1e-5)))
+    if not use_input_stats and mean is None:
+        raise Refused("instance_norm without input statistics or running statistics")
+    return (x, mean, var, w, b, use_input_stats, 0.0, eps), {}
+
+
 def _elu(args, kwargs, node):
     if _arg(args, kwargs, 2, "scale", 1) != 1 or _arg(args, kwargs, 3, "input_scale", 1) != 1:
         raise Refused("elu with scale (selu/celu)")
@@ -300,6 +309,7 @@ _host("aten.clamp_max", "torch.clamp", lambda a, k, n: ((a[0],), {"max": a[1]}))
 _host("aten.batch_norm", "torch.nn.functional.batch_norm", _batch_norm)
 _host("aten.layer_norm", "torch.nn.functional.layer_norm", _layer_norm)
 _host("aten.group_norm", "torch.nn.functional.group_norm", _group_norm)
+_host("aten.instance_norm", "torch.nn.functional.instance_norm", _instance_norm)
 
 _host("aten.max_pool1d", "torch.nn.functional.max_pool1d")
 _host("aten.max_pool2d", "torch.nn.functional.max_pool2d")

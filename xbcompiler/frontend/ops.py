@@ -56,6 +56,14 @@ def _bn(mod: nn.BatchNorm1d, p: str):
                           f"{p}.bias" if mod.affine else None, False, 0.0, mod.eps), {}
 
 
+def _instance_norm(mod: nn.InstanceNorm2d, p: str):
+    """Per-sample statistics, or (``track_running_stats``, in eval mode) the running ones."""
+    stats = mod.track_running_stats
+    return F.instance_norm, ("x", f"{p}.running_mean" if stats else None, f"{p}.running_var" if stats else None,
+                             f"{p}.weight" if mod.affine else None, f"{p}.bias" if mod.affine else None,
+                             not stats, 0.0, mod.eps), {}
+
+
 def _upsample(mod: nn.Upsample, p: str):
     return F.interpolate, ("x",), {"size": mod.size, "scale_factor": mod.scale_factor, "mode": mod.mode,
                                    "align_corners": mod.align_corners,
@@ -87,6 +95,8 @@ MODULE_TO_FUNCTION = {
                                                else None, m.eps), {}),
     nn.GroupNorm: lambda m, p: (F.group_norm, ("x", m.num_groups, f"{p}.weight" if m.affine else None,
                                                f"{p}.bias" if m.affine else None, m.eps), {}),
+    nn.InstanceNorm1d: _instance_norm,
+    nn.InstanceNorm2d: _instance_norm,
     nn.MaxPool1d: lambda m, p: (F.max_pool1d, ("x", m.kernel_size, m.stride, m.padding, m.dilation,
                                                m.ceil_mode), {}),
     nn.MaxPool2d: lambda m, p: (F.max_pool2d, ("x", m.kernel_size, m.stride, m.padding, m.dilation,
@@ -128,8 +138,6 @@ ALTERNATIVES: tuple[Alternative, ...] = (
                 "`F.conv_transpose1d/2d/3d`, `F.conv3d`",
                 "use the module (nn.ConvTranspose1d/2d/3d, nn.Conv3d) holding the weight as its parameter: "
                 "the front end rewrites it onto crossbars (docs/mapping.md, 'Transposed and 3-D convolutions')"),
-    Alternative(("instance_norm", "InstanceNorm1d", "InstanceNorm2d"), "`nn.InstanceNorm1d`, `nn.InstanceNorm2d`",
-                "nn.GroupNorm(C, C): one group per channel"),
     Alternative(("embedding", "Embedding"), "`nn.Embedding`",
                 "a one-hot input times an nn.Linear(bias=False): the table sits on crossbars"),
     Alternative(("cumsum",), "`torch.cumsum`",

@@ -66,6 +66,7 @@ FLOAT_REASONS = {
     "prelu": "learned negative slopes, not powers of two",
     "layer_norm": "mean and variance normalisation (division, square root)",
     "group_norm": "mean and variance normalisation (division, square root)",
+    "instance_norm": "mean and variance normalisation (division, square root)",
     "batch_norm": "BatchNorm not folded into a crossbar layer: per-channel float scale",
     "exp": "exponential", "sqrt": "square root", "pow": "power", "abs": "absolute value of a float operand",
 }
