@@ -778,6 +778,31 @@ def test_instance_norm_runs_on_the_host_in_both_front_ends(frontend):
     assert report.mode == "integer" and report.ok and sum(c.mismatches for c in report.layers) == 0
 
 
+class Spreads(nn.Module):
+    """``var`` and ``std`` as methods and functions, over one or several dims, biased and unbiased."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        a = y.var(1, keepdim=True) + y.std() + torch.var(y, dim=(2, 3), unbiased=False, keepdim=True)
+        b = torch.std(y, (2, 3), correction=0) + y.var(dim=(2, 3))
+        return self.fc(a.mean((2, 3)) * b)
+
+
+@pytest.mark.parametrize("frontend", ["export", "fx"])
+def test_var_and_std_run_on_the_host_in_both_front_ends(frontend):
+    torch.manual_seed(0)
+    model, x = Spreads().eval(), torch.randn(2, 3, 6, 6)
+    compiled = compile_quiet(model, (x,), frontend=frontend)
+    ops = [r.op.rsplit(".", 1)[-1] for r in compiled.coverage if r.op.rsplit(".", 1)[-1] in ("var", "std")]
+    assert sorted(ops) == ["std", "std", "var", "var", "var"]
+    report = xb.verify(compiled, model, (x,))
+    assert report.ok and report.max_rel <= 1e-5, report.to_dict()
+
+
 def test_functional_conv_with_computed_weight_is_xb105_under_fx():
     with pytest.raises(CompileError) as info:
         xb.compile(ActivationWeight(), (torch.randn(1, 3, 6, 6),), "tiny", frontend="fx")

@@ -51,7 +51,7 @@ def _table() -> dict[str, HostOp]:
         "adaptive_max_pool1d adaptive_max_pool2d")
     add("arithmetic", operator, "operator", "add sub mul truediv floordiv pow neg matmul mod")
     add("arithmetic", torch, "torch", "add sub mul div pow neg matmul bmm sqrt exp abs maximum minimum")
-    add("reduction", torch, "torch", "mean sum amax")
+    add("reduction", torch, "torch", "mean sum amax var std")
     add("shape", torch, "torch",
         "cat concat stack chunk split flatten reshape permute transpose unsqueeze squeeze zeros_like "
         "ones_like index_select")
@@ -69,7 +69,7 @@ def _table() -> dict[str, HostOp]:
     add("method", torch.Tensor, "torch.Tensor",
         "view reshape permute transpose contiguous flatten size dim unsqueeze squeeze mean sum chunk split "
         "expand expand_as relu sigmoid tanh softmax clamp add sub mul div pow matmul neg exp sqrt abs "
-        "repeat index_select amax unbind unflatten masked_fill")
+        "repeat index_select amax var std unbind unflatten masked_fill")
     return {name: HostOp(name, fn, category) for name, fn, category in entries}
 
 

@@ -184,6 +184,21 @@ def _instance_norm(args, kwargs, node):
     return (x, mean, var, w, b, use_input_stats, 0.0, eps), {}
 
 
+def _spread(args, kwargs, node):
+    """``aten.var``/``aten.std`` in any overload as ``torch.var(x, dim, correction=c, keepdim=k)``."""
+    overload = node.target._overloadname
+    if overload == "correction":
+        dim, keep = _arg(args, kwargs, 1, "dim"), _arg(args, kwargs, 2, "keepdim", False)
+        correction = kwargs.get("correction")
+        correction = 1 if correction is None else correction
+    else:
+        unbiased_at = 1 if overload == "default" else 2
+        dim = None if overload == "default" else _arg(args, kwargs, 1, "dim")
+        correction = 1 if _arg(args, kwargs, unbiased_at, "unbiased", True) else 0
+        keep = False if overload == "default" else _arg(args, kwargs, 3, "keepdim", False)
+    return (args[0],), {"dim": dim, "correction": correction, "keepdim": keep}
+
+
 def _elu(args, kwargs, node):
     if _arg(args, kwargs, 2, "scale", 1) != 1 or _arg(args, kwargs, 3, "input_scale", 1) != 1:
         raise Refused("elu with scale (selu/celu)")
@@ -343,6 +358,8 @@ _host("aten.mean.dim", "torch.mean", _dims_keepdim())
 _host("aten.mean.default", "torch.mean", _only(1))
 _host("aten.sum.dim_IntList", "torch.sum", _dims_keepdim())
 _host("aten.sum.default", "torch.sum", _only(1))
+_host("aten.var", "torch.var", _spread)
+_host("aten.std", "torch.std", _spread)
 _host("aten.amax", "torch.amax", lambda a, k, n: ((a[0], _arg(a, k, 1, "dim", []), _arg(a, k, 2, "keepdim", False)),
                                                    {}))
 

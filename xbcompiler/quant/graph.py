@@ -68,6 +68,7 @@ FLOAT_REASONS = {
     "group_norm": "mean and variance normalisation (division, square root)",
     "instance_norm": "mean and variance normalisation (division, square root)",
     "batch_norm": "BatchNorm not folded into a crossbar layer: per-channel float scale",
+    "var": "variance (squares, a division)", "std": "standard deviation (squares, a division, a square root)",
     "exp": "exponential", "sqrt": "square root", "pow": "power", "abs": "absolute value of a float operand",
 }
 
