@@ -310,13 +310,26 @@ class _InPlace(nn.Module):
         return self.fc(torch.relu_(z).mean((2, 3)))
 
 
-def test_in_place_operators_compile_as_their_out_of_place_forms():
-    model = _InPlace().eval()
+class _InPlaceOnView(nn.Module):
+    """In-place activations on views nothing else reads: a slice, and a layer output made contiguous."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.act, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.ELU(inplace=True), nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.act(self.conv(x).contiguous())
+        return self.fc(torch.relu_(y[:, :, 1:]).mean((2, 3)))
+
+
+@pytest.mark.parametrize("cls", [_InPlace, _InPlaceOnView])
+def test_in_place_operators_compile_as_their_out_of_place_forms(cls):
+    model = cls().eval()
     compiled = compile_quiet(model, (torch.randn(2, 3, 6, 6),), frontend="auto")
     assert compiled.netlist.doc.provenance["frontend"]["used"] == "export"
     gm = capture(model, (torch.randn(2, 3, 6, 6),), "export").gm
     names = {getattr(n.target, "__name__", str(n.target)) for n in gm.graph.nodes if n.op == "call_function"}
-    assert {"relu", "add"} <= names and not any(name.endswith("_") for name in names), names
+    assert "relu" in names and not any(name.endswith("_") for name in names), names
     report = xb.verify(compiled, model)
     assert report.ok and report.max_rel <= 1e-4, report.to_dict()
 

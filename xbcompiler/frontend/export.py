@@ -143,13 +143,26 @@ def _out_of_place(target: torch._ops.OpOverload) -> torch._ops.OpOverload | None
 
 
 def _writes_unshared(node: fx.Node, order: dict[fx.Node, int]) -> bool:
-    """Whether an in-place node's out-of-place form computes the same graph: what it writes is an
-    intermediate tensor that is no view, has no view and that no node reads after it (``order``: each
-    node's place in the graph; torch.export points later reads at the in-place node)."""
+    """Whether an in-place node's out-of-place form computes the same graph: the tensor it writes, and
+    every view of it (the views of the intermediate result it views, if it is one), is read by no node
+    after it (``order``: each node's place in the graph; torch.export points later reads of the written
+    tensor itself at the in-place node)."""
     source = node.args[0] if node.args else None
-    if not isinstance(source, fx.Node) or source.op != "call_function" or _is_view(source):
+    if not isinstance(source, fx.Node):
         return False
-    return not any(order[user] > order[node] or _is_view(user) for user in source.users if user is not node)
+    root = source
+    while _is_view(root) and root.args and isinstance(root.args[0], fx.Node):
+        root = root.args[0]
+    if root.op != "call_function":
+        return False  # a model input, a parameter or a buffer
+    aliases, todo = {root}, [root]
+    while todo:
+        for user in todo.pop().users:
+            if user not in aliases and _is_view(user) and user.args and user.args[0] in aliases:
+                aliases.add(user)
+                todo.append(user)
+    readers = {user for alias in aliases for user in alias.users if user is not node and user not in aliases}
+    return all(order[n] < order[node] for n in readers | aliases)  # a view made later reads the write too
 
 
 def _is_view(node: fx.Node) -> bool:
