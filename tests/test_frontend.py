@@ -803,6 +803,28 @@ def test_var_and_std_run_on_the_host_in_both_front_ends(frontend):
     assert report.ok and report.max_rel <= 1e-5, report.to_dict()
 
 
+class PoolValuesOnly(nn.Module):
+    """Max pools built with ``return_indices=True`` whose values alone are used."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 2, 1)
+        self.pool, self.gpool = nn.MaxPool2d(2, return_indices=True), nn.AdaptiveMaxPool2d(1, return_indices=True)
+
+    def forward(self, x):
+        y = self.pool(self.conv(x))[0]
+        return self.head(y) + self.gpool(y)[0].sum()
+
+
+@pytest.mark.parametrize("frontend", ["export", "fx"])
+def test_max_pool_with_return_indices_gives_its_values(frontend):
+    torch.manual_seed(0)
+    model, x = PoolValuesOnly().eval(), torch.randn(2, 3, 6, 6)
+    compiled = compile_quiet(model, (x,), frontend=frontend)
+    report = xb.verify(compiled, model, (x,))
+    assert report.ok and report.max_rel <= 1e-5, report.to_dict()
+
+
 def test_functional_conv_with_computed_weight_is_xb105_under_fx():
     with pytest.raises(CompileError) as info:
         xb.compile(ActivationWeight(), (torch.randn(1, 3, 6, 6),), "tiny", frontend="fx")

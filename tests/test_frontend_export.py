@@ -365,6 +365,39 @@ def test_in_place_write_seen_through_a_view_is_refused(cls):
     assert info.value.code == "XB103" and "in place" in str(info.value) and "x.relu(" in info.value.hint
 
 
+class Unpooling(nn.Module):
+    """SegNet-style max unpooling: ``nn.MaxPool2d(return_indices=True)`` and ``nn.MaxUnpool2d``, and the
+    functional forms with an overlapping window and an explicit output size."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 2, 1)
+        self.pool, self.unpool = nn.MaxPool2d(2, return_indices=True), nn.MaxUnpool2d(2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        values, indices = self.pool(y)
+        z, inner = F.max_pool2d(values, 3, stride=1, padding=1, return_indices=True)
+        u = F.max_unpool2d(z, inner, 3, stride=1, padding=1, output_size=values.shape[-2:])
+        return self.head(self.unpool(u, indices) + y)
+
+
+def test_max_unpooling_compiles_under_export_and_is_bit_exact_in_integer_mode():
+    torch.manual_seed(0)
+    model, x = Unpooling().eval(), torch.randn(2, 3, 6, 6)
+    compiled = compile_quiet(model, (x,), frontend="auto")
+    assert compiled.netlist.doc.provenance["frontend"]["used"] == "export"
+    assert sum(r.op == "xbcompiler.hostops.max_unpool2d" for r in compiled.coverage) == 2
+    report = xb.verify(compiled, model, (x,))
+    assert report.ok and report.max_rel <= 1e-5, report.to_dict()
+    integer = compile_quiet(model, (x,), calibration=torch.cat([x, torch.randn(6, 3, 6, 6)]))
+    report = xb.verify(integer, model, (x,))
+    assert report.mode == "integer" and report.ok and sum(c.mismatches for c in report.layers) == 0
+    with pytest.raises(CompileError) as info:
+        compile_quiet(model, (x,), frontend="fx")
+    assert info.value.code == "XB103" and "--frontend export" in info.value.hint
+
+
 def test_unknown_front_end_is_xb106():
     with pytest.raises(CompileError) as info:
         xb.compile(nn.Linear(3, 2), (torch.randn(2, 3),), "tiny", frontend="dynamo")

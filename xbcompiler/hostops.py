@@ -26,6 +26,13 @@ def requantize(x: torch.Tensor, exponent: int) -> torch.Tensor:
     return torch.floor(x * 2.0 ** -exponent + 0.5) * 2.0 ** exponent
 
 
+def max_unpool2d(x: torch.Tensor, indices: torch.Tensor, output_size: tuple[int, int]) -> torch.Tensor:
+    """``nn.MaxUnpool2d``'s output: each value of ``x`` at its flat ``indices`` in an ``output_size`` plane,
+    zeros elsewhere (``torch.ops.aten.max_unpool2d``). Its netlist name is
+    ``xbcompiler.hostops.max_unpool2d``."""
+    return torch.ops.aten.max_unpool2d(x, indices, list(output_size))
+
+
 @dataclass(frozen=True)
 class HostOp:
     """An allow-listed host operator: qualified name, callable, category shown in coverage."""
@@ -66,6 +73,7 @@ def _table() -> dict[str, HostOp]:
     add("selection", torch, "torch", "where masked_fill gt lt ge le eq ne logical_not logical_and logical_or")
     add("selection", operator, "operator", "gt lt ge le invert")
     entries.append(("xbcompiler.quant.ops.requantize", requantize, "quantisation"))
+    entries.append(("xbcompiler.hostops.max_unpool2d", max_unpool2d, "pooling"))
     add("method", torch.Tensor, "torch.Tensor",
         "view reshape permute transpose contiguous flatten size dim unsqueeze squeeze mean sum chunk split "
         "expand expand_as relu sigmoid tanh softmax clamp add sub mul div pow matmul neg exp sqrt abs "

@@ -333,6 +333,7 @@ _host("aten.avg_pool1d", "torch.nn.functional.avg_pool1d")
 _host("aten.avg_pool2d", "torch.nn.functional.avg_pool2d")
 _host("aten.adaptive_avg_pool1d", "torch.nn.functional.adaptive_avg_pool1d")
 _host("aten.adaptive_avg_pool2d aten._adaptive_avg_pool2d", "torch.nn.functional.adaptive_avg_pool2d")
+_host("aten.max_unpool2d", "xbcompiler.hostops.max_unpool2d", lambda a, k, n: ((a[0], a[1], tuple(a[2])), {}))
 _host("aten.adaptive_max_pool1d", "torch.nn.functional.adaptive_max_pool1d", first_only=True)
 _host("aten.adaptive_max_pool2d", "torch.nn.functional.adaptive_max_pool2d", first_only=True)
 

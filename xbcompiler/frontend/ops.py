@@ -64,6 +64,11 @@ def _instance_norm(mod: nn.InstanceNorm2d, p: str):
                              not stats, 0.0, mod.eps), {}
 
 
+def _indices(mod: nn.Module) -> dict:
+    """A max pool built with ``return_indices=True`` returns ``(values, indices)``, so must its function."""
+    return {"return_indices": True} if mod.return_indices else {}
+
+
 def _upsample(mod: nn.Upsample, p: str):
     return F.interpolate, ("x",), {"size": mod.size, "scale_factor": mod.scale_factor, "mode": mod.mode,
                                    "align_corners": mod.align_corners,
@@ -98,17 +103,17 @@ MODULE_TO_FUNCTION = {
     nn.InstanceNorm1d: _instance_norm,
     nn.InstanceNorm2d: _instance_norm,
     nn.MaxPool1d: lambda m, p: (F.max_pool1d, ("x", m.kernel_size, m.stride, m.padding, m.dilation,
-                                               m.ceil_mode), {}),
+                                               m.ceil_mode), _indices(m)),
     nn.MaxPool2d: lambda m, p: (F.max_pool2d, ("x", m.kernel_size, m.stride, m.padding, m.dilation,
-                                               m.ceil_mode), {}),
+                                               m.ceil_mode), _indices(m)),
     nn.AvgPool1d: lambda m, p: (F.avg_pool1d, ("x", m.kernel_size, m.stride, m.padding, m.ceil_mode,
                                                m.count_include_pad), {}),
     nn.AvgPool2d: lambda m, p: (F.avg_pool2d, ("x", m.kernel_size, m.stride, m.padding, m.ceil_mode,
                                                m.count_include_pad, m.divisor_override), {}),
     nn.AdaptiveAvgPool1d: lambda m, p: (F.adaptive_avg_pool1d, ("x", m.output_size), {}),
     nn.AdaptiveAvgPool2d: lambda m, p: (F.adaptive_avg_pool2d, ("x", m.output_size), {}),
-    nn.AdaptiveMaxPool1d: lambda m, p: (F.adaptive_max_pool1d, ("x", m.output_size), {}),
-    nn.AdaptiveMaxPool2d: lambda m, p: (F.adaptive_max_pool2d, ("x", m.output_size), {}),
+    nn.AdaptiveMaxPool1d: lambda m, p: (F.adaptive_max_pool1d, ("x", m.output_size), _indices(m)),
+    nn.AdaptiveMaxPool2d: lambda m, p: (F.adaptive_max_pool2d, ("x", m.output_size), _indices(m)),
     nn.Flatten: lambda m, p: (torch.flatten, ("x", m.start_dim, m.end_dim), {}),
     nn.Unflatten: lambda m, p: (torch.unflatten, ("x", m.dim, tuple(m.unflattened_size)), {}),
     nn.Mish: lambda m, p: (F.mish, ("x",), {}),
@@ -152,6 +157,10 @@ ALTERNATIVES: tuple[Alternative, ...] = (
     Alternative(("gather", "scatter", "index", "index_put"), "`torch.gather`, `scatter`, tensor indexing",
                 "slicing, torch.index_select with a constant index, or torch.where"),
     Alternative(("upsample_bicubic2d",), "`F.interpolate(mode='bicubic')`", "mode 'bilinear' or 'nearest'"),
+    Alternative(("max_pool1d_with_indices", "max_pool2d_with_indices", "max_unpool1d", "max_unpool2d",
+                 "MaxUnpool1d", "MaxUnpool2d"),
+                "`F.max_pool2d(return_indices=True)`, `nn.MaxUnpool2d` under `--frontend fx`",
+                "compile with --frontend export (the default 'auto' tries it first)"),
     Alternative(("TransformerDecoderLayer", "TransformerDecoder", "Transformer"),
                 "`nn.TransformerDecoder(Layer)`, `nn.Transformer` under `--frontend fx`",
                 "compile with --frontend export (the default 'auto' tries it first)"),

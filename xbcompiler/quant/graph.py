@@ -35,6 +35,7 @@ SAME = {f"{p}.{n}" for p, names in {
     "torch.Tensor": "relu view reshape permute transpose contiguous flatten unsqueeze squeeze chunk split "
                     "expand expand_as repeat index_select amax",
     "operator": "getitem",
+    "xbcompiler.hostops": "max_unpool2d",
 }.items() for n in names.split()}
 NEG = {"operator.neg", "torch.neg", "torch.Tensor.neg"}
 ADD = {"operator.add", "operator.sub", "torch.add", "torch.sub", "torch.Tensor.add", "torch.Tensor.sub"}
