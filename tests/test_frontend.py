@@ -825,6 +825,51 @@ def test_max_pool_with_return_indices_gives_its_values(frontend):
     assert report.ok and report.max_rel <= 1e-5, report.to_dict()
 
 
+class Extremes(nn.Module):
+    """``torch.max``/``torch.min`` over a dim (item 0 and ``.values``), over everything, and ``amin``."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        a = torch.max(y, 1, keepdim=True)[0] + y.min(dim=1, keepdim=True).values + y.max() - y.amin()
+        return self.fc(y.flatten(2).max(-1)[0] + a.mean((2, 3)))
+
+
+@pytest.mark.parametrize("frontend", ["export", "fx"])
+def test_max_and_min_over_a_dim_give_their_values_on_the_host(frontend):
+    torch.manual_seed(0)
+    model, x = Extremes().eval(), torch.randn(2, 3, 6, 6)
+    compiled = compile_quiet(model, (x,), frontend=frontend)
+    report = xb.verify(compiled, model, (x,))
+    assert report.ok and report.max_rel <= 1e-5, report.to_dict()
+    integer = compile_quiet(model, (x,), "isaac-like", frontend=frontend,
+                            calibration=torch.cat([x, torch.randn(6, 3, 6, 6)]))
+    report = xb.verify(integer, model, (x,))
+    assert report.mode == "integer" and report.ok and sum(c.mismatches for c in report.layers) == 0
+
+
+class ArgMax(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        values, indices = self.fc(x).max(-1)
+        return values, indices
+
+
+def test_max_over_a_dim_returns_its_indices_when_they_are_read():
+    model, x = ArgMax().eval(), torch.randn(5, 4)
+    compiled = compile_quiet(model, (x,), frontend="export")
+    values, indices = xb.emulate(compiled.netlist, (x,))
+    expected = model(x)
+    torch.testing.assert_close(values, expected[0].detach(), rtol=1e-5, atol=1e-6)
+    assert torch.equal(indices, expected[1])
+
+
 def test_functional_conv_with_computed_weight_is_xb105_under_fx():
     with pytest.raises(CompileError) as info:
         xb.compile(ActivationWeight(), (torch.randn(1, 3, 6, 6),), "tiny", frontend="fx")

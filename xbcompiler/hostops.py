@@ -58,7 +58,7 @@ def _table() -> dict[str, HostOp]:
         "adaptive_max_pool1d adaptive_max_pool2d")
     add("arithmetic", operator, "operator", "add sub mul truediv floordiv pow neg matmul mod")
     add("arithmetic", torch, "torch", "add sub mul div pow neg matmul bmm sqrt exp abs maximum minimum")
-    add("reduction", torch, "torch", "mean sum amax var std")
+    add("reduction", torch, "torch", "mean sum amax amin max min var std")
     add("shape", torch, "torch",
         "cat concat stack chunk split flatten reshape permute transpose unsqueeze squeeze zeros_like "
         "ones_like index_select")
@@ -77,13 +77,14 @@ def _table() -> dict[str, HostOp]:
     add("method", torch.Tensor, "torch.Tensor",
         "view reshape permute transpose contiguous flatten size dim unsqueeze squeeze mean sum chunk split "
         "expand expand_as relu sigmoid tanh softmax clamp add sub mul div pow matmul neg exp sqrt abs "
-        "repeat index_select amax var std unbind unflatten masked_fill")
+        "repeat index_select amax amin max min var std unbind unflatten masked_fill")
     return {name: HostOp(name, fn, category) for name, fn, category in entries}
 
 
 #: Allow-listed host operators by qualified name.
 HOST_OPS: dict[str, HostOp] = _table()
 
-#: Attribute names ``builtins.getattr`` may read on the host (shape arithmetic only).
-GETATTR_ALLOWED = frozenset({"shape", "ndim"})
+#: Attribute names ``builtins.getattr`` may read on the host: shapes, and the fields of the
+#: ``(values, indices)`` that ``torch.max(x, dim)`` and ``torch.min(x, dim)`` return.
+GETATTR_ALLOWED = frozenset({"shape", "ndim", "values", "indices"})
 

@@ -80,6 +80,23 @@ def _host(ops: str, name: str, adapt: Callable | None = None, first_only: bool =
         _RULES.append(AtenRule(op, "host", name, convert))
 
 
+def _reads_indices(node: fx.Node) -> bool:
+    """Whether any node reads item 1 (the indices) of the ``(values, indices)`` an ATen op returns."""
+    return any(user.target is operator.getitem and user.args[1] == 1 and user.users for user in node.users)
+
+
+def _indexed(ops: str, values: str, pair: str, adapt: Callable | None = None, pair_kwargs: dict | None = None) -> None:
+    """Ops returning ``(values, indices)``: host op ``values`` (it returns the values alone) when nothing
+    reads the indices, else ``pair`` (with ``pair_kwargs``), which returns both."""
+    def convert(args, kwargs, node):
+        a, k = adapt(args, kwargs, node) if adapt else (args, kwargs)
+        if _reads_indices(node):
+            return _call(pair, tuple(a), {**k, **(pair_kwargs or {})})
+        return _call(values, tuple(a), dict(k), first_only=True)
+    for op in ops.split():
+        _RULES.append(AtenRule(op, "host", values, convert))
+
+
 def _xbar(op: str, becomes: str, convert: Convert) -> None:
     _RULES.append(AtenRule(op, "crossbar", becomes, convert))
 
@@ -328,14 +345,17 @@ _host("aten.instance_norm", "torch.nn.functional.instance_norm", _instance_norm)
 
 _host("aten.max_pool1d", "torch.nn.functional.max_pool1d")
 _host("aten.max_pool2d", "torch.nn.functional.max_pool2d")
-_host("aten.max_pool2d_with_indices", "torch.nn.functional.max_pool2d", first_only=True)
+_indexed("aten.max_pool2d_with_indices", "torch.nn.functional.max_pool2d", "torch.nn.functional.max_pool2d",
+         pair_kwargs={"return_indices": True})
 _host("aten.avg_pool1d", "torch.nn.functional.avg_pool1d")
 _host("aten.avg_pool2d", "torch.nn.functional.avg_pool2d")
 _host("aten.adaptive_avg_pool1d", "torch.nn.functional.adaptive_avg_pool1d")
 _host("aten.adaptive_avg_pool2d aten._adaptive_avg_pool2d", "torch.nn.functional.adaptive_avg_pool2d")
 _host("aten.max_unpool2d", "xbcompiler.hostops.max_unpool2d", lambda a, k, n: ((a[0], a[1], tuple(a[2])), {}))
-_host("aten.adaptive_max_pool1d", "torch.nn.functional.adaptive_max_pool1d", first_only=True)
-_host("aten.adaptive_max_pool2d", "torch.nn.functional.adaptive_max_pool2d", first_only=True)
+_indexed("aten.adaptive_max_pool1d", "torch.nn.functional.adaptive_max_pool1d",
+         "torch.nn.functional.adaptive_max_pool1d", pair_kwargs={"return_indices": True})
+_indexed("aten.adaptive_max_pool2d", "torch.nn.functional.adaptive_max_pool2d",
+         "torch.nn.functional.adaptive_max_pool2d", pair_kwargs={"return_indices": True})
 
 _host("aten.add.Tensor aten.add.Scalar", "operator.add", _scaled("add"))
 _host("aten.sub.Tensor aten.sub.Scalar", "operator.sub", _scaled("sub"))
@@ -361,6 +381,14 @@ _host("aten.sum.dim_IntList", "torch.sum", _dims_keepdim())
 _host("aten.sum.default", "torch.sum", _only(1))
 _host("aten.var", "torch.var", _spread)
 _host("aten.std", "torch.std", _spread)
+_indexed("aten.max.dim", "torch.amax", "torch.max", lambda a, k, n: ((a[0], _arg(a, k, 1, "dim"),
+                                                                       _arg(a, k, 2, "keepdim", False)), {}))
+_indexed("aten.min.dim", "torch.amin", "torch.min", lambda a, k, n: ((a[0], _arg(a, k, 1, "dim"),
+                                                                       _arg(a, k, 2, "keepdim", False)), {}))
+_host("aten.max.default", "torch.amax", _only(1))
+_host("aten.min.default", "torch.amin", _only(1))
+_host("aten.amin", "torch.amin", lambda a, k, n: ((a[0], _arg(a, k, 1, "dim", []), _arg(a, k, 2, "keepdim", False)),
+                                                   {}))
 _host("aten.amax", "torch.amax", lambda a, k, n: ((a[0], _arg(a, k, 1, "dim", []), _arg(a, k, 2, "keepdim", False)),
                                                    {}))
 

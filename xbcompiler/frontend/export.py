@@ -29,7 +29,6 @@ import warnings
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 from torch.utils import _pytree as pytree
 
@@ -172,15 +171,6 @@ def _is_view(node: fx.Node) -> bool:
     return schema is not None and any(r.alias_info is not None and not r.alias_info.is_write for r in schema.returns)
 
 
-#: Host max pools that return ``(values, indices)`` when given ``return_indices=True``.
-_INDEXED_POOLS = (F.max_pool1d, F.max_pool2d, F.adaptive_max_pool1d, F.adaptive_max_pool2d)
-
-
-def _indices_used(node: fx.Node) -> bool:
-    """Whether a node reads item 1 (the indices) of the tuple an ATen max pool returns."""
-    return any(user.target is operator.getitem and user.args[1] == 1 and user.users for user in node.users)
-
-
 def _bookkeeping(node: fx.Node) -> bool:
     """Nodes that do not count as a module's computation: tuple items, sizes, assertions."""
     if node.target is operator.getitem:
@@ -284,8 +274,6 @@ class _Rebuild:
             emit = rule.convert(node.args, dict(node.kwargs), node)
         except aten.Refused as why:
             raise self._refuse(node, f"{target} is accepted, but not as used here: {why}") from None
-        if emit.first_only and emit.target in _INDEXED_POOLS and _indices_used(node):
-            emit = aten.Emit(emit.target, emit.args, {**emit.kwargs, "return_indices": True})
         self._emit(node, emit)
 
     def _python_call(self, node: fx.Node) -> None:

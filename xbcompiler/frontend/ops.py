@@ -153,7 +153,6 @@ ALTERNATIVES: tuple[Alternative, ...] = (
                 "compute spectral features before the model"),
     Alternative(("var_mean", "std_mean"), "`torch.var_mean`, `torch.std_mean`",
                 "torch.var / torch.std and torch.mean, each on its own"),
-    Alternative(("max", "min"), "`torch.max(x, dim)`, `torch.min(x, dim)`", "torch.amax / torch.amin (values only)"),
     Alternative(("gather", "scatter", "index", "index_put"), "`torch.gather`, `scatter`, tensor indexing",
                 "slicing, torch.index_select with a constant index, or torch.where"),
     Alternative(("upsample_bicubic2d",), "`F.interpolate(mode='bicubic')`", "mode 'bilinear' or 'nearest'"),

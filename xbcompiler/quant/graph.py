@@ -31,9 +31,9 @@ class QType:
 #: Ops whose output is (a selection or rearrangement of) their first tensor argument: same exponent.
 SAME = {f"{p}.{n}" for p, names in {
     "torch.nn.functional": "relu max_pool1d max_pool2d adaptive_max_pool1d adaptive_max_pool2d",
-    "torch": "relu flatten reshape permute transpose unsqueeze squeeze chunk split index_select amax",
+    "torch": "relu flatten reshape permute transpose unsqueeze squeeze chunk split index_select amax amin",
     "torch.Tensor": "relu view reshape permute transpose contiguous flatten unsqueeze squeeze chunk split "
-                    "expand expand_as repeat index_select amax",
+                    "expand expand_as repeat index_select amax amin",
     "operator": "getitem",
     "xbcompiler.hostops": "max_unpool2d",
 }.items() for n in names.split()}
