@@ -870,6 +870,32 @@ def test_max_over_a_dim_returns_its_indices_when_they_are_read():
     assert torch.equal(indices, expected[1])
 
 
+class ZeroChannels(nn.Module):
+    """ENet's channel padding: ``torch.cat`` with ``torch.zeros`` sized from the input at run time."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(6, 2, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        b, _, h, w = y.size()
+        return self.head(torch.cat([y, torch.zeros(b, 2, h, w, dtype=y.dtype, device=y.device)], 1))
+
+
+def test_zeros_sized_at_run_time_pad_channels_and_stay_integer():
+    torch.manual_seed(0)
+    model, x = ZeroChannels().eval(), torch.randn(2, 3, 6, 6)
+    compiled = compile_quiet(model, (x,), frontend="export")  # symbolic tracing cannot call torch.zeros
+    assert any(r.op == "torch.zeros" for r in compiled.coverage)
+    x3 = torch.randn(3, 3, 6, 6)  # the batch stays free
+    torch.testing.assert_close(xb.emulate(compiled.netlist, (x3,)), model(x3), rtol=1e-5, atol=1e-6)
+    integer = compile_quiet(model, (x,), "isaac-like", calibration=torch.cat([x, torch.randn(6, 3, 6, 6)]))
+    assert integer.report["fold-pow2-scales"]["host_float"] == []  # zeros join the cat on its grid
+    report = xb.verify(integer, model, (x,))
+    assert report.mode == "integer" and report.ok and sum(c.mismatches for c in report.layers) == 0
+
+
 def test_functional_conv_with_computed_weight_is_xb105_under_fx():
     with pytest.raises(CompileError) as info:
         xb.compile(ActivationWeight(), (torch.randn(1, 3, 6, 6),), "tiny", frontend="fx")

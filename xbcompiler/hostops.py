@@ -60,7 +60,7 @@ def _table() -> dict[str, HostOp]:
     add("arithmetic", torch, "torch", "add sub mul div pow neg matmul bmm sqrt exp abs maximum minimum")
     add("reduction", torch, "torch", "mean sum amax amin max min var std")
     add("shape", torch, "torch",
-        "cat concat stack chunk split flatten reshape permute transpose unsqueeze squeeze zeros_like "
+        "cat concat stack chunk split flatten reshape permute transpose unsqueeze squeeze zeros zeros_like "
         "ones_like index_select")
     add("shape", F, "torch.nn.functional", "pad")
     add("shape", operator, "operator", "getitem")

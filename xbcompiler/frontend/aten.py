@@ -227,6 +227,12 @@ def _like(args, kwargs, node):
     return (args[0],), ({"dtype": dtype} if dtype is not None else {})
 
 
+def _filled(args, kwargs, node):
+    """``aten.zeros(size, dtype=..., device=...)`` as ``torch.zeros(size)`` (sizes may be host values)."""
+    dtype = kwargs.get("dtype")
+    return (list(args[0]),), ({"dtype": dtype} if dtype is not None else {})
+
+
 def _interpolate(mode: str, has_align: bool):
     """``upsample_<mode>.vec(x, size, [align_corners,] scales)`` as ``F.interpolate``."""
     def adapt(args, kwargs, node):
@@ -416,6 +422,7 @@ _host("aten.pad", "torch.nn.functional.pad", _pad)
 _host("aten.constant_pad_nd", "torch.nn.functional.pad",
       lambda a, k, n: ((a[0], list(a[1]), "constant", _arg(a, k, 2, "value", 0)), {}))
 _host("aten.zeros_like", "torch.zeros_like", _like)
+_host("aten.zeros.default", "torch.zeros", _filled)
 _host("aten.ones_like", "torch.ones_like", _like)
 _host("aten.slice.Tensor", "operator.getitem", _slice)
 _host("aten.select.int", "operator.getitem", _select)

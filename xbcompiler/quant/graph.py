@@ -50,7 +50,10 @@ ADAPTIVE_AVG = {"torch.nn.functional.adaptive_avg_pool1d", "torch.nn.functional.
 CLAMP = {"torch.clamp", "torch.clip", "torch.Tensor.clamp", "torch.nn.functional.hardtanh",
          "torch.nn.functional.relu6"}
 REQUANTIZE = "xbcompiler.quant.ops.requantize"
-SHAPE_ONLY = {"torch.Tensor.size", "torch.Tensor.dim", "builtins.getattr", "torch.zeros_like", "torch.ones_like"}
+SHAPE_ONLY = {"torch.Tensor.size", "torch.Tensor.dim", "builtins.getattr", "torch.zeros", "torch.zeros_like",
+              "torch.ones_like"}
+#: Ops whose output is all zeros: on every grid, so they join any alignment as they are.
+ZEROS = {"torch.zeros", "torch.zeros_like"}
 
 #: Why an op keeps computing in float (the report lists every such node).
 FLOAT_REASONS = {
@@ -221,7 +224,7 @@ def _divisor(node: fx.Node, name: str) -> int | None:
 
 def _align(gm, node, operands, types, result, insert) -> QType | None:
     """Give every quantised operand the largest exponent among them by inserting ``requantize``."""
-    nodes = [a for a in operands if isinstance(a, fx.Node)]
+    nodes = [a for a in operands if isinstance(a, fx.Node) and ops.node_name(a) not in ZEROS]
     if not nodes or any(a.name not in types for a in nodes):
         return None
     scalars = [a for a in operands if not isinstance(a, fx.Node) and a is not None]
