@@ -387,16 +387,13 @@ _host("aten.sum.dim_IntList", "torch.sum", _dims_keepdim())
 _host("aten.sum.default", "torch.sum", _only(1))
 _host("aten.var", "torch.var", _spread)
 _host("aten.std", "torch.std", _spread)
-_indexed("aten.max.dim", "torch.amax", "torch.max", lambda a, k, n: ((a[0], _arg(a, k, 1, "dim"),
-                                                                       _arg(a, k, 2, "keepdim", False)), {}))
-_indexed("aten.min.dim", "torch.amin", "torch.min", lambda a, k, n: ((a[0], _arg(a, k, 1, "dim"),
-                                                                       _arg(a, k, 2, "keepdim", False)), {}))
+_indexed("aten.max.dim", "torch.amax", "torch.max", _dims_keepdim())
+_indexed("aten.min.dim", "torch.amin", "torch.min", _dims_keepdim())
 _host("aten.max.default", "torch.amax", _only(1))
 _host("aten.min.default", "torch.amin", _only(1))
-_host("aten.amin", "torch.amin", lambda a, k, n: ((a[0], _arg(a, k, 1, "dim", []), _arg(a, k, 2, "keepdim", False)),
-                                                   {}))
-_host("aten.amax", "torch.amax", lambda a, k, n: ((a[0], _arg(a, k, 1, "dim", []), _arg(a, k, 2, "keepdim", False)),
-                                                   {}))
+for _extreme in ("amax", "amin"):
+    _host(f"aten.{_extreme}", f"torch.{_extreme}",
+          lambda a, k, n: ((a[0], _arg(a, k, 1, "dim", []), _arg(a, k, 2, "keepdim", False)), {}))
 
 _host("aten.view aten._unsafe_view", "torch.Tensor.view", _only(2))
 _host("aten.reshape", "torch.reshape", _only(2))
