@@ -716,6 +716,19 @@ class InputAsWeight(nn.Module):
         return F.conv2d(x, w)
 
 
+def check_ideal_and_integer(model: nn.Module, x: torch.Tensor, frontend: str) -> xb.CompiledModel:
+    """Compile for isaac-like: ideal mode within 1e-4 of the model; compiled again with calibration that
+    covers ``x``, integer mode bit-exact against the integer reference. Returns the ideal compile."""
+    compiled = compile_quiet(model, (x,), "isaac-like", frontend=frontend)
+    report = xb.verify(compiled, model, (x,))
+    assert report.ok and report.max_rel <= 1e-4, report.to_dict()
+    calibration = torch.cat([x, torch.randn(6, *x.shape[1:], generator=torch.Generator().manual_seed(1))])
+    integer = compile_quiet(model, (x,), "isaac-like", frontend=frontend, calibration=calibration)
+    report = xb.verify(integer, model, (x,))
+    assert report.mode == "integer" and report.ok and sum(c.mismatches for c in report.layers) == 0
+    return compiled
+
+
 class PReLUNet(nn.Module):
     """``nn.PReLU`` with one slope per channel and with one shared slope, and ``F.prelu``."""
 
@@ -735,14 +748,8 @@ class PReLUNet(nn.Module):
 @pytest.mark.parametrize("frontend", ["export", "fx"])
 def test_prelu_runs_on_the_host_in_both_front_ends(frontend):
     torch.manual_seed(0)
-    model, x = PReLUNet().eval(), torch.randn(2, 3, 6, 6)
-    compiled = compile_quiet(model, (x,), frontend=frontend)
+    compiled = check_ideal_and_integer(PReLUNet().eval(), torch.randn(2, 3, 6, 6), frontend)
     assert [r.op for r in compiled.coverage if "prelu" in r.op] == ["torch.nn.functional.prelu"] * 3
-    report = xb.verify(compiled, model, (x,))
-    assert report.ok and report.max_rel <= 1e-4, report.to_dict()
-    integer = compile_quiet(model, (x,), frontend=frontend, calibration=torch.randn(8, 3, 6, 6))
-    report = xb.verify(integer, model, (x,))
-    assert report.mode == "integer" and report.ok and sum(c.mismatches for c in report.layers) == 0
 
 
 class InstanceNormNet(nn.Module):
@@ -767,15 +774,9 @@ class InstanceNormNet(nn.Module):
 @pytest.mark.parametrize("frontend", ["export", "fx"])
 def test_instance_norm_runs_on_the_host_in_both_front_ends(frontend):
     torch.manual_seed(0)
-    model, x = InstanceNormNet().eval(), torch.randn(2, 3, 6, 6)
-    compiled = compile_quiet(model, (x,), frontend=frontend)
+    compiled = check_ideal_and_integer(InstanceNormNet().eval(), torch.randn(2, 3, 6, 6), frontend)
     assert [r.op for r in compiled.coverage if r.placement == "host" and "norm" in r.op] == \
         ["torch.nn.functional.instance_norm"] * 3
-    report = xb.verify(compiled, model, (x,))
-    assert report.ok and report.max_rel <= 1e-4, report.to_dict()
-    integer = compile_quiet(model, (x,), frontend=frontend, calibration=torch.cat([x, torch.randn(6, 3, 6, 6)]))
-    report = xb.verify(integer, model, (x,))
-    assert report.mode == "integer" and report.ok and sum(c.mismatches for c in report.layers) == 0
 
 
 class Spreads(nn.Module):
@@ -795,12 +796,9 @@ class Spreads(nn.Module):
 @pytest.mark.parametrize("frontend", ["export", "fx"])
 def test_var_and_std_run_on_the_host_in_both_front_ends(frontend):
     torch.manual_seed(0)
-    model, x = Spreads().eval(), torch.randn(2, 3, 6, 6)
-    compiled = compile_quiet(model, (x,), frontend=frontend)
+    compiled = check_ideal_and_integer(Spreads().eval(), torch.randn(2, 3, 6, 6), frontend)
     ops = [r.op.rsplit(".", 1)[-1] for r in compiled.coverage if r.op.rsplit(".", 1)[-1] in ("var", "std")]
     assert sorted(ops) == ["std", "std", "var", "var", "var"]
-    report = xb.verify(compiled, model, (x,))
-    assert report.ok and report.max_rel <= 1e-5, report.to_dict()
 
 
 class PoolValuesOnly(nn.Module):
@@ -819,10 +817,7 @@ class PoolValuesOnly(nn.Module):
 @pytest.mark.parametrize("frontend", ["export", "fx"])
 def test_max_pool_with_return_indices_gives_its_values(frontend):
     torch.manual_seed(0)
-    model, x = PoolValuesOnly().eval(), torch.randn(2, 3, 6, 6)
-    compiled = compile_quiet(model, (x,), frontend=frontend)
-    report = xb.verify(compiled, model, (x,))
-    assert report.ok and report.max_rel <= 1e-5, report.to_dict()
+    check_ideal_and_integer(PoolValuesOnly().eval(), torch.randn(2, 3, 6, 6), frontend)
 
 
 class Extremes(nn.Module):
@@ -841,14 +836,7 @@ class Extremes(nn.Module):
 @pytest.mark.parametrize("frontend", ["export", "fx"])
 def test_max_and_min_over_a_dim_give_their_values_on_the_host(frontend):
     torch.manual_seed(0)
-    model, x = Extremes().eval(), torch.randn(2, 3, 6, 6)
-    compiled = compile_quiet(model, (x,), frontend=frontend)
-    report = xb.verify(compiled, model, (x,))
-    assert report.ok and report.max_rel <= 1e-5, report.to_dict()
-    integer = compile_quiet(model, (x,), "isaac-like", frontend=frontend,
-                            calibration=torch.cat([x, torch.randn(6, 3, 6, 6)]))
-    report = xb.verify(integer, model, (x,))
-    assert report.mode == "integer" and report.ok and sum(c.mismatches for c in report.layers) == 0
+    check_ideal_and_integer(Extremes().eval(), torch.randn(2, 3, 6, 6), frontend)
 
 
 class ArgMax(nn.Module):
