@@ -884,6 +884,28 @@ def test_zeros_sized_at_run_time_pad_channels_and_stay_integer():
     assert report.mode == "integer" and report.ok and sum(c.mismatches for c in report.layers) == 0
 
 
+class Casts(nn.Module):
+    """``.float()`` on a float and on indices, ``.to(dtype)``, ``.type_as``, ``.to(device)``, a round trip
+    through float64."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.conv(x).float()
+        values, indices = y.flatten(2).max(-1)
+        pooled = y.mean((2, 3))
+        z = values + indices.float() * 0.01 + pooled.to(torch.float32) + pooled.type_as(x).to(x.device)
+        return self.fc(z + y.amax((2, 3)).double().float())
+
+
+def test_dtype_casts_run_on_the_host_under_export():
+    compiled = check_ideal_and_integer(Casts().eval(), torch.randn(2, 3, 6, 6), "export")
+    casts = [r for r in compiled.coverage if r.op == "xbcompiler.hostops.cast"]
+    assert len(casts) >= 3  # the float64 round trip and the index cast are real conversions
+
+
 def test_functional_conv_with_computed_weight_is_xb105_under_fx():
     with pytest.raises(CompileError) as info:
         xb.compile(ActivationWeight(), (torch.randn(1, 3, 6, 6),), "tiny", frontend="fx")

@@ -33,6 +33,12 @@ def max_unpool2d(x: torch.Tensor, indices: torch.Tensor, output_size: tuple[int,
     return torch.ops.aten.max_unpool2d(x, indices, list(output_size))
 
 
+def cast(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``x`` in ``dtype`` (None: ``x`` itself): ``x.to(dtype)`` with no device, the one conversion a netlist
+    can name. Its netlist name is ``xbcompiler.hostops.cast``."""
+    return x if dtype is None else x.to(dtype=dtype)
+
+
 @dataclass(frozen=True)
 class HostOp:
     """An allow-listed host operator: qualified name, callable, category shown in coverage."""
@@ -74,6 +80,7 @@ def _table() -> dict[str, HostOp]:
     add("selection", operator, "operator", "gt lt ge le invert")
     entries.append(("xbcompiler.quant.ops.requantize", requantize, "quantisation"))
     entries.append(("xbcompiler.hostops.max_unpool2d", max_unpool2d, "pooling"))
+    entries.append(("xbcompiler.hostops.cast", cast, "shape"))
     add("method", torch.Tensor, "torch.Tensor",
         "view reshape permute transpose contiguous flatten size dim unsqueeze squeeze mean sum chunk split "
         "expand expand_as relu sigmoid tanh softmax clamp add sub mul div pow matmul neg exp sqrt abs "

@@ -227,6 +227,18 @@ def _like(args, kwargs, node):
     return (args[0],), ({"dtype": dtype} if dtype is not None else {})
 
 
+def _cast(args, kwargs, node):
+    """``x.to(dtype)``, ``x.float()``, ``x.type_as(y)`` (any device or layout given is the host's) as
+    ``cast(x, dtype=...)``; no dtype, or the one ``x`` has, leaves ``cast(x)``, which returns ``x``."""
+    x = args[0]
+    if node.target is torch.ops.aten.type_as.default:
+        dtype = args[1].meta["val"].dtype
+    else:
+        dtype = kwargs.get("dtype", args[1] if len(args) > 1 and isinstance(args[1], torch.dtype) else None)
+    same = isinstance(x, fx.Node) and getattr(x.meta.get("val"), "dtype", None) == dtype
+    return (x,), ({"dtype": dtype} if dtype is not None and not same else {})
+
+
 def _filled(args, kwargs, node):
     """``aten.zeros(size, dtype=..., device=...)`` as ``torch.zeros(size)`` (sizes may be host values)."""
     dtype = kwargs.get("dtype")
@@ -420,6 +432,7 @@ _host("aten.constant_pad_nd", "torch.nn.functional.pad",
       lambda a, k, n: ((a[0], list(a[1]), "constant", _arg(a, k, 2, "value", 0)), {}))
 _host("aten.zeros_like", "torch.zeros_like", _like)
 _host("aten.zeros.default", "torch.zeros", _filled)
+_host("aten.to.dtype aten.to.dtype_layout aten._to_copy aten.type_as", "xbcompiler.hostops.cast", _cast)
 _host("aten.ones_like", "torch.ones_like", _like)
 _host("aten.slice.Tensor", "operator.getitem", _slice)
 _host("aten.select.int", "operator.getitem", _select)

@@ -144,6 +144,8 @@ def _rule(gm, node, name, types, result, insert) -> QType | None:
         return q0
     if name == REQUANTIZE:
         return QType(args[1], q0.signed) if q0 else None
+    if name == "xbcompiler.hostops.cast":  # a cast that keeps every integer on the grid exact
+        return q0 if node.kwargs.get("dtype") in (None, torch.float32, torch.float64) else None
     if name in NEG:
         return QType(q0.exponent, True) if q0 else None
     if name in SUM:
