@@ -255,8 +255,8 @@ class _Rebuild:
         if functional is not None and aten.rule_for(functional) is not None:
             if not _writes_unshared(node, self.order):
                 short = aten.short_name(functional)
-                raise self._refuse(node, f"{target} writes in place a tensor that is a model input or a view, or "
-                                         f"that is read again after it",
+                raise self._refuse(node, f"{target} writes in place a model input or parameter, or a tensor that "
+                                         f"a later operator reads (itself or through a view)",
                                    hint=f"use the out-of-place form (x.{short}(...), not x.{short}_(...); "
                                         f"no inplace=True)")
             rule = aten.rule_for(functional)
@@ -280,9 +280,9 @@ class _Rebuild:
         """``operator.getitem`` on tuple results and integer arithmetic on symbolic sizes."""
         source = node.args[0] if node.args else None
         if node.target is operator.getitem and isinstance(self.env.get(source), _First):
-            if node.args[1] != 0 and not node.users:
-                return  # an output nothing reads
             if node.args[1] != 0:
+                if not node.users:
+                    return  # an output nothing reads
                 raise self._refuse(node, f"the indices output of {source.target} (only its values are computed)")
             self.env[node] = self.env[source].node
             return
