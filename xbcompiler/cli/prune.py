@@ -74,6 +74,9 @@ def add(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--from-scratch", action="store_true",
                    help="gap only: re-initialise the pruned layers before the joint run (no trained model needed)")
     p.add_argument("--no-rpp", dest="rpp", action="store_false", help="deterministic projection (IHT ablation)")
+    p.add_argument("--no-tie-depthwise", dest="tie_depthwise", action="store_false",
+                   help="search and prune each depthwise layer on its own (default: column grain, lgd and zerorize "
+                        "prune a depthwise layer fed by one pruned layer with it, channel for channel)")
     p.add_argument("--relax-epochs", type=int, default=DEFAULTS.relax_epochs, metavar="N",
                    help="epochs of relaxed projection in the joint run, before --epochs (default %(default)s; 0: project once)")
     p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, metavar="N",
@@ -218,7 +221,8 @@ def run(args: argparse.Namespace) -> int:
                              sensitivity_batches=args.sensitivity_batches, backoff_tries=args.backoff_tries,
                              recovery=args.recovery, judge_fraction=args.judge_fraction,
                              method=args.method, from_scratch=args.from_scratch,
-                             rpp=args.rpp, relax_epochs=args.relax_epochs, epochs=args.epochs,
+                             rpp=args.rpp, tie_depthwise=args.tie_depthwise, relax_epochs=args.relax_epochs,
+                             epochs=args.epochs,
                              step_epochs=args.step_epochs, lr=args.lr, distill=args.distill, step=args.step,
                              max_drop=args.max_drop, max_ratio=args.max_ratio, crossbar_threshold=args.crossbar_threshold,
                              reorder=args.reorder, reorder_solver=args.solver, seed=args.seed,

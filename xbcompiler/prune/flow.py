@@ -36,11 +36,12 @@ from ..diagnostics import CompileError
 from .admm import prune_admm
 from .gap import prune_gap
 from .group_l1 import prune_group_l1
-from .groups import crossbar_curve
+from .groups import CrossbarCurve, crossbar_curve
 from .knapsack import KnapsackCallbacks, KnapsackResult, knapsack_search
 from .lgd import LGDPruner, prune_lgd
 from .plan_groups import LayerGroups, plan_groups
 from .search import SearchCallbacks, SearchResult, network_search
+from .ties import tie_depthwise
 from .zerorize import prune_zerorize
 
 #: The named pipeline to compile a pruned model with, per mapping pipeline (xbcompiler/pipeline/named.py).
@@ -50,6 +51,8 @@ PRUNED_PIPELINES = {"semi-folded": "semi-folded-pruned", "fully-unfolded": "full
 
 #: The joint-run methods (``PruneSettings.method``, ``xbc prune --method``).
 METHODS = ("lgd", "zerorize", "admm", "group-l1", "gap")
+#: The methods that keep a tied depthwise layer's channels with its producer's (``tie_depthwise``).
+TIED_METHODS = ("lgd", "zerorize")
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,9 @@ class PruneSettings:
     """Search: stop a layer before it would keep this many crossbars or fewer."""
     skip_first_last: bool = True
     """Leave the first and the last crossbar layer dense (background §1.7's default)."""
+    tie_depthwise: bool = True
+    """Column grain, ``lgd`` and ``zerorize``: prune each depthwise layer fed by one pruned layer with it,
+    channel for channel, and price the pair as one layer in the search (:mod:`.ties`)."""
     reorder: bool = False
     """Reorder input channels first (``reorder-input-channels``'s algorithm on the model)."""
     reorder_sparsity: float = 0.75
@@ -140,6 +146,8 @@ class LayerPruning:
     kept: int
     crossbars_dense: int
     crossbars: int
+    follows: str | None = None
+    """The layer this one is tied to (its kept channels are that layer's, :mod:`.ties`), if any."""
 
     @property
     def sparsity(self) -> float:
@@ -225,6 +233,26 @@ class _Pruner:
         """The final masks (parameter -> keep vector) of the last run that prunes the model for good."""
         self._short: list | None = None
         self.teacher = copy.deepcopy(model).eval() if s.distill > 0 else None
+        by_param = {g.param: g.layer for g in groups}
+        self.followers: dict[str, list[str]] = {}
+        """Leader layer -> the layers tied to it (:mod:`.ties`), which are pruned and priced with it."""
+        for g in groups:
+            follows = g.group_set.follows
+            if follows is not None and follows.leader in by_param:
+                self.followers.setdefault(by_param[follows.leader], []).append(g.layer)
+
+    def searched(self) -> list[str]:
+        """The layers the search sets ratios for: every layer but the tied followers."""
+        tied = {f for fs in self.followers.values() for f in fs}
+        return [layer for layer in self.groups if layer not in tied]
+
+    def with_followers(self, ratios: dict[str, float]) -> dict[str, float]:
+        """``ratios`` plus each leader's followers (their keep vectors come from the leader's)."""
+        out = dict(ratios)
+        for layer in ratios:
+            for f in self.followers.get(layer, ()):
+                out.setdefault(f, 0.0)
+        return out
 
     def evaluate(self) -> float:
         return accuracy_of(self.model, *self.val)
@@ -244,11 +272,21 @@ class _Pruner:
             return F.cross_entropy(logits, target)
         return distillation_loss(logits, *target, self.s.distill, self.s.temperature)
 
-    def curve(self, layer: str):
+    def curve(self, layer: str) -> CrossbarCurve:
+        """Crossbars of ``layer`` and its followers when it keeps its best ``s`` groups, for every ``s``."""
         if layer not in self.curves:
             g = self.groups[layer]
-            weight = dict(self.model.named_parameters())[g.param]
-            self.curves[layer] = crossbar_curve(g.group_set, g.group_set.norms(weight))
+            norms = g.group_set.norms(dict(self.model.named_parameters())[g.param])
+            curve = crossbar_curve(g.group_set, norms)
+            followers = [self.groups[f].group_set for f in self.followers.get(layer, ())]
+            if followers:
+                order, keep = g.group_set.ranking(norms), np.zeros(g.group_set.n_groups, dtype=bool)
+                extra = [sum(f.crossbars(f.follows.keep(keep)) for f in followers)]
+                for i in order:
+                    keep[i] = True
+                    extra.append(sum(f.crossbars(f.follows.keep(keep)) for f in followers))
+                curve = CrossbarCurve(g.group_set, curve.counts + np.asarray(extra, np.int64))
+            self.curves[layer] = curve
         return self.curves[layer]
 
     def crossbars(self, layer: str, ratio: float) -> int:
@@ -273,6 +311,7 @@ class _Pruner:
         return 1.0 - full / gs.n_groups
 
     def run(self, ratios: dict[str, float], *, epochs: int, relax_epochs: int = 0, title: bool = False) -> None:
+        ratios = self.with_followers(ratios)
         sets = [self.groups[layer].group_set for layer in ratios]
         sparsity = {self.groups[layer].param: r for layer, r in ratios.items()}
         loader = self.loader()
@@ -321,6 +360,7 @@ class _Pruner:
         """Project to ``ratios``, fine-tune on :meth:`short_batches`, recalibrate BatchNorm, expected
         accuracy (:func:`expected_accuracy_of`); the model is restored."""
         state = copy.deepcopy(self.model.state_dict())
+        ratios = self.with_followers(ratios)
         sets = [self.groups[layer].group_set for layer in ratios]
         sparsity = {self.groups[layer].param: r for layer, r in ratios.items()}
         batches = self.short_batches()
@@ -400,6 +440,8 @@ def prune_classifier(model: torch.nn.Module, target, train: tuple[torch.Tensor, 
                                 grain="crossbar" if s.grain == "crossbar" else "column",
                                 strategy=s.pipeline)
     groups = plan_groups(model, example, target, pipeline=s.pipeline, grain=s.grain)
+    if s.tie_depthwise and s.method in TIED_METHODS:
+        groups = tie_depthwise(model, example, groups)
     prunable = groups[1:-1] if s.skip_first_last else groups
     judge = None
     if s.sparsity is None and s.search == "knapsack" and 0 < round(s.judge_fraction * len(val[0])) < len(val[0]):
@@ -408,7 +450,7 @@ def prune_classifier(model: torch.nn.Module, target, train: tuple[torch.Tensor, 
     baseline = pruner.judged()
     search = knapsack = None
     model.train()
-    layers = [g.layer for g in prunable]
+    layers = pruner.searched()
     if s.sparsity is None and s.search == "knapsack":
         callbacks = KnapsackCallbacks(pruner.crossbars, pruner.grid,
                                       lambda layer, r: pruner.short_run({layer: r}),
@@ -434,12 +476,14 @@ def prune_classifier(model: torch.nn.Module, target, train: tuple[torch.Tensor, 
     elif prunable:
         pruner.run({g.layer: s.sparsity for g in prunable}, epochs=s.epochs, relax_epochs=s.relax_epochs, title=True)
     keep = pruner.keep
+    leaders = {f: leader for leader, fs in pruner.followers.items() for f in fs}
     rows = []
     for g in groups:
         kept = keep.get(g.param)
         n_kept = g.group_set.n_groups if kept is None else int(kept.sum())
         xbars = g.dense_crossbars if kept is None else g.group_set.crossbars(kept)
-        rows.append(LayerPruning(g.layer, g.param, g.group_set.n_groups, n_kept, g.dense_crossbars, xbars))
+        rows.append(LayerPruning(g.layer, g.param, g.group_set.n_groups, n_kept, g.dense_crossbars, xbars,
+                                 leaders.get(g.layer)))
     model.eval()
     outcome = PruneOutcome(rows, baseline, pruner.judged(), search, knapsack, reorder, pruner.history)
     if log is not None:

@@ -50,6 +50,27 @@ class PackCount:
 
 
 @dataclass(frozen=True, eq=False)
+class Follow:
+    """A group set whose keep vector is derived from another's: a group is kept while any group of the
+    leader on the same channel is (e.g. a depthwise layer after the layer that makes its input channels)."""
+
+    leader: str
+    """The leader's parameter name."""
+    leader_channels: np.ndarray
+    """``int64 [G_leader]``: the channel of each leader group."""
+    channels: np.ndarray
+    """``int64 [G]``: the channel of each group of the follower."""
+
+    def keep(self, leader_keep) -> torch.Tensor:
+        """The follower's keep vector for the leader's ``leader_keep``."""
+        leader_keep = np.asarray(torch.as_tensor(leader_keep, dtype=torch.bool))
+        size = int(max(self.leader_channels.max(initial=-1), self.channels.max(initial=-1))) + 1
+        alive = np.zeros(size, dtype=bool)
+        alive[self.leader_channels[leader_keep]] = True
+        return torch.from_numpy(alive[self.channels])
+
+
+@dataclass(frozen=True, eq=False)
 class GroupSet:
     """Disjoint groups of the entries of parameter ``param``; entries labelled -1 are never pruned."""
 
@@ -65,6 +86,8 @@ class GroupSet:
     aligned: bool = False
     """Project onto whole crossbars: the projection keeps a bin's groups one crossbar's worth
     (``cost.capacity``) at a time, best crossbar first (see :meth:`ranking`)."""
+    follows: Follow | None = None
+    """Set: the keep vector is the leader's channels (:func:`tie_keep`), not a projection of its own."""
 
     @property
     def n_groups(self) -> int:
@@ -135,6 +158,17 @@ class GroupSet:
         keep = torch.zeros(self.n_groups, dtype=torch.bool)
         keep[torch.from_numpy(self.ranking(scores)[:s])] = True
         return keep
+
+
+def tie_keep(group_sets: list[GroupSet], keep: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``keep`` with the keep vector of every follower whose leader is in ``group_sets`` derived from the
+    leader's (:class:`Follow`); other vectors unchanged."""
+    index = {gs.param: i for i, gs in enumerate(group_sets)}
+    out = list(keep)
+    for i, gs in enumerate(group_sets):
+        if gs.follows is not None and gs.follows.leader in index:
+            out[i] = gs.follows.keep(keep[index[gs.follows.leader]])
+    return out
 
 
 def top_s(scores: torch.Tensor, s: int) -> torch.Tensor:

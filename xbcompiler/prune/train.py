@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..progress import progress as progress_of
-from .groups import GroupSet
+from .groups import GroupSet, tie_keep
 
 
 class Schedule(Protocol):
@@ -129,6 +129,8 @@ class MaskedParams:
         return [gs.norms(w) for gs, w in zip(self.group_sets, self.params)]
 
     def _set_keep(self, keep: list[torch.Tensor]) -> None:
+        """Set the keep vectors (a follower's is derived from its leader's, :func:`tie_keep`) and masks."""
+        keep = tie_keep(self.group_sets, keep)
         self._keep = keep
         self._masks = [gs.mask(k).to(w) for gs, w, k in zip(self.group_sets, self.params, keep)]
 
