@@ -146,3 +146,16 @@ def test_xbc_prune_reports_the_ties(tmp_path, flag):
     assert summary["settings"]["tie_depthwise"] is not bool(flag)
     follows = {r["layer"]: r["follows"] for r in summary["layers"] if r["follows"]}
     assert follows == ({} if flag else {"block1_3": "block1_0", "block2_3": "block2_0"})
+
+
+def test_every_depthwise_layer_of_pytorchcv_mobilenetv2_follows_its_expansion():
+    """The architecture the ties were made for (docs/pruning.md): 17 depthwise layers, each tied to the 1x1
+    expansion convolution of its block."""
+    from examples.pytorchcv_models import mobilenetv2
+
+    model = mobilenetv2().eval()
+    x = torch.randn(1, 3, 32, 32)
+    groups = tie_depthwise(model, x, plan_groups(model, x, xb.load_target("isaac-like")))
+    tied = {g.param: g.group_set.follows.leader for g in groups if g.group_set.follows is not None}
+    assert len(tied) == 17
+    assert all(f.endswith("conv2.conv.weight") and leader == f.replace("conv2", "conv1") for f, leader in tied.items())
