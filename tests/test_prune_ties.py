@@ -129,8 +129,8 @@ def test_the_search_prices_a_leader_with_its_followers():
                                                                  < rows[leader].groups)
 
 
-@pytest.mark.parametrize("flag", [[], ["--no-tie-depthwise"]])
-def test_xbc_prune_reports_the_ties(tmp_path, flag):
+@pytest.mark.parametrize("flag", [[], ["--no-tie-depthwise"], ["--no-fold-dead-channels"]])
+def test_xbc_prune_reports_ties_and_folded_channels(tmp_path, flag):
     import json
     from pathlib import Path
 
@@ -143,9 +143,13 @@ def test_xbc_prune_reports_the_ties(tmp_path, flag):
                    "--sparsity", "0.5", "-o", str(out), "--quiet", *flag])
     summary = json.loads((out / "prune.json").read_text())
     assert status == 0 and summary["verify_ok"] and summary["verify_integer_exact"]
-    assert summary["settings"]["tie_depthwise"] is not bool(flag)
+    untied, unfolded = "--no-tie-depthwise" in flag, "--no-fold-dead-channels" in flag
+    assert summary["settings"]["tie_depthwise"] is not untied
+    assert summary["settings"]["fold_dead_channels"] is not unfolded
     follows = {r["layer"]: r["follows"] for r in summary["layers"] if r["follows"]}
-    assert follows == ({} if flag else {"block1_3": "block1_0", "block2_3": "block2_0"})
+    assert follows == ({} if untied else {"block1_3": "block1_0", "block2_3": "block2_0"})
+    assert (summary["dead_channels"] == []) is unfolded
+    assert all(set(d) == {"producers", "channels", "dead"} and d["dead"] > 0 for d in summary["dead_channels"])
 
 
 def test_every_depthwise_layer_of_pytorchcv_mobilenetv2_follows_its_expansion():

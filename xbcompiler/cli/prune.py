@@ -77,6 +77,9 @@ def add(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--no-tie-depthwise", dest="tie_depthwise", action="store_false",
                    help="search and prune each depthwise layer on its own (default: column grain, lgd and zerorize "
                         "prune a depthwise layer fed by one pruned layer with it, channel for channel)")
+    p.add_argument("--no-fold-dead-channels", dest="fold_dead_channels", action="store_false",
+                   help="leave the channels pruning emptied in their 1x1 consumers (default: fold them into the "
+                        "consumers' biases and pack them out of their crossbars)")
     p.add_argument("--relax-epochs", type=int, default=DEFAULTS.relax_epochs, metavar="N",
                    help="epochs of relaxed projection in the joint run, before --epochs (default %(default)s; 0: project once)")
     p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, metavar="N",
@@ -222,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
                              recovery=args.recovery, judge_fraction=args.judge_fraction,
                              method=args.method, from_scratch=args.from_scratch,
                              rpp=args.rpp, tie_depthwise=args.tie_depthwise, relax_epochs=args.relax_epochs,
-                             epochs=args.epochs,
+                             fold_dead_channels=args.fold_dead_channels, epochs=args.epochs,
                              step_epochs=args.step_epochs, lr=args.lr, distill=args.distill, step=args.step,
                              max_drop=args.max_drop, max_ratio=args.max_ratio, crossbar_threshold=args.crossbar_threshold,
                              reorder=args.reorder, reorder_solver=args.solver, seed=args.seed,
@@ -257,6 +260,7 @@ def run(args: argparse.Namespace) -> int:
         "search": None if outcome.search is None else [dataclasses.asdict(r) for r in outcome.search.layers],
         "search_visited": None if outcome.search is None else [dataclasses.asdict(p) for p in outcome.search.visited],
         "knapsack": knapsack_summary(outcome.knapsack), "reorder": outcome.reorder, "history": outcome.history,
+        "dead_channels": [dataclasses.asdict(d) for d in outcome.dead_channels],
     }
     (out / "prune.json").write_text(json.dumps(summary, indent=1, sort_keys=True, default=str) + "\n")
     if args.json:

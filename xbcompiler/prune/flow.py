@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from ..diagnostics import CompileError
 from .admm import prune_admm
+from .dead_channels import DeadChannels, fold_dead_channels
 from .gap import prune_gap
 from .group_l1 import prune_group_l1
 from .groups import CrossbarCurve, crossbar_curve
@@ -118,6 +119,9 @@ class PruneSettings:
     tie_depthwise: bool = True
     """Column grain, ``lgd`` and ``zerorize``: prune each depthwise layer fed by one pruned layer with it,
     channel for channel, and price the pair as one layer in the search (:mod:`.ties`)."""
+    fold_dead_channels: bool = True
+    """After the joint run, fold the channels pruning emptied into their 1x1 consumers' biases and pack
+    them out of the consumers' crossbars (:mod:`.dead_channels`; function-preserving)."""
     reorder: bool = False
     """Reorder input channels first (``reorder-input-channels``'s algorithm on the model)."""
     reorder_sparsity: float = 0.75
@@ -169,6 +173,8 @@ class PruneOutcome:
     reorder: dict | None = None
     history: list[dict] = field(default_factory=list)
     """Per epoch of the joint run: loss, accuracy, sparsity."""
+    dead_channels: list[DeadChannels] = field(default_factory=list)
+    """The channel spaces whose emptied channels were folded into their consumers (:mod:`.dead_channels`)."""
 
     @property
     def crossbars_dense(self) -> int:
@@ -476,6 +482,10 @@ def prune_classifier(model: torch.nn.Module, target, train: tuple[torch.Tensor, 
     elif prunable:
         pruner.run({g.layer: s.sparsity for g in prunable}, epochs=s.epochs, relax_epochs=s.relax_epochs, title=True)
     keep = pruner.keep
+    dead = fold_dead_channels(model, train[0][:64]) if s.fold_dead_channels and keep else []
+    if dead:  # the consumers lost input rows and every space moved: read the groups off the weights
+        params = dict(model.named_parameters())
+        keep = {g.param: g.group_set.norms(params[g.param]) > 0 for g in groups}
     leaders = {f: leader for leader, fs in pruner.followers.items() for f in fs}
     rows = []
     for g in groups:
@@ -485,7 +495,7 @@ def prune_classifier(model: torch.nn.Module, target, train: tuple[torch.Tensor, 
         rows.append(LayerPruning(g.layer, g.param, g.group_set.n_groups, n_kept, g.dense_crossbars, xbars,
                                  leaders.get(g.layer)))
     model.eval()
-    outcome = PruneOutcome(rows, baseline, pruner.judged(), search, knapsack, reorder, pruner.history)
+    outcome = PruneOutcome(rows, baseline, pruner.judged(), search, knapsack, reorder, pruner.history, dead)
     if log is not None:
         log(outcome.table())
     return outcome
