@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+from ..diagnostics import CompileError
 from ..frontend import ops
-from ..frontend.trace import is_crossbar_module
+from ..frontend.trace import check_inputs, is_crossbar_module, trace
 
 #: Ops whose output keeps the channel order of their first argument.
 CHANNELWISE = frozenset(
@@ -146,6 +147,14 @@ def _shape(node) -> tuple[int, ...] | None:
 
 def _tensor_args(node: fx.Node) -> list[fx.Node]:
     return [a for a in node.all_input_nodes if _shape(a) is not None]
+
+
+def model_spaces(model: nn.Module, example_inputs) -> ChannelSpaces | None:
+    """The spaces of ``model`` traced with torch.fx on ``example_inputs``; None when it does not trace."""
+    try:
+        return channel_spaces(trace(model, check_inputs(example_inputs)))
+    except CompileError:
+        return None
 
 
 def channel_spaces(gm: fx.GraphModule) -> ChannelSpaces:
@@ -302,7 +311,8 @@ def _cat_dim(node, tensors) -> int | None:
 
 # --- applying permutations ---------------------------------------------------------------------------
 
-def _tensor(gm: fx.GraphModule, path: str) -> torch.Tensor:
+def attribute(gm: nn.Module, path: str) -> torch.Tensor | nn.Module:
+    """The tensor or module at a dotted attribute path (AttributeError if there is none)."""
     value = gm
     for part in path.split("."):
         value = getattr(value, part)
@@ -323,7 +333,7 @@ def apply_permutations(gm: fx.GraphModule, cs: ChannelSpaces, perms: dict[int, n
                 if mod.bias is not None:
                     mod.bias.copy_(permute_outputs(mod.bias, perm))
             for path, offset in space.channelwise:
-                target = _tensor(gm, path)
+                target = attribute(gm, path)
                 if isinstance(target, nn.Module):  # depthwise layer
                     target.weight.copy_(permute_outputs(target.weight, perm))
                     if target.bias is not None:

@@ -20,8 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..diagnostics import CompileError
-from .channels import ChannelSpaces, apply_permutations, channel_spaces
+from .channels import ChannelSpaces, apply_permutations, attribute, model_spaces
 
 
 @dataclass(frozen=True)
@@ -61,13 +60,9 @@ def _columns(cs: ChannelSpaces, segments, root: int) -> list[int] | None:
 
 def fold_dead_channels(model: nn.Module, images: torch.Tensor) -> list[DeadChannels]:
     """Fold and pack the dead channels of ``model`` in place (module docstring); the spaces changed."""
-    from ..frontend.trace import check_inputs, trace
-
-    try:
-        gm = trace(model, check_inputs((images[:1],)))
-    except CompileError:
+    cs = model_spaces(model, (images[:1],))
+    if cs is None:
         return []
-    cs = channel_spaces(gm)
     plans = []
     for root in cs.roots():
         space = cs.space(root)
@@ -76,7 +71,7 @@ def fold_dead_channels(model: nn.Module, images: torch.Tensor) -> list[DeadChann
         consumers = cs.consumers_of(root)
         try:
             producers = [model.get_submodule(p) for p in space.producers]
-            depthwise = [model.get_submodule(p) for p, _ in space.channelwise if _is_module(model, p)]
+            depthwise = [m for m in (attribute(model, p) for p, _ in space.channelwise) if isinstance(m, nn.Module)]
             readers = [(model.get_submodule(c.module), _columns(cs, c.segments, root)) for c in consumers]
         except AttributeError:  # a module the trace made (a functional conv): not in the model
             continue
@@ -89,7 +84,7 @@ def fold_dead_channels(model: nn.Module, images: torch.Tensor) -> list[DeadChann
             plans.append((root, space, readers, dead))
     if not plans:
         return []
-    inputs = _consumer_inputs(model, images, {id(mod): mod for _, _, readers, _ in plans for mod, _ in readers})
+    inputs = _consumer_inputs(model, images, [mod for _, _, readers, _ in plans for mod, _ in readers])
     perms, report = {}, []
     with torch.no_grad():
         for root, space, readers, dead in plans:
@@ -116,18 +111,11 @@ def fold_dead_channels(model: nn.Module, images: torch.Tensor) -> list[DeadChann
     return report
 
 
-def _is_module(model: nn.Module, path: str) -> bool:
-    try:
-        return isinstance(model.get_submodule(path), nn.Module)
-    except AttributeError:
-        return False
-
-
-def _consumer_inputs(model: nn.Module, images: torch.Tensor, modules: dict[int, nn.Module]) -> dict[int, torch.Tensor]:
-    """The input of each of ``modules`` on one eval-mode forward pass over ``images``."""
+def _consumer_inputs(model: nn.Module, images: torch.Tensor, modules: list[nn.Module]) -> dict[int, torch.Tensor]:
+    """The input of each of ``modules`` (by ``id``) on one eval-mode forward pass over ``images``."""
     seen: dict[int, torch.Tensor] = {}
     hooks = [mod.register_forward_pre_hook(lambda m, args: seen.setdefault(id(m), args[0].detach()))
-             for mod in modules.values()]
+             for mod in {id(m): m for m in modules}.values()]
     was = model.training
     model.eval()
     try:

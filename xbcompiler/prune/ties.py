@@ -16,8 +16,7 @@ import dataclasses
 
 import numpy as np
 
-from ..diagnostics import CompileError
-from .channels import channel_spaces
+from .channels import model_spaces
 from .groups import Follow
 from .plan_groups import LayerGroups
 
@@ -29,13 +28,9 @@ def _module_of(param: str) -> str:
 def tie_depthwise(model, example_inputs, groups: list[LayerGroups]) -> list[LayerGroups]:
     """``groups`` with every tieable depthwise layer's group set following its producer's; unchanged
     when the model does not trace with torch.fx (the channel analysis needs the fx graph)."""
-    from ..frontend.trace import check_inputs, trace
-
-    try:
-        gm = trace(model, check_inputs(example_inputs))
-    except CompileError:
+    cs = model_spaces(model, example_inputs)
+    if cs is None:
         return groups
-    cs = channel_spaces(gm)
     by_module = {_module_of(g.param): g for g in groups}
     leader_of: dict[str, LayerGroups] = {}
     for root in cs.roots():
