@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 import xbcompiler as xb
-from tests.data.prune_models import inverted_residual
+from tests.data.prune_models import gated_inverted_residual, inverted_residual
 from xbcompiler.prune.dead_channels import fold_dead_channels
 
 T64 = ("isaac-like", {"crossbar.rows": 64, "crossbar.cols": 64})
@@ -91,3 +91,30 @@ def test_the_flow_reports_the_folded_spaces_and_can_skip_them():
     # at one sparsity for every layer the projection has already dropped whole crossbars of its own, so
     # the folded rows free nothing more here (the search's allocations leave projections denser)
     assert counts[True] <= counts[False]
+
+
+def test_a_gated_space_folds_only_the_channels_its_gate_lost_too():
+    """Behind a squeeze-and-excitation gate the depthwise output and the gated product both belong to the
+    space: a channel is constant only where expansion, depthwise layer and gate are all emptied; each
+    consumer (the squeeze convolution and the projection) takes its own constant."""
+
+    def emptied():
+        model = gated_inverted_residual().eval()
+        gen = torch.Generator().manual_seed(5)
+        with torch.no_grad():
+            for bn in (model.expand[1], model.depthwise[1]):
+                bn.running_mean.copy_(torch.rand(bn.num_features, generator=gen) * 2 - 1)
+                bn.bias.copy_(torch.rand(bn.num_features, generator=gen) * 2 - 1)
+            model.expand[0].weight[:12] = 0
+            model.depthwise[0].weight[:12] = 0
+            model.excite.weight[4:16] = 0  # the gate is constant on channels 4-15 only
+        return model
+
+    model = emptied()
+    x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    report = fold_dead_channels(model, x)
+    assert [(set(r.producers), r.channels, r.dead) for r in report] == [({"expand.0", "excite"}, 32, 8)]
+    other = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(model(other), emptied()(other), atol=1e-5)
+    assert not model.project[0].weight.flatten(1).ne(0).any(0)[24:].any()
+    assert not model.squeeze.weight.flatten(1).ne(0).any(0)[24:].any()

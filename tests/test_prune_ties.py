@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import xbcompiler as xb
-from tests.data.prune_models import inverted_residual
+from tests.data.prune_models import gated_inverted_residual, inverted_residual
 from xbcompiler.prune.groups import Follow, column_groups, conv_group_groups, tie_keep
 from xbcompiler.prune.lgd import LGDPruner
 from xbcompiler.prune.plan_groups import plan_groups
@@ -78,13 +78,27 @@ def test_a_tied_depthwise_layer_is_masked_channel_for_channel_with_its_producer(
     assert (weight[~torch.from_numpy(alive)] == 0).all() and (weight[torch.from_numpy(alive)] != 0).any()
 
 
-def _pruned(tie: bool, **settings):
+def test_a_gate_on_the_depthwise_output_does_not_untie_it():
+    """A squeeze-and-excitation gate multiplying the depthwise output joins its 1x1 convolution to the
+    space (two producers), but the depthwise layer's input still has one: tied."""
+    from xbcompiler.prune.channels import model_spaces
+
+    model, x = gated_inverted_residual().eval(), torch.randn(1, 1, 8, 8)
+    cs = model_spaces(model, x)
+    space = next(cs.space(r) for r in cs.roots() if "expand.0" in cs.space(r).producers)
+    assert sorted(space.producers) == ["excite", "expand.0"]
+    assert cs.depthwise_inputs == {"depthwise.0": ("expand.0",)}
+    groups = {g.layer: g for g in tie_depthwise(model, x, _groups(model))}
+    assert groups["depthwise_0"].group_set.follows.leader == "expand.0.weight"
+
+
+def _pruned(tie: bool, factory=inverted_residual, **settings):
     from xbcompiler.datasets import Split, digits, train_classifier
     from xbcompiler.prune.flow import PruneSettings, holdout, prune_classifier
 
     d = digits(0)
     train, val = holdout(d.x_train, d.y_train, 0.2, 0)
-    model = train_classifier(_net().train(), Split(*train, d.x_test, d.y_test), epochs=2)
+    model = train_classifier(factory().train(), Split(*train, d.x_test, d.y_test), epochs=2)
     s = PruneSettings(epochs=1, relax_epochs=1, progress=False, tie_depthwise=tie, **settings)
     outcome = prune_classifier(model, xb.load_target(*T64), train, val, s)
     return model, outcome, d
@@ -112,6 +126,24 @@ def test_pruning_with_ties_keeps_the_followers_channels_and_verifies(tie):
     assert pruned.summary["crossbars"] == outcome.crossbars
     assert xb.verify(pruned, model, d.x_test[:4]).ok
     quantised = xb.compile(model, example, xb.load_target(*T64), pipeline, calibration=d.x_train[:64])
+    assert xb.verify(quantised, model, d.x_test[:4]).exact
+
+
+def test_a_gated_depthwise_layer_prunes_with_its_expansion_and_verifies():
+    from xbcompiler.prune.flow import PRUNED_PIPELINES
+
+    model, outcome, d = _pruned(True, gated_inverted_residual, sparsity=0.5)
+    rows = {r.layer: r for r in outcome.layers}
+    params = dict(model.named_parameters())
+    alive = params["expand.0.weight"].detach().flatten(1).ne(0).any(1)
+    assert rows["depthwise_0"].follows == "expand_0" and 0 < int(alive.sum()) < 32
+    assert torch.equal(params["depthwise.0.weight"].detach().flatten(1).ne(0).any(1), alive)
+    gated = [dc for dc in outcome.dead_channels if "expand.0" in dc.producers]
+    assert all(set(dc.producers) == {"expand.0", "excite"} for dc in gated)  # folded only where the gate is dead too
+    example = d.x_train[:1]
+    pipeline = PRUNED_PIPELINES["semi-folded"]
+    quantised = xb.compile(model, example, xb.load_target(*T64), pipeline, calibration=d.x_train[:64])
+    assert quantised.summary["crossbars"] == outcome.crossbars
     assert xb.verify(quantised, model, d.x_test[:4]).exact
 
 
@@ -163,3 +195,21 @@ def test_every_depthwise_layer_of_pytorchcv_mobilenetv2_follows_its_expansion():
     tied = {g.param: g.group_set.follows.leader for g in groups if g.group_set.follows is not None}
     assert len(tied) == 17
     assert all(f.endswith("conv2.conv.weight") and leader == f.replace("conv2", "conv1") for f, leader in tied.items())
+
+
+@pytest.mark.parametrize("module, factory", [("mobilenetv3", "mobilenetv3_small_w7d20"), ("mnasnet", "mnasnet_small")])
+def test_depthwise_layers_gated_by_squeeze_and_excitation_are_tied_too(module, factory):
+    """MobileNetV3 and MnasNet multiply depthwise outputs by squeeze-and-excitation gates: every depthwise
+    layer still follows the one convolution that feeds it."""
+    import importlib
+
+    model = getattr(importlib.import_module(f"pytorchcv.models.{module}"), factory)(
+        pretrained=False, in_size=(32, 32), num_classes=10).eval()
+    model.features.final_pool = nn.AdaptiveAvgPool2d(1)
+    x = torch.randn(1, 3, 32, 32)
+    groups = tie_depthwise(model, x, plan_groups(model, x, xb.load_target("isaac-like")))
+    depthwise = {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, nn.Conv2d)
+                 and m.groups > 1 and m.groups == m.in_channels == m.out_channels}
+    tied = {g.param: g.group_set.follows.leader for g in groups if g.group_set.follows is not None}
+    assert set(tied) == depthwise and len(depthwise) >= 11
+    assert not set(tied.values()) & depthwise

@@ -51,3 +51,29 @@ class InvertedResidual(nn.Module):
 def inverted_residual():
     torch.manual_seed(0)
     return InvertedResidual()
+
+
+class GatedInvertedResidual(nn.Module):
+    """Stem and one inverted-residual block whose depthwise output a squeeze-and-excitation gate multiplies
+    (MobileNetV3, MnasNet): the gate's 1x1 convolution joins the depthwise layer's channel space."""
+
+    def __init__(self, c: int = 8, expand: int = 4):
+        super().__init__()
+        h = c * expand
+        self.stem = nn.Sequential(nn.Conv2d(1, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU6())
+        self.expand = nn.Sequential(nn.Conv2d(c, h, 1, bias=False), nn.BatchNorm2d(h), nn.ReLU6())
+        self.depthwise = nn.Sequential(nn.Conv2d(h, h, 3, padding=1, groups=h, bias=False), nn.BatchNorm2d(h),
+                                       nn.ReLU6())
+        self.squeeze, self.excite = nn.Conv2d(h, c, 1), nn.Conv2d(c, h, 1)
+        self.project = nn.Sequential(nn.Conv2d(h, 2 * c, 1, bias=False), nn.BatchNorm2d(2 * c))
+        self.head = nn.Linear(2 * c, 10)
+
+    def forward(self, x):
+        x = self.depthwise(self.expand(self.stem(x)))
+        gate = torch.sigmoid(self.excite(torch.relu(self.squeeze(x.mean((2, 3), keepdim=True)))))
+        return self.head(self.project(x * gate).mean((2, 3)))
+
+
+def gated_inverted_residual():
+    torch.manual_seed(0)
+    return GatedInvertedResidual()

@@ -89,6 +89,10 @@ class ChannelSpaces:
         self.parent: list[int] = []
         self.spaces: list[Space] = []
         self.consumers: list[Consumer] = []
+        self.depthwise_inputs: dict[str, tuple[str, ...]] = {}
+        """Depthwise module path -> the producers of its input space when the analysis met it: every
+        crossbar layer upstream of its input (a space merged later, e.g. by a squeeze-and-excitation gate
+        multiplying its output, adds none)."""
 
     # --- union-find ------------------------------------------------------------------------------
     def new(self, size: int, pinned: str | None = None) -> int:
@@ -205,6 +209,7 @@ def _module(gm, node, seg, cs: ChannelSpaces, fresh) -> None:
     if groups > 1 and groups == c_in == c_out and len(segs) == 1 and segs[0].expand == 1:
         # depthwise, one output per channel: the permutation passes through (weight and bias follow it)
         cs.space(segs[0].space).channelwise.append((node.target, 0))
+        cs.depthwise_inputs[node.target] = tuple(cs.space(segs[0].space).producers)
         seg[node] = segs
         return
     if groups > 1:

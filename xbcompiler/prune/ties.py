@@ -3,11 +3,13 @@
 In an inverted-residual block (MobileNetV2: 1x1 expansion, depthwise 3x3, 1x1 projection) a depthwise
 channel whose input channel is pruned away reads a constant (the BatchNorm's shift), so it carries
 almost nothing and its crossbar share is better freed with it. :func:`tie_depthwise` marks each
-depthwise layer whose channel space (:mod:`.channels`) has exactly one producer, itself pruned by output
-channel, as a follower of that producer (:class:`~xbcompiler.prune.groups.Follow`): the search prices
-the two as one layer, and the joint run keeps a depthwise channel exactly while its producer keeps a
-group on that channel. Spaces fed by several producers (residual sums) are left untied: one producer's
-pruned channel does not make their sum constant.
+depthwise layer whose input has exactly one producer upstream (:attr:`.channels.ChannelSpaces.depthwise_inputs`),
+itself pruned by output channel, as a follower of that producer (:class:`~xbcompiler.prune.groups.Follow`):
+the search prices the two as one layer, and the joint run keeps a depthwise channel exactly while its
+producer keeps a group on that channel. An input fed by several producers (a residual sum) is left
+untied: one producer's pruned channel does not make their sum constant. What the depthwise output meets
+later does not matter: a squeeze-and-excitation gate multiplying it (MobileNetV3, MnasNet) joins the
+gate's layer to the space but not to the depthwise layer's input.
 """
 
 from __future__ import annotations
@@ -33,18 +35,13 @@ def tie_depthwise(model, example_inputs, groups: list[LayerGroups]) -> list[Laye
         return groups
     by_module = {_module_of(g.param): g for g in groups}
     leader_of: dict[str, LayerGroups] = {}
-    for root in cs.roots():
-        space = cs.space(root)
-        if len(space.producers) != 1 or space.producers[0] not in by_module:
+    for path, producers in cs.depthwise_inputs.items():
+        follower = by_module.get(path)
+        leader = by_module.get(producers[0]) if len(producers) == 1 else None
+        if follower is None or leader is None or follower is leader or leader.group_set.follows is not None:
             continue
-        leader = by_module[space.producers[0]]
-        if leader.group_set.key_names != ("o", "a") or leader.group_set.follows is not None:
-            continue
-        for path, offset in space.channelwise:
-            follower = by_module.get(path)
-            if follower is not None and offset == 0 and follower is not leader \
-                    and follower.group_set.key_names in (("g",), ("o", "a")):
-                leader_of[follower.layer] = leader
+        if leader.group_set.key_names == ("o", "a") and follower.group_set.key_names in (("g",), ("o", "a")):
+            leader_of[follower.layer] = leader
     out = []
     for g in groups:
         leader = leader_of.get(g.layer)
