@@ -7,7 +7,8 @@ weights downloaded) for 3x32x32 inputs and 10 classes, usable as ``FILE.py:FACTO
         --train-epochs 30 -o pruned-resnet20
 
 One family each: residual (``resnet20``), squeeze-and-excitation (``seresnet20``), dense
-(``densenet40``) and depthwise-separable (``mobilenetv2``). docs/pruning.md has the measured runs.
+(``densenet40``) and depthwise-separable (``mobilenetv2``; ``mobilenetv3``, whose depthwise outputs pass
+squeeze-and-excitation gates). docs/pruning.md has the measured runs.
 """
 
 from __future__ import annotations
@@ -51,5 +52,16 @@ def mobilenetv2() -> torch.nn.Module:
 
     torch.manual_seed(INIT_SEED)
     model = mobilenetv2_wd2(pretrained=False, in_size=(32, 32), num_classes=10)
+    model.features.final_pool = torch.nn.AdaptiveAvgPool2d(1)
+    return model
+
+
+def mobilenetv3() -> torch.nn.Module:
+    """MobileNetV3-Small at width 0.35 (hard-swish, squeeze-and-excitation gates on the depthwise outputs)
+    for 32x32 inputs and 10 classes; the 7x7 final pool made adaptive."""
+    from pytorchcv.models.mobilenetv3 import mobilenetv3_small_w7d20
+
+    torch.manual_seed(INIT_SEED)
+    model = mobilenetv3_small_w7d20(pretrained=False, in_size=(32, 32), num_classes=10)
     model.features.final_pool = torch.nn.AdaptiveAvgPool2d(1)
     return model

@@ -14,7 +14,7 @@ from xbcompiler.cli import main
 from xbcompiler.modelfile import load_model
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "pytorchcv_models.py"
-FACTORIES = ("resnet20", "seresnet20", "densenet40", "mobilenetv2")
+FACTORIES = ("resnet20", "seresnet20", "densenet40", "mobilenetv2", "mobilenetv3")
 
 
 @pytest.mark.parametrize("factory", FACTORIES)
