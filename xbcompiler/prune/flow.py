@@ -37,7 +37,7 @@ from .admm import prune_admm
 from .dead_channels import DeadChannels, fold_dead_channels
 from .gap import prune_gap
 from .group_l1 import prune_group_l1
-from .groups import CrossbarCurve, crossbar_curve
+from .groups import CrossbarCurve, GroupSet, crossbar_curve
 from .knapsack import KnapsackCallbacks, KnapsackResult, knapsack_search
 from .lgd import LGDPruner, prune_lgd
 from .plan_groups import LayerGroups, plan_groups
@@ -252,13 +252,15 @@ class _Pruner:
         tied = {f for fs in self.followers.values() for f in fs}
         return [layer for layer in self.groups if layer not in tied]
 
-    def with_followers(self, ratios: dict[str, float]) -> dict[str, float]:
-        """``ratios`` plus each leader's followers (their keep vectors come from the leader's)."""
-        out = dict(ratios)
-        for layer in ratios:
+    def targets(self, ratios: dict[str, float]) -> tuple[list[GroupSet], dict[str, float]]:
+        """The group sets a run at ``ratios`` projects, each leader's followers with it (their keep vectors
+        come from the leader's), and the sparsity of each by parameter."""
+        ratios = dict(ratios)
+        for layer in list(ratios):
             for f in self.followers.get(layer, ()):
-                out.setdefault(f, 0.0)
-        return out
+                ratios.setdefault(f, 0.0)
+        return ([self.groups[layer].group_set for layer in ratios],
+                {self.groups[layer].param: r for layer, r in ratios.items()})
 
     def evaluate(self) -> float:
         return accuracy_of(self.model, *self.val)
@@ -317,9 +319,7 @@ class _Pruner:
         return 1.0 - full / gs.n_groups
 
     def run(self, ratios: dict[str, float], *, epochs: int, relax_epochs: int = 0, title: bool = False) -> None:
-        ratios = self.with_followers(ratios)
-        sets = [self.groups[layer].group_set for layer in ratios]
-        sparsity = {self.groups[layer].param: r for layer, r in ratios.items()}
+        sets, sparsity = self.targets(ratios)
         loader = self.loader()
         s = self.s
         common = {"lr": s.lr, "evaluate": lambda m: accuracy_of(m, *self.val), "progress": s.progress and title,
@@ -366,9 +366,7 @@ class _Pruner:
         """Project to ``ratios``, fine-tune on :meth:`short_batches`, recalibrate BatchNorm, expected
         accuracy (:func:`expected_accuracy_of`); the model is restored."""
         state = copy.deepcopy(self.model.state_dict())
-        ratios = self.with_followers(ratios)
-        sets = [self.groups[layer].group_set for layer in ratios]
-        sparsity = {self.groups[layer].param: r for layer, r in ratios.items()}
+        sets, sparsity = self.targets(ratios)
         batches = self.short_batches()
         if batches:
             prune_lgd(self.model, sets, sparsity, batches, relax_epochs=0, finetune_epochs=1, lr=self.s.lr,

@@ -38,9 +38,8 @@ def tie_depthwise(model, example_inputs, groups: list[LayerGroups]) -> list[Laye
     for path, producers in cs.depthwise_inputs.items():
         follower = by_module.get(path)
         leader = by_module.get(producers[0]) if len(producers) == 1 else None
-        if follower is None or leader is None or follower is leader or leader.group_set.follows is not None:
-            continue
-        if leader.group_set.key_names == ("o", "a") and follower.group_set.key_names in (("g",), ("o", "a")):
+        if follower is not None and leader is not None and leader.group_set.key_names == ("o", "a") \
+                and follower.group_set.key_names in (("g",), ("o", "a")):
             leader_of[follower.layer] = leader
     out = []
     for g in groups:
