@@ -198,5 +198,5 @@ def test_the_knapsack_runs_pareto_plot_names_sensitivity_points_and_tries():
     chosen = series["sensitivity (one layer, expected acc.): allocated"]
     other = series["sensitivity (one layer, expected acc.): not allocated"]
     assert len(chosen) == 2 and len(chosen) + len(other) == 6  # one point per (layer, ratio), one chosen per layer
-    assert series["joint run: try backed off from"] == [(20 - result.attempts[0].allocation.freed, 89.0)]
+    assert series["joint run: try not kept"] == [(20 - result.attempts[0].allocation.freed, 89.0)]
     assert series["after the joint run"] == [(outcome.crossbars, 90.5)]

@@ -118,3 +118,40 @@ def test_a_gated_space_folds_only_the_channels_its_gate_lost_too():
     assert torch.allclose(model(other), emptied()(other), atol=1e-5)
     assert not model.project[0].weight.flatten(1).ne(0).any(0)[24:].any()
     assert not model.squeeze.weight.flatten(1).ne(0).any(0)[24:].any()
+
+
+def test_a_space_is_packed_only_when_packing_frees_crossbars():
+    """Four dead channels fill no input group of the projection (two groups of 16 on 16-row crossbars),
+    whose slabs ``W[o, I_a]`` are pruned alternately (outputs 0-7 read group 0, outputs 8-15 group 1):
+    packing would mix both groups' rows and revive the pruned slabs, so with ``cost`` the channels are
+    folded in place; without it they move and the projection takes more crossbars."""
+    from xbcompiler.prune.plan_groups import crossbars_read_off, plan_groups
+
+    target = xb.load_target("isaac-like", {"crossbar.rows": 16, "crossbar.cols": 64})
+    x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def emptied():
+        model = _emptied()
+        with torch.no_grad():
+            model.block2[0].weight[:] = torch.rand_like(model.block2[0].weight) + 0.1  # undo the even channels
+            model.block2[3].weight[:] = torch.rand_like(model.block2[3].weight) + 0.1
+            model.block2[0].weight[:4] = 0
+            model.block2[3].weight[:4] = 0
+            project = model.block2[6].weight
+            project[:8, 16:] = 0
+            project[8:, :16] = 0
+        return model
+
+    model, groups = emptied(), plan_groups(emptied(), x[:1], target)
+    dense = crossbars_read_off(model, groups)
+    report = fold_dead_channels(model, x, cost=lambda m: crossbars_read_off(m, groups))
+    packed = {r.producers: r.packed for r in report}
+    assert packed[("block2.0",)] is False and packed[("block1.0",)] is True
+    assert crossbars_read_off(model, groups) < dense  # block1's packing still frees its group
+    assert torch.allclose(model(x), emptied()(x), atol=1e-5)
+    assert model.block2[6].weight[:, :4].eq(0).all()  # folded where they stand
+    blind = emptied()
+    fold_dead_channels(blind, x)
+    assert crossbars_read_off(blind, groups) > crossbars_read_off(model, groups)
+    pruned = [xb.compile(m, x[:1], target, "semi-folded-pruned").summary["crossbars"] for m in (model, blind)]
+    assert pruned[0] < pruned[1]

@@ -99,37 +99,81 @@ def test_monotone_drops_take_the_running_maximum():
 
 
 class Toy:
-    """Two layers; every crossbar freed costs ``cost`` points in the joint run."""
+    """Two layers; every crossbar freed costs ``cost`` points in the joint run, and 50 points past ``limit``."""
 
-    def __init__(self, joint_cost: float):
-        self.joint_cost = joint_cost
+    def __init__(self, joint_cost: float, limit: int = 100):
+        self.joint_cost, self.limit = joint_cost, limit
         self.joints: list[dict] = []
-        self.restores = 0
+        self.saves = 0
+        self.restored: list[str] = []
 
     def callbacks(self):
         return KnapsackCallbacks(crossbars=lambda layer, r: 10 - round(10 * r), ratios=lambda layer: [0.2, 0.5, 0.8],
                                  sensitivity=lambda layer, r: 90.0 - r, reference=lambda: 90.0,
-                                 judge_reference=lambda: 91.0, joint=self.joint, save=lambda: "dense",
-                                 restore=self.restore)
+                                 judge_reference=lambda: 91.0, joint=self.joint, save=self.save,
+                                 restore=self.restored.append)
 
     def joint(self, ratios):
         self.joints.append(ratios)
-        return 91.0 - self.joint_cost * sum(round(10 * r) for r in ratios.values())
+        freed = sum(round(10 * r) for r in ratios.values())
+        return 91.0 - self.joint_cost * freed - 50.0 * (freed > self.limit)
 
-    def restore(self, state):
-        assert state == "dense"
-        self.restores += 1
+    def save(self):
+        self.saves += 1
+        return "dense" if self.saves == 1 else f"after try {len(self.joints) - 1}"
 
 
-def test_search_within_budget_runs_once():
+def test_search_within_budget_runs_once_without_growing():
     toy = Toy(joint_cost=0.0)
-    result = knapsack_search(["a", "b"], toy.callbacks(), baseline=92.0, max_drop=1.0, progress=False)
-    assert len(result.attempts) == 1 and result.budget_met and toy.restores == 0
+    result = knapsack_search(["a", "b"], toy.callbacks(), baseline=92.0, max_drop=1.0, grow_factor=1.0,
+                             progress=False)
+    assert len(result.attempts) == 1 and result.budget_met and toy.restored == []
     (ratios,) = toy.joints  # drops = ratios here: 0.5 + 0.5 or 0.8 + 0.2, both free 10 of 16 possible
     assert sum(ratios.values()) == pytest.approx(1.0) and len(ratios) == 2
     assert result.final.allocation.freed == 10 and result.judge_reference == 91.0
     assert [c.ratio for c in result.layers[0].choices] == [0.0, 0.2, 0.5, 0.8]
     assert [c.freed for c in result.layers[0].choices] == [0, 2, 5, 8]
+
+
+def test_search_grows_once_when_half_the_budget_is_unused_and_keeps_a_grow_within_it():
+    toy = Toy(joint_cost=0.0)
+    result = knapsack_search(["a", "b"], toy.callbacks(), baseline=92.0, max_drop=1.0, progress=False)
+    assert [a.kind for a in result.attempts] == ["first", "grow"] and result.standing == 1
+    assert [a.allocation.budget for a in result.attempts] == [1.0, 2.0]
+    assert result.attempts[1].allocation.freed > result.attempts[0].allocation.freed
+    assert result.final is result.attempts[1] and result.budget_met and result.not_kept == [result.attempts[0]]
+    assert toy.restored == ["dense"]  # the grow starts from the dense model, and stands
+    assert "try 1 (grow, stands)" in result.table()
+
+
+@pytest.mark.parametrize("toy", [Toy(joint_cost=0.0, limit=10), Toy(joint_cost=0.02)],
+                         ids=["over the budget", "within it, worse than the first"])
+def test_search_undoes_a_grow_judged_worse_than_the_first_try(toy, capsys):
+    """The first try frees 10 and loses 0 (0.2); the grow frees more and loses 50 points (0.32 of 1: within
+    the budget, half of it still unused, but worse than the try it grew from)."""
+    result = knapsack_search(["a", "b"], toy.callbacks(), baseline=92.0, max_drop=1.0, progress=True)
+    assert [a.kind for a in result.attempts] == ["first", "grow"]
+    first, grow = (a.loss for a in result.attempts)
+    assert grow > first
+    assert f"grow undone (loss {grow:.3g} over the first try's {first:.3g}): back to try 0" in capsys.readouterr().err
+    assert result.standing == 0 and result.final.allocation.freed == 10 and result.budget_met
+    assert toy.restored == ["dense", "after try 0"]  # the first try's state comes back
+    assert result.not_kept == [result.attempts[1]] and "try 0 (first, stands)" in result.table()
+    chosen = dict(result.final.allocation.ratios)
+    assert [p.ratio for p in result.as_search().visited if p.accepted] == [r for r in chosen.values() if r > 0]
+
+
+@pytest.mark.parametrize("cost,factor", [(0.06, 2.0), (0.0, 1.0)])
+def test_search_does_not_grow_with_less_than_half_the_budget_unused_or_growing_off(cost, factor):
+    toy = Toy(joint_cost=cost)  # 10 freed -> loss 0.6 of 1.0: within, but less than half unused
+    result = knapsack_search(["a", "b"], toy.callbacks(), baseline=92.0, max_drop=1.0, grow_factor=factor,
+                             progress=False)
+    assert [a.kind for a in result.attempts] == ["first"] and result.budget_met and toy.restored == []
+
+
+def test_search_refuses_a_grow_factor_below_one():
+    with pytest.raises(ValueError, match="grow_factor"):
+        knapsack_search(["a"], Toy(0.0).callbacks(), baseline=92.0, max_drop=1.0, grow_factor=0.5, progress=False)
 
 
 def test_search_backs_off_with_fewer_crossbars_until_within_budget():
@@ -139,7 +183,9 @@ def test_search_backs_off_with_fewer_crossbars_until_within_budget():
     freed = [a.allocation.freed for a in result.attempts]
     assert freed == sorted(freed, reverse=True) and len(set(freed)) == len(freed)
     assert [a.met for a in result.attempts][-1] and not any(a.met for a in result.attempts[:-1])
-    assert toy.restores == len(result.attempts) - 1
+    assert toy.restored == ["dense"] * (len(result.attempts) - 1)
+    assert [a.kind for a in result.attempts] == ["first"] + ["back-off"] * (len(result.attempts) - 1)
+    assert result.standing == len(result.attempts) - 1  # no grow after a back-off
     budgets = [a.allocation.budget for a in result.attempts]
     assert budgets == [0.6 * 0.5 ** i for i in range(len(budgets))]
 
@@ -183,6 +229,40 @@ def test_prune_classifier_knapsack_records_sensitivity_and_allocation():
     assert outcome.crossbars <= outcome.crossbars_dense - (k.final.allocation.freed > 0)
 
 
+def test_an_undone_grow_leaves_the_model_and_its_masks_as_the_first_try_left_them(monkeypatch):
+    """The first joint run is judged perfect (so the search grows), the grow hopeless (so it is undone): the
+    model ends with the first try's weights, masks and history, and the table of layers reads them."""
+    from tests.models import digits_cnn
+    from xbcompiler.datasets import Split, digits, train_classifier
+    from xbcompiler.prune import flow
+    from xbcompiler.target import load_target
+
+    d = digits(0)
+    train, val = flow.holdout(d.x_train, d.y_train, 0.2, 0)
+    model = train_classifier(digits_cnn(seed=0), Split(*train, d.x_test, d.y_test), epochs=2)
+    after: list[tuple[dict, dict, list]] = []
+    real = flow._Pruner.joint
+
+    def joint(self, ratios):
+        real(self, ratios)
+        after.append((copy.deepcopy(self.model.state_dict()), dict(self.keep), list(self.history)))
+        return 100.0 if len(after) == 1 else 0.0
+
+    monkeypatch.setattr(flow._Pruner, "joint", joint)
+    target = load_target("isaac-like", {"crossbar.rows": 64, "crossbar.cols": 64})
+    settings = flow.PruneSettings(epochs=1, relax_epochs=1, max_drop=3.0, fold_dead_channels=False, progress=False)
+    outcome = flow.prune_classifier(model, target, train, val, settings)
+    k = outcome.knapsack
+    assert [a.kind for a in k.attempts] == ["first", "grow"] and k.standing == 0 and len(after) == 2
+    assert k.attempts[1].allocation.freed > k.attempts[0].allocation.freed
+    weights, keep, history = after[0]
+    assert all(torch.equal(v, model.state_dict()[name]) for name, v in weights.items())
+    assert outcome.history == history
+    rows = {r.param: r for r in outcome.layers}
+    assert keep and all(rows[param].kept == int(mask.sum()) for param, mask in keep.items())
+    assert outcome.crossbars_dense - outcome.crossbars == k.attempts[0].allocation.freed
+
+
 @pytest.mark.parametrize("search", ["knapsack", "greedy"])
 def test_xbc_prune_search_writes_prune_json(tmp_path, capsys, search):
     out = tmp_path / search
@@ -197,6 +277,7 @@ def test_xbc_prune_search_writes_prune_json(tmp_path, capsys, search):
         assert k["tries"] and k["tries"][0]["allocation"]["status"] in ("OPTIMAL", "FEASIBLE")
         assert {"objective", "bound", "method"} <= set(k["tries"][0]["allocation"]) and "gap" in k["tries"][0]
         assert len(k["layers"]) == len(summary["search"]) and "budget_met" in k
+        assert k["tries"][0]["kind"] == "first" and 0 <= k["standing"] < len(k["tries"])
     else:
         assert summary["knapsack"] is None
     assert (out / "pareto.png").is_file()
@@ -234,7 +315,7 @@ def test_expected_accuracy_is_the_mean_true_class_probability():
 
 
 @pytest.mark.parametrize("flag,value", [("--recovery", "1.0"), ("--recovery", "-0.5"), ("--backoff-tries", "-1"),
-                                        ("--sensitivity-batches", "-2")])
+                                        ("--sensitivity-batches", "-2"), ("--grow-factor", "0.5")])
 def test_xbc_prune_refuses_knapsack_values_out_of_range(tmp_path, capsys, flag, value):
     out = tmp_path / "x"
     status = main(["prune", f"{MODELS}:digits_cnn", *T64, flag, value, "-o", str(out), "--quiet"])
@@ -312,4 +393,4 @@ def test_a_try_after_restore_repeats_the_first_exactly():
     second = (pruner.joint(ratios), model.state_dict())
     assert first[0] == second[0]
     assert all(torch.equal(first[1][k], second[1][k]) for k in second[1])
-    assert any(not torch.equal(first[1][k], state[0][k]) for k in state[0])  # the runs did train
+    assert any(not torch.equal(first[1][k], state.weights[k]) for k in state.weights)  # the runs did train

@@ -181,7 +181,8 @@ def test_xbc_prune_reports_ties_and_folded_channels(tmp_path, flag):
     follows = {r["layer"]: r["follows"] for r in summary["layers"] if r["follows"]}
     assert follows == ({} if untied else {"block1_3": "block1_0", "block2_3": "block2_0"})
     assert (summary["dead_channels"] == []) is unfolded
-    assert all(set(d) == {"producers", "channels", "dead"} and d["dead"] > 0 for d in summary["dead_channels"])
+    assert all(set(d) == {"producers", "channels", "dead", "packed"} and d["dead"] > 0
+               for d in summary["dead_channels"])
 
 
 def test_every_depthwise_layer_of_pytorchcv_mobilenetv2_follows_its_expansion():

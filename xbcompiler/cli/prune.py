@@ -63,6 +63,10 @@ def add(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--backoff-tries", type=int, default=DEFAULTS.backoff_tries, metavar="N",
                    help="knapsack: joint reruns with a halved budget while the loss exceeds --max-drop "
                         "(default %(default)s)")
+    p.add_argument("--grow-factor", type=float, default=DEFAULTS.grow_factor, metavar="F",
+                   help="knapsack: when the first try leaves at least half of --max-drop unused, one more joint run "
+                        "with the budget times F, kept only if judged no worse than the first (1: never; "
+                        "default %(default)s)")
     p.add_argument("--judge-fraction", type=float, default=DEFAULTS.judge_fraction, metavar="F",
                    help="knapsack: share of the held-out images kept apart to judge the budget; the sensitivity "
                         "and the best-epoch choice use the rest (default %(default)s; 0: one set for everything)")
@@ -79,7 +83,7 @@ def add(sub, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "prune a depthwise layer fed by one pruned layer with it, channel for channel)")
     p.add_argument("--no-fold-dead-channels", dest="fold_dead_channels", action="store_false",
                    help="leave the channels pruning emptied in their 1x1 consumers (default: fold them into the "
-                        "consumers' biases and pack them out of their crossbars)")
+                        "consumers' biases and pack them out of their crossbars where that frees crossbars)")
     p.add_argument("--relax-epochs", type=int, default=DEFAULTS.relax_epochs, metavar="N",
                    help="epochs of relaxed projection in the joint run, before --epochs (default %(default)s; 0: project once)")
     p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, metavar="N",
@@ -150,19 +154,21 @@ RANGES = {
     "--sensitivity-batches": ("sensitivity_batches", 0, INF, True, False),
     "--backoff-tries": ("backoff_tries", 0, INF, True, False), "--recovery": ("recovery", 0.0, 1.0, True, False),
     "--judge-fraction": ("judge_fraction", 0.0, 1.0, True, False),
+    "--grow-factor": ("grow_factor", 1.0, INF, True, False),
 }
 
 
 def knapsack_summary(result) -> dict | None:
     """``prune.json``'s ``knapsack``: references, budget, whether it was met, the sensitivity of every
-    layer and every try (allocation with solver status, objective, bound and gap; accuracy; loss)."""
+    layer, every try (kind, allocation with solver status, objective, bound and gap; accuracy; loss) and the
+    index of the try that stands."""
     if result is None:
         return None
     tries = [{**dataclasses.asdict(a), "gap": a.allocation.gap} for a in result.attempts]
     return {"baseline_accuracy": result.baseline_accuracy, "sensitivity_reference": result.sensitivity_reference,
             "judge_reference": result.judge_reference, "max_drop": result.max_drop,
             "budget_met": result.budget_met, "layers": [dataclasses.asdict(r) for r in result.layers],
-            "tries": tries}
+            "tries": tries, "standing": result.standing}
 
 
 def parse_nonzeros(spec: str) -> tuple[int, ...]:
@@ -222,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
     dense = xb.compile(model, example, target, args.pipeline)
     settings: PruneSettings | PatternSettings = PruneSettings(pipeline=args.pipeline, grain=args.grain, sparsity=args.sparsity, search=args.search,
                              sensitivity_batches=args.sensitivity_batches, backoff_tries=args.backoff_tries,
+                             grow_factor=args.grow_factor,
                              recovery=args.recovery, judge_fraction=args.judge_fraction,
                              method=args.method, from_scratch=args.from_scratch,
                              rpp=args.rpp, tie_depthwise=args.tie_depthwise, relax_epochs=args.relax_epochs,

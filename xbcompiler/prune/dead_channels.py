@@ -14,7 +14,8 @@ the moved sums); the constants are read from one forward pass over ``images``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -30,7 +31,9 @@ class DeadChannels:
     producers: tuple[str, ...]
     channels: int
     dead: int
-    """Channels folded into the consumers and moved to the end of the space."""
+    """Channels folded into the consumers."""
+    packed: bool = True
+    """Whether the dead channels were moved to the end of the space (not when that would cost crossbars)."""
 
 
 def _foldable(mod: nn.Module) -> bool:
@@ -58,8 +61,13 @@ def _columns(cs: ChannelSpaces, segments, root: int) -> list[int] | None:
     return offsets
 
 
-def fold_dead_channels(model: nn.Module, images: torch.Tensor) -> list[DeadChannels]:
-    """Fold and pack the dead channels of ``model`` in place (module docstring); the spaces changed."""
+def fold_dead_channels(model: nn.Module, images: torch.Tensor, *,
+                       cost: Callable[[nn.Module], int] | None = None) -> list[DeadChannels]:
+    """Fold and pack the dead channels of ``model`` in place (module docstring); the spaces changed.
+
+    ``cost`` (the model's crossbars as its weights stand): a space is packed only when that lowers it.
+    Packing moves a consumer's input rows between its input groups, so a consumer pruned in slabs
+    ``W[o, I_a]`` can lose more crossbars to the scattered slabs than the emptied groups free."""
     cs = model_spaces(model, (images[:1],))
     if cs is None:
         return []
@@ -107,7 +115,15 @@ def fold_dead_channels(model: nn.Module, images: torch.Tensor) -> list[DeadChann
                     mod.weight[:, idx] = 0
             perms[root] = np.argsort(dead.numpy(), kind="stable")  # alive channels first, in order
             report.append(DeadChannels(tuple(space.producers), space.size, int(dead.sum())))
-    apply_permutations(model, cs, perms)
+    if cost is None:
+        apply_permutations(model, cs, perms)
+        return report
+    for i, (root, perm) in enumerate(perms.items()):
+        before = cost(model)
+        apply_permutations(model, cs, {root: perm})
+        if cost(model) >= before:
+            apply_permutations(model, cs, {root: np.argsort(perm)})
+            report[i] = replace(report[i], packed=False)
     return report
 
 

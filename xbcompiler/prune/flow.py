@@ -40,7 +40,7 @@ from .group_l1 import prune_group_l1
 from .groups import CrossbarCurve, GroupSet, crossbar_curve
 from .knapsack import KnapsackCallbacks, KnapsackResult, knapsack_search
 from .lgd import LGDPruner, prune_lgd
-from .plan_groups import LayerGroups, plan_groups
+from .plan_groups import LayerGroups, crossbars_read_off, kept_groups, plan_groups
 from .search import SearchCallbacks, SearchResult, network_search
 from .ties import tie_depthwise
 from .zerorize import prune_zerorize
@@ -79,6 +79,9 @@ class PruneSettings:
     allocation spends ``max_drop / (1 - recovery)`` of them (ten times the budget; the back-off halves it)."""
     backoff_tries: int = 2
     """Knapsack: joint reruns, each with half the budget and fewer crossbars, while the loss exceeds ``max_drop``."""
+    grow_factor: float = 2.0
+    """Knapsack: when the first try is judged with at least half of ``max_drop`` unused, one more joint run
+    with the budget times this, kept only if judged no worse than the first (1: never grow)."""
     solver_time_limit_s: float = 5.0
     """Knapsack: CP-SAT time limit of each allocation."""
     judge_fraction: float = 0.5
@@ -121,7 +124,8 @@ class PruneSettings:
     channel for channel, and price the pair as one layer in the search (:mod:`.ties`)."""
     fold_dead_channels: bool = True
     """After the joint run, fold the channels pruning emptied into their 1x1 consumers' biases and pack
-    them out of the consumers' crossbars (:mod:`.dead_channels`; function-preserving)."""
+    them out of the consumers' crossbars where that frees crossbars (:mod:`.dead_channels`;
+    function-preserving)."""
     reorder: bool = False
     """Reorder input channels first (``reorder-input-channels``'s algorithm on the model)."""
     reorder_sparsity: float = 0.75
@@ -220,6 +224,17 @@ def expected_accuracy_of(model: torch.nn.Module, x: torch.Tensor, y: torch.Tenso
                     for i in range(0, len(x), batch_size))
     model.train(was)
     return 100.0 * total / max(1, len(x))
+
+
+@dataclass(frozen=True)
+class _Saved:
+    """A :meth:`_Pruner.save`: what a search restores to undo joint runs."""
+
+    weights: dict[str, torch.Tensor]
+    ratios: dict[str, float]
+    runs: int
+    keep: dict[str, torch.Tensor]
+    history: list[dict]
 
 
 class _Pruner:
@@ -387,11 +402,10 @@ class _Pruner:
     def dense_run(self, *, epochs: int, relax_epochs: int = 0, judged: bool = False) -> float:
         """Accuracy (on the judge images if ``judged``) of the dense model after a pruning run's schedule
         (the reference of the same training budget); the model is restored."""
-        state, keep = self.save(), self.keep
+        state = self.save()
         self.run({layer: 0.0 for layer in self.groups}, epochs=epochs, relax_epochs=relax_epochs)
         accuracy = self.judged() if judged else self.evaluate()
         self.restore(state)
-        self.keep = keep
         return accuracy
 
     def joint(self, ratios: dict[str, float]) -> float:
@@ -407,14 +421,17 @@ class _Pruner:
         self.ratios[layer] = ratio
         self.run(dict(self.ratios), epochs=self.s.step_epochs)
 
-    def save(self):
-        """The weights, the ratios and the run count (which seeds the next run's data order)."""
-        return copy.deepcopy(self.model.state_dict()), dict(self.ratios), self.runs
+    def save(self) -> _Saved:
+        """The weights, the ratios, the run count (which seeds the next run's data order), the masks and the
+        history of the last joint run."""
+        return _Saved(copy.deepcopy(self.model.state_dict()), dict(self.ratios), self.runs, dict(self.keep),
+                      list(self.history))
 
-    def restore(self, state) -> None:
+    def restore(self, state: _Saved) -> None:
         """Back to a :meth:`save`: a run from here sees the same data order as the first run from there."""
-        self.model.load_state_dict(state[0])
-        self.ratios, self.runs = dict(state[1]), state[2]
+        self.model.load_state_dict(state.weights)
+        self.ratios, self.runs = dict(state.ratios), state.runs
+        self.keep, self.history = dict(state.keep), list(state.history)
 
 
 #: The methods with prune_lgd's signature (``relax_epochs``, ``finetune_epochs``, ``seed``), by name.
@@ -463,7 +480,8 @@ def prune_classifier(model: torch.nn.Module, target, train: tuple[torch.Tensor, 
                                                                judged=True),
                                       pruner.joint, save=pruner.save, restore=pruner.restore)
         knapsack = knapsack_search(layers, callbacks, baseline=baseline, max_drop=s.max_drop,
-                                   budget=s.max_drop / (1.0 - s.recovery), backoff_tries=s.backoff_tries, time_limit_s=s.solver_time_limit_s, seed=s.seed,
+                                   budget=s.max_drop / (1.0 - s.recovery), backoff_tries=s.backoff_tries,
+                                   grow_factor=s.grow_factor, time_limit_s=s.solver_time_limit_s, seed=s.seed,
                                    progress=s.progress)
         search = knapsack.as_search()
     elif s.sparsity is None:
@@ -480,10 +498,10 @@ def prune_classifier(model: torch.nn.Module, target, train: tuple[torch.Tensor, 
     elif prunable:
         pruner.run({g.layer: s.sparsity for g in prunable}, epochs=s.epochs, relax_epochs=s.relax_epochs, title=True)
     keep = pruner.keep
-    dead = fold_dead_channels(model, train[0][:64]) if s.fold_dead_channels and keep else []
-    if dead:  # the consumers lost input rows and every space moved: read the groups off the weights
-        params = dict(model.named_parameters())
-        keep = {g.param: g.group_set.norms(params[g.param]) > 0 for g in groups}
+    dead = (fold_dead_channels(model, train[0][:64], cost=lambda m: crossbars_read_off(m, groups))
+            if s.fold_dead_channels and keep else [])
+    if dead:  # the consumers lost input rows and packed spaces moved: read the groups off the weights
+        keep = kept_groups(model, groups)
     leaders = {f: leader for leader, fs in pruner.followers.items() for f in fs}
     rows = []
     for g in groups:

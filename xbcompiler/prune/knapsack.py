@@ -12,7 +12,12 @@ Generic over callbacks (like :mod:`.search`):
    dense state, and the loss judged against 3. and ``max_drop``;
 5. back-off, at most ``backoff_tries`` times while the loss exceeds ``max_drop``: restore the dense state,
    re-solve with the budget times ``backoff_factor`` and strictly fewer crossbars than the last try, rerun.
-   The last try stands (``budget_met`` says whether it is within the budget).
+   The last try stands (``budget_met`` says whether it is within the budget);
+6. grow, once, when the first try is judged with at least half of ``max_drop`` unused (``grow_factor`` > 1):
+   save that try, restore the dense state, re-solve with the budget times ``grow_factor``; if that frees more
+   crossbars, rerun, and keep the larger try only if it is judged no worse than the saved one (a judged
+   loss is what says the allocation went too far), else restore the saved one (``standing`` indexes the
+   try that stands).
 """
 
 from __future__ import annotations
@@ -20,12 +25,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..progress import progress as progress_of
 from .allocate import Allocation, Choice, LayerSensitivity, monotone_drops
 from .allocate_solver import allocate
 from .search import LayerOutcome, SearchPoint, SearchResult
+
+TryKind = Literal["first", "back-off", "grow"]
+"""Why a joint run was tried: the first allocation, a back-off after a try over budget, or a grow after a
+try with at least half the budget unused."""
 
 
 def _no_state() -> None:
@@ -68,6 +77,7 @@ class Attempt:
     """``judge reference - accuracy`` (points)."""
     met: bool
     """``loss <= max_drop``."""
+    kind: TryKind = "first"
 
 
 @dataclass
@@ -81,10 +91,18 @@ class KnapsackResult:
     max_drop: float
     layers: list[LayerSensitivity] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
+    standing: int = 0
+    """Index into ``attempts`` of the try the model ends pruned by (the last, unless a grow was undone)."""
 
     @property
     def final(self) -> Attempt:
-        return self.attempts[-1]
+        """The try that stands."""
+        return self.attempts[self.standing]
+
+    @property
+    def not_kept(self) -> list[Attempt]:
+        """The tries the search moved away from (backed off from, or a grow it undid)."""
+        return [a for i, a in enumerate(self.attempts) if i != self.standing]
 
     @property
     def budget_met(self) -> bool:
@@ -100,8 +118,9 @@ class KnapsackResult:
                 lines.append(f"{layer.layer:<24} {c.ratio:>6.3f} {c.freed:>6} {c.accuracy:>8.4g} {c.drop:>6.2f}{mark}")
         for i, a in enumerate(self.attempts):
             al = a.allocation
-            lines.append(f"try {i}: budget {al.budget:.3g} -> {al.freed} crossbars freed ({al.method} {al.status}, "
-                         f"gap {al.gap:.3g}); accuracy {a.accuracy:.4g}, loss {a.loss:.3g} "
+            stands = ", stands" if i == self.standing else ""
+            lines.append(f"try {i} ({a.kind}{stands}): budget {al.budget:.3g} -> {al.freed} crossbars freed "
+                         f"({al.method} {al.status}, gap {al.gap:.3g}); accuracy {a.accuracy:.4g}, loss {a.loss:.3g} "
                          f"({'within' if a.met else 'over'} {self.max_drop:.3g})")
         return "\n".join(lines)
 
@@ -149,13 +168,16 @@ def measure_sensitivity(layers: Sequence[str], callbacks: KnapsackCallbacks, ref
 
 def knapsack_search(layers: Sequence[str], callbacks: KnapsackCallbacks, *, baseline: float, max_drop: float,
                     budget: float | None = None, backoff_tries: int = 2, backoff_factor: float = 0.5,
-                    time_limit_s: float = 5.0, seed: int = 0, progress: bool = True) -> KnapsackResult:
-    """Run the search (module docstring); the model ends pruned by the last try's allocation.
+                    grow_factor: float = 2.0, time_limit_s: float = 5.0, seed: int = 0,
+                    progress: bool = True) -> KnapsackResult:
+    """Run the search (module docstring); the model ends pruned by the standing try's allocation.
 
     ``budget`` (default ``max_drop``) is what the first allocation may spend in summed sensitivity drops;
     the loss after each joint run is judged against ``max_drop``."""
     if not 0.0 <= backoff_factor < 1.0:
         raise ValueError(f"backoff_factor must lie in [0, 1), got {backoff_factor}")
+    if grow_factor < 1.0:
+        raise ValueError(f"grow_factor must be at least 1 (1: no grow), got {grow_factor}")
     cb = callbacks
     reference = cb.reference()
     sens = measure_sensitivity(layers, cb, reference, progress=progress)
@@ -167,15 +189,35 @@ def knapsack_search(layers: Sequence[str], callbacks: KnapsackCallbacks, *, base
     for attempt in range(backoff_tries + 1):
         if attempt:
             cb.restore(state)
-        _say(progress, f"allocation (budget {budget:.3g} points): {allocation.freed} crossbars freed, predicted "
-                       f"drop {allocation.drop:.3g} ({allocation.method} {allocation.status})")
-        accuracy = cb.joint(allocation.pruned())
-        loss = judge - accuracy
-        result.attempts.append(Attempt(allocation, accuracy, loss, loss <= max_drop))
-        _say(progress, f"joint run: accuracy {accuracy:.4g}, loss {loss:.3g} against {judge:.4g} "
-                       f"({'within' if loss <= max_drop else 'over'} the budget {max_drop:.3g})")
-        if loss <= max_drop or allocation.freed == 0 or attempt == backoff_tries:
+        _joint(result, cb, allocation, "back-off" if attempt else "first", progress)
+        if result.final.met or allocation.freed == 0 or attempt == backoff_tries:
             break
         budget *= backoff_factor
         allocation = allocate(sens, budget, max_freed=allocation.freed - 1, time_limit_s=time_limit_s, seed=seed)
+    first = result.final
+    if grow_factor > 1.0 and len(result.attempts) == 1 and first.loss <= max_drop / 2:
+        grown = allocate(sens, budget * grow_factor, time_limit_s=time_limit_s, seed=seed)
+        if grown.freed > allocation.freed:
+            kept = cb.save()
+            cb.restore(state)
+            _joint(result, cb, grown, "grow", progress)
+            if (loss := result.final.loss) > first.loss:
+                cb.restore(kept)
+                result.standing = 0
+                _say(progress, f"grow undone (loss {loss:.3g} over the first try's {first.loss:.3g}): back to try 0 "
+                               f"({allocation.freed} crossbars freed)")
     return result
+
+
+def _joint(result: KnapsackResult, cb: KnapsackCallbacks, allocation: Allocation, kind: TryKind,
+           progress: bool) -> None:
+    """One joint run of ``allocation`` from the current state, judged and appended as the standing try."""
+    _say(progress, f"allocation ({kind}, budget {allocation.budget:.3g} points): {allocation.freed} crossbars freed, "
+                   f"predicted drop {allocation.drop:.3g} ({allocation.method} {allocation.status})")
+    accuracy = cb.joint(allocation.pruned())
+    loss = result.judge_reference - accuracy
+    met = loss <= result.max_drop
+    result.attempts.append(Attempt(allocation, accuracy, loss, met, kind))
+    result.standing = len(result.attempts) - 1
+    _say(progress, f"joint run: accuracy {accuracy:.4g}, loss {loss:.3g} against {result.judge_reference:.4g} "
+                   f"({'within' if met else 'over'} the budget {result.max_drop:.3g})")

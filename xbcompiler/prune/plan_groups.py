@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from ..ir.program import MappingPlan
 from ..ir.verify_toeplitz import TOEPLITZ
 from .groups import GroupSet, column_groups, conv_group_groups, crossbar_groups, kernel_groups, tile_groups
@@ -93,3 +95,15 @@ def layer_group_set(param: str, shape, plan: MappingPlan, grain: str, *, rows: i
     if grain == "kernel":
         return kernel_groups(param, shape, cols_per_tile=plan.kout, rows=rows)
     return tile_groups(param, shape, rows=rows, cols_per_tile=plan.kout)
+
+
+def kept_groups(model: torch.nn.Module, groups: list[LayerGroups]) -> dict[str, torch.Tensor]:
+    """Parameter -> keep vector of the groups with a non-zero weight, read off the model."""
+    params = dict(model.named_parameters())
+    return {g.param: g.group_set.norms(params[g.param]) > 0 for g in groups}
+
+
+def crossbars_read_off(model: torch.nn.Module, groups: list[LayerGroups]) -> int:
+    """Crossbars of the layers of ``groups`` as the model's weights stand (:func:`kept_groups`)."""
+    keep = kept_groups(model, groups)
+    return sum(g.group_set.crossbars(keep[g.param]) for g in groups)

@@ -30,7 +30,8 @@ def run_series(outcome) -> dict[str, list[tuple[float, float]]]:
 
     Greedy search: every step (accepted and undone; the layers it has not reached yet dense). Knapsack search:
     every sensitivity point (one layer pruned alone at one ratio, the others dense; its expected accuracy;
-    split by whether the final allocation chose that ratio) and every joint-run try the back-off replaced."""
+    split by whether the standing allocation chose that ratio) and every joint-run try not kept (backed off
+    from, or a grow undone)."""
     series = {"dense": [(outcome.crossbars_dense, outcome.baseline_accuracy)]}
     knapsack = getattr(outcome, "knapsack", None)
     if outcome.search is not None:
@@ -41,8 +42,8 @@ def run_series(outcome) -> dict[str, list[tuple[float, float]]]:
             series[label] = [(outcome.crossbars_dense - p.freed, p.accuracy) for p in outcome.search.visited
                              if p.accepted == accepted]
     if knapsack is not None:
-        series["joint run: try backed off from"] = [(outcome.crossbars_dense - a.allocation.freed, a.accuracy)
-                                                    for a in knapsack.attempts[:-1]]
+        series["joint run: try not kept"] = [(outcome.crossbars_dense - a.allocation.freed, a.accuracy)
+                                             for a in knapsack.not_kept]
     series["after the joint run"] = [(outcome.crossbars, outcome.accuracy)]
     return series
 
