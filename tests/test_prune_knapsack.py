@@ -135,7 +135,7 @@ def test_search_within_budget_runs_once_without_growing():
     assert [c.freed for c in result.layers[0].choices] == [0, 2, 5, 8]
 
 
-def test_search_grows_once_when_half_the_budget_is_unused_and_keeps_a_grow_within_it():
+def test_search_grows_once_when_half_the_budget_is_unused_and_keeps_a_grow_judged_no_worse():
     toy = Toy(joint_cost=0.0)
     result = knapsack_search(["a", "b"], toy.callbacks(), baseline=92.0, max_drop=1.0, progress=False)
     assert [a.kind for a in result.attempts] == ["first", "grow"] and result.standing == 1
