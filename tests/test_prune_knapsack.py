@@ -163,6 +163,13 @@ def test_search_undoes_a_grow_judged_worse_than_the_first_try(toy, capsys):
     assert [p.ratio for p in result.as_search().visited if p.accepted] == [r for r in chosen.values() if r > 0]
 
 
+def test_search_says_when_a_grow_would_free_nothing_more(capsys):
+    toy = Toy(joint_cost=0.0)  # with a budget of 5 every layer already sits at its largest ratio
+    result = knapsack_search(["a", "b"], toy.callbacks(), baseline=92.0, max_drop=1.0, budget=5.0, progress=True)
+    assert [a.kind for a in result.attempts] == ["first"] and result.final.allocation.freed == 16
+    assert "no grow: a budget of 10 points frees no more crossbars" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("cost,factor", [(0.06, 2.0), (0.0, 1.0)])
 def test_search_does_not_grow_with_less_than_half_the_budget_unused_or_growing_off(cost, factor):
     toy = Toy(joint_cost=cost)  # 10 freed -> loss 0.6 of 1.0: within, but less than half unused

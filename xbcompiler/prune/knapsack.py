@@ -197,7 +197,9 @@ def knapsack_search(layers: Sequence[str], callbacks: KnapsackCallbacks, *, base
     first = result.final
     if grow_factor > 1.0 and len(result.attempts) == 1 and first.loss <= max_drop / 2:
         grown = allocate(sens, budget * grow_factor, time_limit_s=time_limit_s, seed=seed)
-        if grown.freed > allocation.freed:
+        if grown.freed <= allocation.freed:
+            _say(progress, f"no grow: a budget of {grown.budget:.3g} points frees no more crossbars")
+        else:
             kept = cb.save()
             cb.restore(state)
             _joint(result, cb, grown, "grow", progress)
