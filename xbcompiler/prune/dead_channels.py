@@ -118,10 +118,12 @@ def fold_dead_channels(model: nn.Module, images: torch.Tensor, *,
     if cost is None:
         apply_permutations(model, cs, perms)
         return report
+    current = cost(model)
     for i, (root, perm) in enumerate(perms.items()):
-        before = cost(model)
         apply_permutations(model, cs, {root: perm})
-        if cost(model) >= before:
+        if (packed := cost(model)) < current:
+            current = packed
+        else:
             apply_permutations(model, cs, {root: np.argsort(perm)})
             report[i] = replace(report[i], packed=False)
     return report
