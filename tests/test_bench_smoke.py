@@ -67,3 +67,16 @@ def test_bench_load_bounds_small_member():
     row = rows["load_bounds_unnamed_member"]
     assert row["code"] == "XB516" and row["plain_code"] == "ok"  # refused unread; the plain one loads
     assert row["peak_mb"] > 0 and row["plain_peak_mb"] > 0
+
+
+@pytest.mark.slow
+def test_bench_prune_pytorchcv_quick():
+    _, rows = run_bench("bench_prune_pytorchcv.py", "--quick")
+    row = rows["prune_inverted_residual_seed0"]
+    assert {"dense", "pruned", "saving_percent", "loss", "judged_tries", "verified", "wall_s", "cpu_s",
+            "saving_goal", "loss_goal", "wall_goal_s", "met"} <= row.keys()
+    assert row["verified"] and 0 < row["pruned"] < row["dense"] and row["judged_tries"]
+    assert row["saving_percent"] == round(100 * (1 - row["pruned"] / row["dense"]), 2)
+    assert row["met"] == (row["saving_percent"] >= 50 and row["loss"] <= 1 and row["wall_s"] < 300)
+    summary = rows["prune_inverted_residual"]
+    assert summary["seeds"] == 1 and summary["met_all_seeds"] == row["met"]
